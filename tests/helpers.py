@@ -1,0 +1,101 @@
+"""Tiny models and data shared by the tests: CPU-sized, generated, deterministic."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+
+def make_images(n: int = 64, num_classes: int = 4, size: int = 8, channels: int = 3, seed: int = 0):
+    """Learnable random images: class-dependent mean plus noise, float in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % num_classes
+    centers = torch.rand(num_classes, channels, size, size, generator=g)
+    x = (centers[y] + 0.15 * torch.randn(n, channels, size, size, generator=g)).clamp(0, 1)
+    return x, y
+
+
+class TinyNet(nn.Module):
+    """Conv + BN + linear: has weights, biases and norm gains, like a real CNN."""
+
+    def __init__(self, channels: int = 3, num_classes: int = 4, width: int = 8) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, width, 3, padding=1)
+        self.bn = nn.BatchNorm2d(width)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn(self.conv(x)))
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+class TinyModule(L.LightningModule):
+    def __init__(self, lr: float = 0.1, channels: int = 3, num_classes: int = 4) -> None:
+        super().__init__()
+        self.net = TinyNet(channels, num_classes)
+        self.lr = lr
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self(x), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        acc = (self(x).argmax(-1) == y).float().mean()
+        self.log("val/acc", acc)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+
+
+class RepeatDataset(Dataset):
+    """Index i of the k*N items maps to sample i % N (independent noise per access)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, multiplicity: int = 1) -> None:
+        self.x, self.y, self.multiplicity = x, y, multiplicity
+
+    def __len__(self) -> int:
+        return len(self.x) * self.multiplicity
+
+    def __getitem__(self, i: int):
+        j = i % len(self.x)
+        return self.x[j] + 0.01 * torch.randn_like(self.x[j]), self.y[j]
+
+
+class TinyDataModule(L.LightningDataModule):
+    """Implements the multiplicity protocol the simplest way: a settable attribute."""
+
+    def __init__(self, n: int = 64, batch_size: int = 16, multiplicity: int = 1, seed: int = 0):
+        super().__init__()
+        self.x, self.y = make_images(n, seed=seed)
+        self.batch_size = batch_size
+        self.multiplicity = multiplicity
+
+    def train_dataloader(self):
+        ds = RepeatDataset(self.x, self.y, self.multiplicity)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=self.batch_size)
+
+
+def tiny_trainer(tmp_path, **kwargs) -> L.Trainer:
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
+    defaults.update(kwargs)
+    return L.Trainer(**defaults)

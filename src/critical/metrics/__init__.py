@@ -1,0 +1,48 @@
+"""Pure tensor functions and accumulators for the training-dynamics metrics (no Lightning).
+
+* gradient confusion (Sankararaman et al., ICML 2020): pairwise cosines of mini-batch gradients;
+* gradient predictability (after Chen, Yuille & Zhou, ICLR 2023): cosine of consecutive steps'
+  gradients;
+* layer rotation (Carbonnelle & De Vleeschouwer, 2019): ``1 - cos(theta_0, theta_e)`` per layer.
+"""
+
+from critical.metrics.functional import (
+    ConfusionResult,
+    CosineResult,
+    cosine,
+    gradient_confusion,
+    gradient_predictability,
+    layer_rotation,
+    mean_pairwise_cosine_from_sum,
+    pairwise_cosine,
+    segment_cosine,
+    segment_sum,
+)
+from critical.metrics.layers import (
+    INCLUDE_CHOICES,
+    WEIGHT_MODULES,
+    ParamLayout,
+    gradient_layout,
+    weight_layout,
+)
+from critical.metrics.streaming import StreamingConfusion, StreamingCosine
+
+__all__ = [
+    "ConfusionResult",
+    "CosineResult",
+    "INCLUDE_CHOICES",
+    "ParamLayout",
+    "StreamingConfusion",
+    "StreamingCosine",
+    "WEIGHT_MODULES",
+    "cosine",
+    "gradient_confusion",
+    "gradient_layout",
+    "gradient_predictability",
+    "layer_rotation",
+    "mean_pairwise_cosine_from_sum",
+    "pairwise_cosine",
+    "segment_cosine",
+    "segment_sum",
+    "weight_layout",
+]

@@ -1,0 +1,163 @@
+"""Which parameters form a "layer", and how to flatten them into one buffer.
+
+A :class:`ParamLayout` is an ordered list of parameters grouped into named layers, so that the
+metric functions can work on one flat vector (the whole model) and on contiguous segments of it
+(the layers) with single tensor ops instead of Python loops over parameters.
+
+Two groupings are offered:
+
+* :func:`gradient_layout`: every trainable parameter, grouped by the module that owns it
+  (``conv1`` holds ``conv1.weight`` and ``conv1.bias``). Used for gradient confusion and
+  predictability, whose whole-model value is over the full gradient.
+* :func:`weight_layout`: for layer rotation (Carbonnelle & De Vleeschouwer, 2019), by default
+  only the weight tensors of convolutions, linear layers, attention projections and embeddings;
+  normalization gains and biases are excluded (``include="all"`` takes every trainable parameter,
+  one layer each).
+
+Frozen parameters (``requires_grad=False``) are always ignored.
+
+Example:
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    >>> gradient_layout(net).names
+    ['0', '1', '2']
+    >>> weight_layout(net).names, weight_layout(net).lengths
+    (['0.weight', '2.weight'], [12, 6])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ParamLayout",
+    "gradient_layout",
+    "weight_layout",
+    "WEIGHT_MODULES",
+    "INCLUDE_CHOICES",
+]
+
+#: module types whose ``weight`` counts as a layer for rotation (subclasses included)
+WEIGHT_MODULES: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Linear,
+    nn.Bilinear,
+    nn.Embedding,
+)
+#: attention modules keep their projections as raw parameters
+_ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+INCLUDE_CHOICES = ("weights", "all")
+
+
+@dataclass
+class ParamLayout:
+    """Parameters in a fixed order, grouped into contiguous named layers.
+
+    Attributes:
+        names: layer names, in order.
+        params: the parameters, in flat order (the params of layer 0 first).
+        lengths: number of elements of each layer.
+        param_numels: number of elements of each parameter.
+    """
+
+    names: list[str]
+    params: list[nn.Parameter]
+    lengths: list[int]
+    param_numels: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.params:
+            raise ValueError(
+                "no trainable parameters to monitor: every parameter is frozen "
+                "(requires_grad=False) or the model has none"
+            )
+        if not self.param_numels:
+            self.param_numels = [p.numel() for p in self.params]
+
+    @property
+    def numel(self) -> int:
+        """Total number of elements (P)."""
+        return sum(self.lengths)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.names)
+
+    def lengths_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
+        return torch.tensor(self.lengths, dtype=torch.long, device=device)
+
+    def new_buffer(
+        self, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """A zero flat buffer of P elements."""
+        return torch.zeros(self.numel, dtype=dtype, device=device)
+
+    def param_views(self, buffer: torch.Tensor) -> list[torch.Tensor]:
+        """Views of ``buffer`` shaped like each parameter (for ``torch._foreach_copy_``)."""
+        chunks = torch.split(buffer, self.param_numels)
+        return [c.view(p.shape) for c, p in zip(chunks, self.params)]
+
+    def layer_views(self, buffer: torch.Tensor) -> list[torch.Tensor]:
+        """Flat views of ``buffer``, one per layer."""
+        return list(torch.split(buffer, self.lengths))
+
+    def signature(self) -> list[tuple[str, int]]:
+        """(name, length) per layer: identifies a layout across checkpoints."""
+        return list(zip(self.names, self.lengths))
+
+
+def _layout(groups: Iterable[tuple[str, Sequence[nn.Parameter]]]) -> ParamLayout:
+    names, params, lengths = [], [], []
+    seen: set[int] = set()
+    for name, ps in groups:
+        ps = [p for p in ps if p.requires_grad and id(p) not in seen]
+        if not ps:
+            continue
+        seen.update(id(p) for p in ps)
+        names.append(name or "<root>")
+        params.extend(ps)
+        lengths.append(sum(p.numel() for p in ps))
+    return ParamLayout(names, params, lengths)
+
+
+def gradient_layout(module: nn.Module) -> ParamLayout:
+    """All trainable parameters, one layer per owning module (shared parameters counted once)."""
+    return _layout(
+        (name, list(m.parameters(recurse=False))) for name, m in module.named_modules()
+    )
+
+
+def weight_layout(module: nn.Module, include: str = "weights") -> ParamLayout:
+    """Parameters whose rotation is tracked, one layer per tensor.
+
+    Args:
+        module: the model.
+        include: ``"weights"`` (default): ``weight`` of conv / linear / bilinear / embedding
+            modules and the projection weights of ``nn.MultiheadAttention`` (timm's attention
+            uses ``nn.Linear`` projections, so it is covered); ``"all"``: every trainable
+            parameter (norm gains and biases too).
+    """
+    if include not in INCLUDE_CHOICES:
+        raise ValueError(f"`include` must be one of {list(INCLUDE_CHOICES)}, got {include!r}")
+    if include == "all":
+        return _layout((name, [p]) for name, p in module.named_parameters())
+    groups: list[tuple[str, list[nn.Parameter]]] = []
+    for name, m in module.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(m, WEIGHT_MODULES) and isinstance(getattr(m, "weight", None), nn.Parameter):
+            groups.append((f"{prefix}weight", [m.weight]))
+        elif isinstance(m, nn.MultiheadAttention):
+            for attr in _ATTENTION_WEIGHTS:
+                p = getattr(m, attr, None)
+                if isinstance(p, nn.Parameter):
+                    groups.append((f"{prefix}{attr}", [p]))
+    return _layout(groups)

@@ -1,0 +1,237 @@
+"""The augmentation cutoff: drops multiplicity k to its target (default 1) at an epoch boundary."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from critical.callbacks._base import PREFIX, check_choice, check_int
+from critical.callbacks.critical_period import CriticalPeriod
+from critical.data.protocol import find_multiplicity_target
+from critical.detector import CriticalPeriodEvent
+
+POLICIES = ("detector", "fixed", "never")
+
+
+class AugmentationCutoff(Callback):
+    """Sets the training data's multiplicity k to ``target`` once the critical period is over.
+
+    Policies:
+
+    * ``"detector"`` (default): subscribes to the :class:`~critical.callbacks.CriticalPeriod`
+      callback (``critical_period=``, or the only one in the Trainer's callbacks) and cuts at the
+      end of the epoch in which it fires.
+    * ``"fixed"``: cuts after ``epoch`` completed epochs, or after ``fraction * max_epochs``
+      (rounded). ``epoch=0`` trains at the target k from the start.
+    * ``"never"``: keeps k (a baseline that logs the same things).
+
+    The cut takes effect at the next epoch boundary: the callback sets ``multiplicity`` (and, with
+    ``disable_augmentation=True``, ``augment = False``) on the object found by
+    :func:`critical.data.find_multiplicity_target` (the datamodule, or the train dataloader's
+    dataset) and makes Lightning rebuild the train dataloader before the next epoch, so that
+    epoch runs exactly the target-k number of batches and ``trainer.num_training_batches`` and
+    the progress bar agree. Rebuilding also rebuilds Lightning's distributed sampler, so DDP
+    sharding stays correct; every rank switches in the same epoch (the detector's decision is
+    agreed across ranks). After a resume, the restored state puts k back where it was: a run
+    resumed after the cut stays at the target k, one resumed before it still has its k.
+
+    The default keeps augmentation on at k = 1, as the seed proposal and Fukase et al. (2025) do;
+    ``disable_augmentation=True`` turns it off entirely (Golatkar et al., 2019 style).
+
+    Attributes:
+        cut_epoch: first (0-based) epoch trained at the target k; ``None`` until decided.
+        multiplicity_before: k at the start of training.
+        multiplicity_after: the target k.
+
+    Logged (prefix ``critical/``): ``multiplicity``, the k of the epoch that just ended.
+
+    Example:
+        >>> import lightning as L
+        >>> from critical.callbacks import AugmentationCutoff, CriticalPeriod, LayerRotation
+        >>> callbacks = [LayerRotation(), CriticalPeriod("layer_rotation"), AugmentationCutoff()]
+        >>> trainer = L.Trainer(callbacks=callbacks, logger=False)
+    """
+
+    def __init__(
+        self,
+        policy: str = "detector",
+        epoch: int | None = None,
+        fraction: float | None = None,
+        target: int = 1,
+        disable_augmentation: bool = False,
+        critical_period: CriticalPeriod | None = None,
+        verbose: bool = True,
+    ) -> None:
+        self.policy = check_choice("policy", policy, POLICIES)
+        check_int("epoch", epoch, 0, allow_none=True)
+        if fraction is not None and not (isinstance(fraction, (int, float)) and 0 <= fraction <= 1):
+            raise ValueError(f"`fraction` must be a number in [0, 1], got {fraction!r}")
+        if policy == "fixed" and (epoch is None) == (fraction is None):
+            raise ValueError("policy='fixed' needs exactly one of `epoch` or `fraction`")
+        if policy != "fixed" and (epoch is not None or fraction is not None):
+            raise ValueError(f"`epoch`/`fraction` only apply to policy='fixed', not {policy!r}")
+        if critical_period is not None and not isinstance(critical_period, CriticalPeriod):
+            raise ValueError(f"`critical_period` must be a CriticalPeriod, got {critical_period!r}")
+        self.epoch = epoch
+        self.fraction = fraction
+        self.target = check_int("target", target, 1)
+        self.disable_augmentation = bool(disable_augmentation)
+        self.critical_period = critical_period
+        self.verbose = verbose
+
+        self.cut_epoch: int | None = None
+        self.multiplicity_before: int | None = None
+        self.multiplicity_after: int = self.target
+        self.reason: str | None = None
+        self._trainer: pl.Trainer | None = None
+        self._data: Any = None
+        self._epoch_k: int | None = None
+        self._restore_reload: int | None = None
+        self._batches_before_cut: float | None = None
+        self._fixed_at: int | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(policy=self.policy, epoch=self.epoch, fraction=self.fraction)
+
+    @property
+    def cut(self) -> bool:
+        """Whether the cut has been decided (it may take effect at the next epoch)."""
+        return self.cut_epoch is not None
+
+    # ----------------------------------------------------------------- setup
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def _resolve_data(self, trainer: pl.Trainer) -> Any:
+        data = find_multiplicity_target(trainer)
+        if data is None:
+            raise ValueError(
+                "AugmentationCutoff found no training data with a settable `multiplicity`: use a "
+                "critical.data datamodule, wrap your dataset in critical.data.MultiplicityDataset, "
+                "or give your LightningDataModule a `multiplicity` attribute honoured by "
+                "train_dataloader()"
+            )
+        if self.disable_augmentation and not hasattr(data, "augment"):
+            raise ValueError(
+                f"disable_augmentation=True needs a settable `augment` attribute on {type(data).__name__}"
+            )
+        return data
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._data = self._resolve_data(trainer)
+        if self.multiplicity_before is None:
+            self.multiplicity_before = int(self._data.multiplicity)
+        if self.policy == "detector":
+            cp = self.critical_period
+            if cp is None:
+                found = [cb for cb in trainer.callbacks if isinstance(cb, CriticalPeriod)]
+                if len(found) != 1:
+                    raise ValueError(
+                        "AugmentationCutoff(policy='detector') needs exactly one CriticalPeriod "
+                        f"callback in the Trainer (found {len(found)}); pass `critical_period=` "
+                        "to choose one"
+                    )
+                cp = found[0]
+            self.critical_period = cp
+            cp.add_listener(self._on_critical_period_end)
+        elif self.policy == "fixed" and self.cut_epoch is None:
+            at = self.epoch
+            if at is None:
+                if trainer.max_epochs is None or trainer.max_epochs < 0:
+                    raise ValueError("AugmentationCutoff(fraction=...) needs Trainer(max_epochs=...)")
+                at = int(round(self.fraction * trainer.max_epochs))
+            self._fixed_at = at
+            if at == 0:
+                self._decide(trainer, 0, "fixed at epoch 0")
+        # A cut restored from a checkpoint applies now: a checkpoint holding a decided cut was
+        # saved at or after the end of the deciding epoch, so training resumes at or after
+        # `cut_epoch` (the trainer's epoch counter itself is restored only after this hook).
+        self._apply()
+
+    def _on_critical_period_end(
+        self, event: CriticalPeriodEvent, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> None:
+        if self.cut_epoch is None:
+            self._decide(trainer, event.epoch + 1, f"critical period over ({event.reason})")
+
+    # ----------------------------------------------------------------- the cut
+    def _decide(self, trainer: pl.Trainer, first_epoch: int, reason: str) -> None:
+        self.cut_epoch = first_epoch
+        self.reason = reason
+        if self.verbose:
+            rank_zero_info(
+                f"[critical] multiplicity {self.multiplicity_before} -> {self.target} from epoch "
+                f"{first_epoch} ({reason})"
+            )
+        self._batches_before_cut = trainer.num_training_batches
+        self._apply()
+
+    def _apply(self) -> None:
+        """Set k on the data once the cut is decided, and make Lightning rebuild the train
+        dataloader before the next epoch if it was built with the old k."""
+        if self.cut_epoch is None or self._data is None:
+            return
+        data = self._data
+        changed = int(data.multiplicity) != self.target
+        data.multiplicity = self.target
+        if self.disable_augmentation and getattr(data, "augment", False):
+            data.augment = False
+            changed = True
+        trainer = self._trainer
+        if changed and trainer is not None and self._restore_reload is None:
+            self._restore_reload = trainer.reload_dataloaders_every_n_epochs
+            trainer.reload_dataloaders_every_n_epochs = 1
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._restore_reload is not None:  # the rebuild happened just before this hook
+            trainer.reload_dataloaders_every_n_epochs = self._restore_reload
+            self._restore_reload = None
+            before = self._batches_before_cut
+            now = trainer.num_training_batches
+            if (
+                before is not None
+                and math.isfinite(before)
+                and self.target < (self.multiplicity_before or 0)
+                and now >= before
+            ):
+                rank_zero_warn(
+                    f"AugmentationCutoff set multiplicity to {self.target} but the train dataloader "
+                    f"still has {now} batches (was {before}): does train_dataloader() honour "
+                    "`multiplicity`?"
+                )
+        self._epoch_k = int(self._data.multiplicity) if self._data is not None else None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.policy == "fixed" and self.cut_epoch is None and trainer.current_epoch + 1 >= self._fixed_at:
+            self._decide(trainer, trainer.current_epoch + 1, f"fixed at epoch {self._fixed_at}")
+        if self._epoch_k is not None:
+            pl_module.log(PREFIX + "multiplicity", float(self._epoch_k), on_step=False, on_epoch=True)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._restore_reload is not None:
+            trainer.reload_dataloaders_every_n_epochs = self._restore_reload
+            self._restore_reload = None
+        if self.critical_period is not None:
+            self.critical_period.remove_listener(self._on_critical_period_end)
+
+    # ----------------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "cut_epoch": self.cut_epoch,
+            "multiplicity_before": self.multiplicity_before,
+            "multiplicity_after": self.multiplicity_after,
+            "reason": self.reason,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.cut_epoch = state_dict.get("cut_epoch")
+        self.multiplicity_before = state_dict.get("multiplicity_before")
+        self.multiplicity_after = state_dict.get("multiplicity_after", self.target)
+        self.reason = state_dict.get("reason")
+        # strategies that restore after `on_fit_start` (e.g. DeepSpeed) reach here late
+        self._apply()

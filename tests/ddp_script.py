@@ -1,0 +1,70 @@
+"""Run by tests/test_ddp.py: a 2-process DDP fit on CPU (gloo); each rank writes what it saw."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import lightning as L  # noqa: E402
+from lightning.pytorch.callbacks import Callback  # noqa: E402
+
+from critical.callbacks import (  # noqa: E402
+    AugmentationCutoff,
+    CriticalPeriod,
+    GradientConfusion,
+    GradientPredictability,
+    LayerRotation,
+)
+from helpers import TinyDataModule, TinyModule  # noqa: E402
+
+# rank 0 settles at epoch 3 (changes 1, .01, .01); rank 1 alone would fire at epoch 2
+SCRIPTS = {0: [0.0, 1.0, 1.01, 1.02, 1.03, 1.04], 1: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]}
+
+
+class Scripted(TinyModule):
+    def training_step(self, batch, batch_idx):
+        v = SCRIPTS[self.global_rank][self.current_epoch]
+        self.log("scripted", v, on_step=False, on_epoch=True, sync_dist=False)
+        return super().training_step(batch, batch_idx)
+
+
+class Record(Callback):
+    def __init__(self):
+        self.k, self.planned, self.ran, self.samples = [], [], [], []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.k.append(trainer.datamodule.multiplicity)
+        self.planned.append(trainer.num_training_batches)
+        self.ran.append(0)
+        self.samples.append([])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.ran[-1] += 1
+
+
+def main(out_dir):
+    L.seed_everything(0)
+    cp = CriticalPeriod("scripted", threshold=0.1, patience=2, min_epochs=0)
+    metric_cbs = [GradientConfusion(), GradientPredictability(), LayerRotation()]
+    rec = Record()
+    trainer = L.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp", max_epochs=6, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[cp, AugmentationCutoff(), *metric_cbs, rec],
+    )
+    trainer.fit(Scripted(), TinyDataModule(n=64, batch_size=8, multiplicity=3))
+    result = {
+        "rank": trainer.global_rank,
+        "event_epoch": cp.event.epoch if cp.event else None,
+        "k": rec.k,
+        "planned": rec.planned,
+        "ran": rec.ran,
+        "metrics": [cb.history for cb in metric_cbs],
+    }
+    with open(os.path.join(out_dir, f"rank{trainer.global_rank}.json"), "w") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

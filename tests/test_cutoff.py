@@ -1,0 +1,183 @@
+"""CriticalPeriod and AugmentationCutoff in real fits: the decision, the switch, and resume."""
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from critical.callbacks import (
+    AugmentationCutoff,
+    CriticalPeriod,
+    GradientPredictability,
+    LayerRotation,
+)
+from helpers import TinyDataModule, TinyModule, tiny_trainer
+
+# changes 1, 0.01, 0.01, ...: with patience 2 the detector fires at the end of epoch 3
+SCRIPT = [0.0, 1.0, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06]
+
+
+class Scripted(TinyModule):
+    def __init__(self, script=SCRIPT):
+        super().__init__()
+        self.script = script
+
+    def training_step(self, batch, batch_idx):
+        self.log("scripted", float(self.script[self.current_epoch]), on_step=False, on_epoch=True)
+        return super().training_step(batch, batch_idx)
+
+
+class BatchCounter(Callback):
+    def __init__(self):
+        self.planned, self.ran, self.k = [], [], []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.planned.append(trainer.num_training_batches)
+        self.ran.append(0)
+        self.k.append(trainer.datamodule.multiplicity)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.ran[-1] += 1
+
+
+def fit(tmp_path, callbacks, epochs=6, module=None, dm=None, **kw):
+    counter = BatchCounter()
+    dm = dm or TinyDataModule(n=64, batch_size=16, multiplicity=3)
+    trainer = tiny_trainer(tmp_path, max_epochs=epochs, callbacks=[*callbacks, counter], **kw)
+    trainer.fit(module or Scripted(), dm)
+    return trainer, counter, dm
+
+
+def test_detector_fires_at_expected_epoch_and_k_drops_next_epoch(tmp_path):
+    cp = CriticalPeriod("scripted", threshold=0.1, patience=2, min_epochs=0)
+    seen = []
+    cp.add_listener(lambda ev, trainer, module: seen.append((ev.epoch, trainer.current_epoch)))
+    cut = AugmentationCutoff()
+    trainer, counter, dm = fit(tmp_path, [cp, cut])
+    assert cp.event.epoch == 3 and cp.event.reason == "stable" and seen == [(3, 3)]
+    assert cut.cut_epoch == 4 and cut.multiplicity_before == 3 and dm.multiplicity == 1
+    assert counter.k == [3, 3, 3, 3, 1, 1]
+    assert counter.planned == [12, 12, 12, 12, 4, 4]  # trainer.num_training_batches agrees...
+    assert counter.ran == counter.planned  # ...with what really ran
+    assert trainer.callback_metrics["critical/critical_period_over"] == 1.0
+    assert trainer.callback_metrics["critical/critical_period_epoch"] == 3.0
+    assert trainer.callback_metrics["critical/multiplicity"] == 1.0
+    assert trainer.reload_dataloaders_every_n_epochs == 0  # the user's setting is restored
+
+
+def test_detector_on_real_metric_callbacks_any_order(tmp_path):
+    cp = CriticalPeriod("layer_rotation", threshold=10.0, patience=1)  # huge threshold: fires early
+    cut = AugmentationCutoff()
+    _, counter, _ = fit(tmp_path, [cut, cp, LayerRotation()], epochs=4, module=TinyModule())
+    # rotation exists from epoch 0; first change at epoch 1; min_epochs=1 by default
+    assert cp.event.epoch == 1 and cut.cut_epoch == 2
+    assert counter.k == [3, 3, 1, 1]
+
+
+def test_deadline_forces_the_cut(tmp_path):
+    cp = CriticalPeriod("scripted", threshold=1e-9, patience=1, deadline=2)
+    cut = AugmentationCutoff()
+    _, counter, _ = fit(tmp_path, [cp, cut], epochs=4)
+    assert cp.event.reason == "deadline" and cp.event.epoch == 1
+    assert counter.k == [3, 3, 1, 1]
+
+
+@pytest.mark.parametrize("kwargs, ks", [
+    (dict(policy="fixed", epoch=2), [3, 3, 1, 1]),
+    (dict(policy="fixed", epoch=0), [1, 1, 1, 1]),
+    (dict(policy="fixed", fraction=0.75), [3, 3, 3, 1]),
+    (dict(policy="never"), [3, 3, 3, 3]),
+    (dict(policy="fixed", epoch=1, target=2), [3, 2, 2, 2]),
+])
+def test_fixed_and_never_policies(tmp_path, kwargs, ks):
+    _, counter, _ = fit(tmp_path, [AugmentationCutoff(**kwargs)], epochs=4, module=TinyModule())
+    assert counter.k == ks
+    assert counter.planned == counter.ran == [4 * k for k in ks]
+
+
+def test_disable_augmentation_needs_and_sets_augment(tmp_path):
+    with pytest.raises(ValueError, match="augment"):
+        fit(tmp_path, [AugmentationCutoff("fixed", epoch=1, disable_augmentation=True)], epochs=2)
+    dm = TinyDataModule(n=64, batch_size=16, multiplicity=3)
+    dm.augment = True
+    fit(tmp_path, [AugmentationCutoff("fixed", epoch=1, disable_augmentation=True)], epochs=2, dm=dm)
+    assert dm.augment is False and dm.multiplicity == 1
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="exactly one CriticalPeriod"):
+        fit(tmp_path, [AugmentationCutoff()], epochs=1)
+    with pytest.raises(ValueError, match="add `GradientPredictability\\(\\)`"):
+        fit(tmp_path, [CriticalPeriod("gradient_predictability")], epochs=1)
+    with pytest.raises(RuntimeError, match="available"):
+        fit(tmp_path, [CriticalPeriod("val/nothing")], epochs=1)
+
+    class NoK(TinyDataModule):
+        def __init__(self):
+            super().__init__()
+            del self.multiplicity
+
+        def train_dataloader(self):
+            self.multiplicity = 1
+            out = super().train_dataloader()
+            del self.multiplicity
+            return out
+
+    with pytest.raises(ValueError, match="multiplicity"):
+        fit(tmp_path, [AugmentationCutoff("never")], epochs=1, dm=NoK())
+    for kwargs, match in [
+        (dict(policy="sometimes"), r"\['detector', 'fixed', 'never'\]"),
+        (dict(policy="fixed"), "exactly one of"),
+        (dict(policy="fixed", epoch=1, fraction=0.5), "exactly one of"),
+        (dict(policy="detector", epoch=3), "only apply"),
+        (dict(policy="fixed", fraction=1.5), r"\[0, 1\]"),
+        (dict(target=0), "target"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            AugmentationCutoff(**kwargs)
+
+
+def test_warns_when_the_datamodule_ignores_multiplicity(tmp_path):
+    class Ignores(TinyDataModule):
+        def train_dataloader(self):
+            k, self.multiplicity = self.multiplicity, 3
+            try:
+                return super().train_dataloader()
+            finally:
+                self.multiplicity = k
+
+    with pytest.warns(UserWarning, match="honour"):
+        fit(tmp_path, [AugmentationCutoff("fixed", epoch=1)], epochs=2, dm=Ignores(multiplicity=3))
+
+
+def _callbacks():
+    return [
+        LayerRotation(),
+        GradientPredictability(),
+        CriticalPeriod("scripted", threshold=0.1, patience=2, min_epochs=0),
+        AugmentationCutoff(),
+    ]
+
+
+@pytest.mark.parametrize("resume_after", [2, 5])  # before the cut (epoch 4), after it
+def test_resume_continues_with_same_history_theta0_and_cut(tmp_path, resume_after):
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1,
+                           filename="{epoch}")
+    full = _callbacks()
+    _, full_counter, _ = fit(tmp_path / "a", [*full, ckpt], epochs=7, enable_checkpointing=True)
+    path = tmp_path / "ckpt" / f"epoch={resume_after - 1}.ckpt"
+
+    resumed = _callbacks()
+    counter = BatchCounter()
+    dm = TinyDataModule(n=64, batch_size=16, multiplicity=3)  # a fresh datamodule starts at k=3
+    trainer = tiny_trainer(tmp_path / "b", max_epochs=7, callbacks=[*resumed, counter])
+    trainer.fit(Scripted(), dm, ckpt_path=str(path))
+
+    assert counter.k == full_counter.k[resume_after:]
+    assert counter.planned == full_counter.planned[resume_after:]
+    assert resumed[3].cut_epoch == full[3].cut_epoch == 4
+    assert resumed[2].event == full[2].event
+    assert [h["epoch"] for h in resumed[0].history] == list(range(7))
+    assert torch.equal(resumed[0].theta0, full[0].theta0)
+    for a, b in zip(resumed[0].history[:resume_after], full[0].history[:resume_after]):
+        assert a == b
+    assert len(resumed[2].detector.history) == 7

@@ -1,0 +1,31 @@
+"""Two processes, DDP on CPU with gloo: every rank fires and switches k in the same epoch."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(__file__)
+
+
+@pytest.mark.slow
+def test_ddp_ranks_agree(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, os.path.join(HERE, "ddp_script.py"), str(tmp_path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["event_epoch"] == r1["event_epoch"] == 3  # rank 0's values decide, for both ranks
+    assert r0["k"] == r1["k"] == [3, 3, 3, 3, 1, 1]
+    # 64 images x k over 2 ranks, batch 8: 12 batches per rank at k=3, 4 at k=1
+    assert r0["planned"] == r1["planned"] == r0["ran"] == r1["ran"] == [12, 12, 12, 12, 4, 4]
+    for h0, h1 in zip(r0["metrics"], r1["metrics"]):  # gradients are all-reduced: same metrics
+        assert [h["epoch"] for h in h0] == [h["epoch"] for h in h1] == list(range(6))
+        for a, b in zip(h0, h1):
+            for key in a:
+                if key not in ("epoch", "layers", "probes"):
+                    assert a[key] == pytest.approx(b[key], abs=1e-4)

@@ -181,3 +181,17 @@ def test_resume_continues_with_same_history_theta0_and_cut(tmp_path, resume_afte
     for a, b in zip(resumed[0].history[:resume_after], full[0].history[:resume_after]):
         assert a == b
     assert len(resumed[2].detector.history) == 7
+
+
+def test_fixed_cut_branches_off_an_always_k_checkpoint(tmp_path):
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1,
+                           filename="{epoch}")
+    _, trunk, _ = fit(tmp_path / "a", [AugmentationCutoff("never"), ckpt], epochs=3,
+                      module=TinyModule(), enable_checkpointing=True)
+    assert trunk.k == [3, 3, 3]
+    branch = AugmentationCutoff("fixed", epoch=2)
+    counter = BatchCounter()
+    trainer = tiny_trainer(tmp_path / "b", max_epochs=5, callbacks=[branch, counter])
+    dm = TinyDataModule(n=64, batch_size=16, multiplicity=3)
+    trainer.fit(TinyModule(), dm, ckpt_path=str(tmp_path / "ckpt" / "epoch=1.ckpt"))
+    assert branch.cut_epoch == 2 and counter.k == [1, 1, 1] and counter.planned == [4, 4, 4]

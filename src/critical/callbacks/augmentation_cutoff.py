@@ -26,7 +26,9 @@ class AugmentationCutoff(Callback):
       callback (``critical_period=``, or the only one in the Trainer's callbacks) and cuts at the
       end of the epoch in which it fires.
     * ``"fixed"``: cuts after ``epoch`` completed epochs, or after ``fraction * max_epochs``
-      (rounded). ``epoch=0`` trains at the target k from the start.
+      (rounded). ``epoch=0`` trains at the target k from the start. Resuming (``ckpt_path``) at
+      or after that epoch from a run that kept k applies the cut before the first resumed epoch:
+      this is how a k = 1 branch is taken off an always-k run (the cheap oracle of the sweeps).
     * ``"never"``: keeps k (a baseline that logs the same things).
 
     The cut takes effect at the next epoch boundary: the callback sets ``multiplicity`` (and, with
@@ -93,6 +95,7 @@ class AugmentationCutoff(Callback):
         self._restore_reload: int | None = None
         self._batches_before_cut: float | None = None
         self._fixed_at: int | None = None
+        self._resume_epoch: int | None = None
 
     @property
     def state_key(self) -> str:
@@ -146,12 +149,25 @@ class AugmentationCutoff(Callback):
                     raise ValueError("AugmentationCutoff(fraction=...) needs Trainer(max_epochs=...)")
                 at = int(round(self.fraction * trainer.max_epochs))
             self._fixed_at = at
-            if at == 0:
-                self._decide(trainer, 0, "fixed at epoch 0")
+            start = self._resume_epoch or 0
+            if start >= at:  # from the start, or a branch resumed from a run that kept k
+                how = "fixed at epoch 0" if at == 0 else f"fixed at epoch {at}, applied on resume"
+                self._decide(trainer, at, how)
         # A cut restored from a checkpoint applies now: a checkpoint holding a decided cut was
         # saved at or after the end of the deciding epoch, so training resumes at or after
         # `cut_epoch` (the trainer's epoch counter itself is restored only after this hook).
         self._apply()
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Note the epoch training resumes at (the trainer's own counter is restored only after
+        ``on_fit_start``), so a fixed cut that is already due applies before the first epoch."""
+        try:
+            progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]
+            self._resume_epoch = int(progress["processed"])
+        except (KeyError, TypeError):
+            self._resume_epoch = int(checkpoint.get("epoch", -1)) + 1
 
     def _on_critical_period_end(
         self, event: CriticalPeriodEvent, trainer: pl.Trainer, pl_module: pl.LightningModule

@@ -68,6 +68,7 @@ class GradientPredictability(MetricCallback):
         self._acc: StreamingCosine | None = None
         self._bufs: list[torch.Tensor] = []
         self._views: list[list[torch.Tensor]] = []
+        self._norms: list[torch.Tensor | None] = [None, None]
         self._cur = 0
         self._prev_step: int | None = None
         self._step = 0
@@ -93,9 +94,11 @@ class GradientPredictability(MetricCallback):
         closes_pair = self._prev_step == step - 1
         if not (closes_pair or self._schedule.is_probe(step)):
             return
-        read_into(self._layout, self._views[self._cur])
+        cur, prev = self._cur, 1 - self._cur
+        read_into(self._layout, self._views[cur])
+        self._norms[cur] = self._acc.layer_norms(self._bufs[cur])
         if closes_pair:
-            self._acc.update(self._bufs[1 - self._cur], self._bufs[self._cur])
+            self._acc.update(self._bufs[prev], self._bufs[cur], self._norms[prev], self._norms[cur])
         # keep this gradient only if it opens a pair (probe steps) - a closing step of a
         # stride-1 schedule is also the next probe
         self._prev_step = step if self._schedule.is_probe(step) else None

@@ -223,11 +223,23 @@ class StreamingCosine:
         for t in (self.sum, self.sum_layer, self.n, self.skipped):
             t.zero_()
 
+    def layer_norms(self, v: torch.Tensor) -> torch.Tensor:
+        """Per-layer norms of a flat vector, shape ``(L,)`` (float64)."""
+        return torch.stack(torch._foreach_norm(list(torch.split(v, self.lengths)))).double()
+
     @torch.no_grad()
-    def update(self, a: torch.Tensor, b: torch.Tensor) -> None:
-        la = torch.stack(torch._foreach_norm(list(torch.split(a, self.lengths)))).double()
-        lb = torch.stack(torch._foreach_norm(list(torch.split(b, self.lengths)))).double()
-        dots = segment_sum((a * b).double(), self._lengths_t)
+    def update(
+        self,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        norms_a: torch.Tensor | None = None,
+        norms_b: torch.Tensor | None = None,
+    ) -> None:
+        """Add the cosine of ``a`` and ``b``. Per-layer norms already known (e.g. from
+        :meth:`layer_norms` when the vector was read) can be passed to save a pass over P."""
+        la = self.layer_norms(a) if norms_a is None else norms_a.double()
+        lb = self.layer_norms(b) if norms_b is None else norms_b.double()
+        dots = segment_sum(a * b, self._lengths_t).double()
         valid = torch.isfinite(la.sum() + lb.sum() + dots.sum())
         dots, la, lb = (t.nan_to_num(0.0, 0.0, 0.0) for t in (dots, la, lb))
         layer_cos = (dots * _where_pos_inv(la * lb, valid)).clamp(-1, 1)

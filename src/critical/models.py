@@ -1,0 +1,542 @@
+"""CIFAR-sized models, registered in timm's model registry.
+
+Importing this module registers the architectures below with :func:`timm.models.register_model`,
+so both ``critical.models.create_model(name)`` and ``timm.create_model(name)`` build them. Every
+model takes float images in ``[0, 1]`` *without* normalization: normalization lives in
+:class:`critical.task.ImageClassifier` (a registered buffer applied in ``forward``), so adversarial
+attacks and augmentations can work in pixel space.
+
+=====================  ==========  ====================================================
+name                   params*     what it is
+=====================  ==========  ====================================================
+``resnet18_cifar``     11.17M      timm ``ResNet`` (BasicBlock, [2, 2, 2, 2]) with a CIFAR
+                                   stem: 3x3 conv stride 1, no max-pool (the usual
+                                   "ResNet-18 for CIFAR", e.g. kuangliu/pytorch-cifar)
+``cifar_resnet20``     0.27M      He et al. 2016 CIFAR ResNet, depth 6n+2, 16/32/64 channels
+``cifar_resnet32``     0.47M      (same family)
+``cifar_resnet44``     0.66M      (same family)
+``cifar_resnet56``     0.86M      (same family)
+``vit_cifar_tiny``     2.70M      timm ``VisionTransformer``: 32x32, patch 4 (64 tokens + cls),
+                                   dim 192, depth 9, 3 heads, mlp_ratio 2
+``vit_cifar_small``    10.7M      same with dim 384, 6 heads (about ResNet-18's size)
+``small_cnn``          0.09M      3 conv-BN-ReLU layers + global pooling, for the CPU quick start
+                                   on scikit-learn digits (8x8 or 16x16, ``in_chans=1``)
+=====================  ==========  ====================================================
+
+(*) with ``num_classes=10, in_chans=3``.
+
+Design choices:
+
+* ``cifar_resnet*`` use projection shortcuts (He et al.'s option B: 1x1 conv stride 2 + BN) where
+  the shape changes, as in the Keras "CIFAR-10 ResNet v1" example that Fukase et al. build on;
+  option A (strided identity + zero channel padding, the paper's CIFAR choice, parameter-free) is
+  available with ``shortcut="pad"``. The parameter count barely moves (0.272M vs 0.270M for
+  depth 20). Unlike the Keras code, convolutions have no bias (BN follows each one) and the
+  projection has a BN.
+* No zero-init of the last BN gain in residual branches by default (``zero_init_last=False``),
+  matching He et al. and the common CIFAR ResNet-18 recipes; it changes early training dynamics,
+  which is what this library measures. Pass ``zero_init_last=True`` to get timm's default.
+* The ViTs follow the "ViT-Lite" recipe for small images (Hassani et al. 2021, "Escaping the Big
+  Data Paradigm with Compact Transformers"): patch 4 on 32x32, a narrow MLP (ratio 2), head
+  dimension 64, a class token. No drop-path by default: regularization is the object of study.
+* CNNs are fully convolutional with global average pooling; ``img_size`` is accepted and ignored.
+* ``pretrained=True`` raises ``ValueError`` for these names: there are no weights (and no network).
+
+Any other name that timm knows (``timm.list_models()``) falls through to :func:`timm.create_model`
+with ``pretrained=False`` unless asked otherwise.
+
+Example:
+    >>> import torch
+    >>> from critical.models import create_model, list_models
+    >>> "cifar_resnet20" in list_models()
+    True
+    >>> net = create_model("cifar_resnet20", num_classes=10)
+    >>> net(torch.rand(2, 3, 32, 32)).shape
+    torch.Size([2, 10])
+    >>> sum(p.numel() for p in net.parameters())
+    272474
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import timm
+import torch
+from timm.models import register_model
+from timm.models.resnet import BasicBlock, ResNet
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+__all__ = [
+    "CifarBasicBlock",
+    "CifarResNet",
+    "SmallCNN",
+    "create_model",
+    "list_models",
+]
+
+# Names of the entrypoints registered by this module, in registration order.
+_OUR_MODELS: list[str] = []
+
+# Arguments timm's create_model passes to every entrypoint; our models have no pretrained weights.
+_TIMM_FACTORY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
+
+def _register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register ``fn`` with timm; replacing our own earlier registration (reload) does not warn."""
+    name = fn.__name__
+    if name not in _OUR_MODELS:
+        _OUR_MODELS.append(name)
+    fn._critical_model = True  # type: ignore[attr-defined]
+    ours = timm.models.is_model(name) and getattr(
+        timm.models.model_entrypoint(name), "_critical_model", False
+    )
+    if ours:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return register_model(fn)
+    return register_model(fn)
+
+
+def _entry_kwargs(name: str, pretrained: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Strip timm factory arguments; refuse ``pretrained=True`` (no weights exist)."""
+    if pretrained:
+        raise ValueError(
+            f"{name!r} has no pretrained weights (critical's CIFAR-sized models are trained from "
+            "scratch); use pretrained=False"
+        )
+    for key in _TIMM_FACTORY_KWARGS:
+        kwargs.pop(key, None)
+    return kwargs
+
+
+# ---------------------------------------------------------------------------------------------
+# He et al. 2016 CIFAR ResNets
+# ---------------------------------------------------------------------------------------------
+
+
+class CifarBasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers with a residual connection (He et al. 2016, CIFAR variant).
+
+    Args:
+        in_chs: input channels.
+        out_chs: output channels.
+        stride: stride of the first convolution (2 at the start of stages 2 and 3).
+        shortcut: ``"projection"`` (1x1 conv + BN when the shape changes, option B) or
+            ``"pad"`` (strided identity + zero channel padding, option A, parameter-free).
+
+    Example:
+        >>> import torch
+        >>> block = CifarBasicBlock(16, 32, stride=2)
+        >>> block(torch.rand(1, 16, 8, 8)).shape
+        torch.Size([1, 32, 4, 4])
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, shortcut: str = "projection"):
+        super().__init__()
+        if shortcut not in ("projection", "pad"):
+            raise ValueError(f"shortcut must be one of ['projection', 'pad'], got {shortcut!r}")
+        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_chs)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(out_chs, out_chs, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_chs)
+        self.act2 = nn.ReLU(inplace=True)
+        self.stride = stride
+        self.pad_chs = 0
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_chs != out_chs:
+            if shortcut == "projection":
+                self.downsample = nn.Sequential(
+                    nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False),
+                    nn.BatchNorm2d(out_chs),
+                )
+            else:
+                if out_chs < in_chs:
+                    raise ValueError("shortcut='pad' needs out_chs >= in_chs")
+                self.pad_chs = out_chs - in_chs
+
+    def zero_init_last(self) -> None:
+        """Zero the last BN gain so the block starts as the identity (timm's convention)."""
+        nn.init.zeros_(self.bn2.weight)
+
+    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.downsample is not None:
+            return self.downsample(x)
+        if self.stride != 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.pad_chs:
+            x = nn.functional.pad(
+                x, (0, 0, 0, 0, self.pad_chs // 2, self.pad_chs - self.pad_chs // 2)
+            )
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act2(out + self._shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """He et al. 2016 ResNet for 32x32 images: depth ``6n + 2``, three stages of ``n`` blocks.
+
+    Stem: 3x3 conv (``width`` channels) + BN + ReLU; stages of ``width``, ``2 width``, ``4 width``
+    channels (16/32/64 by default), the last two starting with stride 2; global average pooling
+    and a linear classifier. Depth 20/32/44/56/110 have 0.27M/0.47M/0.66M/0.86M/1.7M parameters.
+
+    Args:
+        depth: total number of weighted layers, ``6n + 2`` (20, 32, 44, 56, 110, ...).
+        num_classes: classifier outputs (0 for a model without head, returning features).
+        in_chans: input channels.
+        width: channels of the first stage.
+        shortcut: ``"projection"`` (option B, default) or ``"pad"`` (option A).
+        drop_rate: dropout before the classifier.
+        zero_init_last: zero the last BN gain of every block at initialization.
+
+    Example:
+        >>> import torch
+        >>> net = CifarResNet(depth=20, num_classes=10)
+        >>> net(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
+        >>> net.forward_features(torch.rand(2, 3, 32, 32)).shape
+        torch.Size([2, 64, 8, 8])
+    """
+
+    def __init__(
+        self,
+        depth: int = 20,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        width: int = 16,
+        shortcut: str = "projection",
+        drop_rate: float = 0.0,
+        zero_init_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6 != 0:
+            raise ValueError(f"depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110), got {depth}")
+        if shortcut not in ("projection", "pad"):
+            raise ValueError(f"shortcut must be one of ['projection', 'pad'], got {shortcut!r}")
+        n = (depth - 2) // 6
+        self.depth = depth
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.conv1 = nn.Conv2d(in_chans, width, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.act1 = nn.ReLU(inplace=True)
+        chs = [width, 2 * width, 4 * width]
+        in_chs = width
+        for i, out_chs in enumerate(chs):
+            blocks = []
+            for j in range(n):
+                stride = 2 if (i > 0 and j == 0) else 1
+                blocks.append(CifarBasicBlock(in_chs, out_chs, stride, shortcut))
+                in_chs = out_chs
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+        self.num_features = in_chs
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
+        self.feature_info = [
+            {"num_chs": width, "reduction": 1, "module": "act1"},
+            {"num_chs": chs[0], "reduction": 1, "module": "layer1"},
+            {"num_chs": chs[1], "reduction": 2, "module": "layer2"},
+            {"num_chs": chs[2], "reduction": 4, "module": "layer3"},
+        ]
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_last:
+            for m in self.modules():
+                if isinstance(m, CifarBasicBlock):
+                    m.zero_init_last()
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.bn1(self.conv1(x)))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x).flatten(1)
+        if self.drop_rate:
+            x = nn.functional.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _cifar_resnet(name: str, depth: int, pretrained: bool, kwargs: dict[str, Any]) -> CifarResNet:
+    kwargs = _entry_kwargs(name, pretrained, kwargs)
+    kwargs.pop("img_size", None)
+    return CifarResNet(depth=depth, **kwargs)
+
+
+@_register
+def cifar_resnet20(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """He et al. 2016 CIFAR ResNet-20 (n = 3, 0.27M parameters)."""
+    return _cifar_resnet("cifar_resnet20", 20, pretrained, kwargs)
+
+
+@_register
+def cifar_resnet32(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """He et al. 2016 CIFAR ResNet-32 (n = 5, 0.47M parameters)."""
+    return _cifar_resnet("cifar_resnet32", 32, pretrained, kwargs)
+
+
+@_register
+def cifar_resnet44(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """He et al. 2016 CIFAR ResNet-44 (n = 7, 0.66M parameters)."""
+    return _cifar_resnet("cifar_resnet44", 44, pretrained, kwargs)
+
+
+@_register
+def cifar_resnet56(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
+    """He et al. 2016 CIFAR ResNet-56 (n = 9, 0.86M parameters)."""
+    return _cifar_resnet("cifar_resnet56", 56, pretrained, kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# timm ResNet-18 with a CIFAR stem
+# ---------------------------------------------------------------------------------------------
+
+
+@_register
+def resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """timm ResNet-18 with a CIFAR stem: 3x3 conv stride 1 and no max-pool (11.17M parameters).
+
+    Built with ``timm.models.resnet.ResNet(BasicBlock, [2, 2, 2, 2])``, then ``conv1`` is replaced
+    by a 3x3 stride-1 convolution and ``maxpool`` by ``nn.Identity``, so a 32x32 input reaches the
+    last stage at 4x4 (as in kuangliu/pytorch-cifar). Keyword arguments go to timm's ``ResNet``
+    (``drop_rate``, ``drop_path_rate``, ``norm_layer``, ...); ``zero_init_last`` defaults to False.
+    """
+    kwargs = _entry_kwargs("resnet18_cifar", pretrained, kwargs)
+    kwargs.pop("img_size", None)
+    kwargs.setdefault("zero_init_last", False)
+    kwargs.setdefault("num_classes", 10)
+    model = ResNet(BasicBlock, (2, 2, 2, 2), **kwargs)
+    stem_chs = model.conv1.out_channels
+    in_chans = model.conv1.in_channels
+    model.conv1 = nn.Conv2d(in_chans, stem_chs, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+    # The stem no longer downsamples: reductions are 1, 1, 2, 4, 8 instead of 2, 4, 8, 16, 32.
+    for info in model.feature_info:
+        info["reduction"] = max(1, info["reduction"] // 4) if info["module"] != "act1" else 1
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Vision Transformers for 32x32 images
+# ---------------------------------------------------------------------------------------------
+
+
+def _vit_cifar(name: str, pretrained: bool, defaults: dict[str, Any], kwargs: dict[str, Any]):
+    kwargs = _entry_kwargs(name, pretrained, kwargs)
+    args = {
+        "img_size": 32,
+        "patch_size": 4,
+        "num_classes": 10,
+        "mlp_ratio": 2.0,
+        "class_token": True,
+    }
+    args.update(defaults)
+    args.update(kwargs)
+    return VisionTransformer(**args)
+
+
+@_register
+def vit_cifar_tiny(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """ViT for 32x32 images: patch 4 (64 tokens + cls), dim 192, depth 9, 3 heads, mlp_ratio 2.
+
+    About 2.70M parameters. Keyword arguments go to timm's ``VisionTransformer``.
+    """
+    return _vit_cifar(
+        "vit_cifar_tiny", pretrained, {"embed_dim": 192, "depth": 9, "num_heads": 3}, kwargs
+    )
+
+
+@_register
+def vit_cifar_small(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """ViT for 32x32 images: patch 4, dim 384, depth 9, 6 heads, mlp_ratio 2 (about 10.7M params).
+
+    Sized to compare with ``resnet18_cifar`` (11.2M). Keyword arguments go to ``VisionTransformer``.
+    """
+    return _vit_cifar(
+        "vit_cifar_small", pretrained, {"embed_dim": 384, "depth": 9, "num_heads": 6}, kwargs
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# A very small CNN for the CPU quick start
+# ---------------------------------------------------------------------------------------------
+
+
+class SmallCNN(nn.Module):
+    """A few conv-BN-ReLU layers and global average pooling: seconds per epoch on a CPU.
+
+    The first layer keeps the resolution, each later one halves it (8x8 -> 8, 4, 2 with the
+    default three widths), so it fits 8x8 scikit-learn digits as well as 16x16 or 32x32 images.
+
+    Args:
+        num_classes: classifier outputs (0 for no head).
+        in_chans: input channels (1 for digits).
+        widths: channels of each conv layer.
+        drop_rate: dropout before the classifier.
+
+    Example:
+        >>> import torch
+        >>> net = SmallCNN(num_classes=10, in_chans=1)
+        >>> net(torch.rand(4, 1, 8, 8)).shape
+        torch.Size([4, 10])
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        widths: tuple[int, ...] | list[int] = (32, 64, 128),
+        drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(widths) == 0 or any(int(w) < 1 for w in widths):
+            raise ValueError(f"widths must be a non-empty sequence of positive ints, got {widths}")
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        layers: list[tuple[str, nn.Module]] = []
+        chs = in_chans
+        for i, w in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            layers.append(
+                (f"conv{i + 1}", nn.Conv2d(chs, int(w), 3, stride, padding=1, bias=False))
+            )
+            layers.append((f"bn{i + 1}", nn.BatchNorm2d(int(w))))
+            layers.append((f"act{i + 1}", nn.ReLU(inplace=True)))
+            chs = int(w)
+        from collections import OrderedDict
+
+        self.features = nn.Sequential(OrderedDict(layers))
+        self.num_features = chs
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(chs, num_classes) if num_classes > 0 else nn.Identity()
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x).flatten(1)
+        if self.drop_rate:
+            x = nn.functional.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+@_register
+def small_cnn(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
+    """:class:`SmallCNN` with widths (32, 64, 128): 0.09M parameters, for the CPU quick start."""
+    kwargs = _entry_kwargs("small_cnn", pretrained, kwargs)
+    kwargs.pop("img_size", None)
+    return SmallCNN(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Factory
+# ---------------------------------------------------------------------------------------------
+
+
+def list_models() -> list[str]:
+    """Names of the models this module registers (all also reachable via ``timm.create_model``).
+
+    Example:
+        >>> list_models()[:3]
+        ['cifar_resnet20', 'cifar_resnet32', 'cifar_resnet44']
+    """
+    return sorted(_OUR_MODELS)
+
+
+def create_model(
+    name: str,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    img_size: int = 32,
+    pretrained: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a model by name: one of :func:`list_models`, or any name timm knows.
+
+    Args:
+        name: model name, e.g. ``"resnet18_cifar"``, ``"cifar_resnet20"``, ``"vit_cifar_tiny"``,
+            ``"small_cnn"``, or a timm name such as ``"resnet50"`` / ``"hf-hub:..."``.
+        num_classes: classifier outputs.
+        in_chans: input channels.
+        img_size: input resolution. Used by the ViTs (positional embeddings); ignored by the
+            CNNs. For other timm models it is passed when the architecture accepts it.
+        pretrained: load pretrained weights (timm names only; our models have none, and nothing
+            can be downloaded without network access).
+        **kwargs: passed to the model constructor (``drop_rate``, ``shortcut``, ``depth``, ...).
+
+    Raises:
+        ValueError: unknown name (the message lists ours), invalid arguments, or
+            ``pretrained=True`` for one of our models.
+
+    Example:
+        >>> import torch
+        >>> net = create_model("small_cnn", num_classes=10, in_chans=1, img_size=8)
+        >>> net(torch.rand(2, 1, 8, 8)).shape
+        torch.Size([2, 10])
+        >>> create_model("resnet_cifar_20")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown model 'resnet_cifar_20'; valid names: ['cifar_resnet20', ...
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"model name must be a non-empty string, got {name!r}")
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+    if in_chans < 1:
+        raise ValueError(f"in_chans must be >= 1, got {in_chans}")
+    if name in _OUR_MODELS:
+        fn = timm.models.model_entrypoint(name)
+        return fn(
+            pretrained=pretrained,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            img_size=img_size,
+            **kwargs,
+        )
+    is_remote = name.startswith(("hf-hub:", "hf_hub:", "local-dir:"))
+    if not is_remote and not timm.models.is_model(name):
+        raise ValueError(
+            f"unknown model {name!r}; valid names: {list_models()} "
+            "(or any timm model name, see timm.list_models())"
+        )
+    common = dict(pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    try:
+        return timm.create_model(name, img_size=img_size, **common)
+    except TypeError as err:
+        if "img_size" not in str(err):
+            raise
+    return timm.create_model(name, **common)

@@ -1,0 +1,427 @@
+"""A plain image-classification ``LightningModule`` used by the experiments.
+
+:class:`ImageClassifier` wraps a model from :mod:`critical.models` (or any timm name), normalizes
+its input inside ``forward`` (so it takes images in ``[0, 1]``, or ``uint8`` in ``[0, 255]``, as
+adversarial attacks and our tensor datamodules expect), trains with SGD + Nesterov momentum (or
+AdamW) under an *epoch-based* learning-rate schedule, and logs ``train/loss``, ``train/acc``,
+``val/loss``, ``val/acc``, ``test/loss``, ``test/acc`` once per epoch.
+
+Why the schedule is epoch-based: the callbacks of this library change the augmentation
+multiplicity k during training, and with it the number of optimization steps per epoch (an epoch
+holds k copies of the dataset). A step-based schedule would then stretch or squeeze the LR curve
+differently for every cut policy; stepping the scheduler once per epoch keeps the LR-vs-epoch
+curve identical across policies, so runs differ only in what they are meant to differ in.
+
+Example:
+    >>> import torch
+    >>> from critical.task import ImageClassifier
+    >>> task = ImageClassifier(model="small_cnn", num_classes=10, in_chans=1, img_size=8)
+    >>> task(torch.rand(2, 1, 8, 8)).shape
+    torch.Size([2, 10])
+    >>> task(torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)).shape
+    torch.Size([2, 10])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from critical.models import create_model
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "EpochSchedule",
+    "ImageClassifier",
+]
+
+#: Per-channel statistics of the CIFAR-10 training set (pixel values scaled to [0, 1]).
+CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+
+SCHEDULES = ("cosine", "multistep", "constant")
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def _resolve_milestones(milestones: Sequence[float], total_epochs: int | None) -> list[int]:
+    """Milestones in epochs: values in (0, 1) are fractions of ``total_epochs``, others epochs."""
+    out = []
+    for m in milestones:
+        m = float(m)
+        if m <= 0:
+            raise ValueError(f"milestones must be positive, got {list(milestones)}")
+        if m < 1:
+            if total_epochs is None:
+                raise ValueError(
+                    "fractional milestones need the number of epochs (trainer.max_epochs or "
+                    f"schedule_epochs), got milestones={list(milestones)}"
+                )
+            out.append(max(1, round(m * total_epochs)))
+        elif m.is_integer():
+            out.append(int(m))
+        else:
+            raise ValueError(
+                "a milestone is either a fraction in (0, 1) of the epochs or a whole epoch number "
+                f">= 1, got {m}"
+            )
+    return sorted(out)
+
+
+class EpochSchedule:
+    """Learning-rate multiplier as a function of the epoch index (for ``LambdaLR``).
+
+    * ``"cosine"``: after warmup, ``min_factor + (1 - min_factor) * (1 + cos(pi t)) / 2`` with
+      ``t = (epoch - warmup_epochs) / (total_epochs - warmup_epochs)``, clamped to ``t <= 1``;
+    * ``"multistep"``: ``gamma ** (number of milestones <= epoch)``;
+    * ``"constant"``: 1.
+
+    During the first ``warmup_epochs`` epochs the factor ramps linearly as
+    ``(epoch + 1) / (warmup_epochs + 1)`` (multiplied by the multistep factor, if any).
+
+    Args:
+        name: one of ``"cosine"``, ``"multistep"``, ``"constant"``.
+        total_epochs: the number of training epochs (needed by cosine and fractional milestones).
+        warmup_epochs: epochs of linear warmup.
+        min_factor: the cosine's final multiplier.
+        milestones: epochs (ints >= 1) or fractions of ``total_epochs`` (floats in (0, 1)).
+        gamma: multistep decay factor.
+
+    Example:
+        >>> s = EpochSchedule("cosine", total_epochs=4)
+        >>> [round(s(e), 3) for e in range(4)]
+        [1.0, 0.854, 0.5, 0.146]
+        >>> s = EpochSchedule("multistep", total_epochs=10, milestones=(0.5, 8), gamma=0.1)
+        >>> [s(e) for e in (0, 4, 5, 8)]
+        [1.0, 1.0, 0.1, 0.010000000000000002]
+    """
+
+    def __init__(
+        self,
+        name: str = "cosine",
+        total_epochs: int | None = None,
+        warmup_epochs: int = 0,
+        min_factor: float = 0.0,
+        milestones: Sequence[float] = (0.5, 0.75),
+        gamma: float = 0.1,
+    ) -> None:
+        if name not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {name!r}")
+        if total_epochs is not None and total_epochs < 1:
+            raise ValueError(f"total_epochs must be >= 1, got {total_epochs}")
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+        if not 0.0 <= min_factor <= 1.0:
+            raise ValueError(f"min_factor must be in [0, 1], got {min_factor}")
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        if name == "cosine":
+            if total_epochs is None:
+                raise ValueError(
+                    "the cosine schedule needs the number of epochs: set Trainer(max_epochs=...) "
+                    "or ImageClassifier(schedule_epochs=...)"
+                )
+            if warmup_epochs >= total_epochs:
+                raise ValueError(
+                    f"warmup_epochs ({warmup_epochs}) must be < the epochs ({total_epochs})"
+                )
+        self.name = name
+        self.total_epochs = total_epochs
+        self.warmup_epochs = int(warmup_epochs)
+        self.min_factor = float(min_factor)
+        self.milestones = (
+            _resolve_milestones(milestones, total_epochs) if name == "multistep" else []
+        )
+        self.gamma = float(gamma)
+
+    def __call__(self, epoch: int) -> float:
+        warm = 1.0
+        if epoch < self.warmup_epochs:
+            warm = (epoch + 1) / (self.warmup_epochs + 1)
+        if self.name == "cosine":
+            if epoch < self.warmup_epochs:
+                return warm
+            span = self.total_epochs - self.warmup_epochs  # type: ignore[operator]
+            t = min(1.0, (epoch - self.warmup_epochs) / span)
+            return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
+        if self.name == "multistep":
+            return warm * self.gamma ** sum(epoch >= m for m in self.milestones)
+        return warm
+
+    def __repr__(self) -> str:
+        return (
+            f"EpochSchedule({self.name!r}, total_epochs={self.total_epochs}, "
+            f"warmup_epochs={self.warmup_epochs}, min_factor={self.min_factor}, "
+            f"milestones={self.milestones}, gamma={self.gamma})"
+        )
+
+
+def _channel_stats(
+    values: Sequence[float] | None, default: Sequence[float], fill: float, in_chans: int, what: str
+) -> list[float]:
+    """Per-channel ``mean``/``std``: None -> CIFAR-10 stats for 3 channels, else ``fill``."""
+    if values is None:
+        values = list(default) if in_chans == len(default) else [fill] * in_chans
+    values = [float(v) for v in values]
+    if len(values) == 1 and in_chans > 1:
+        values = values * in_chans
+    if len(values) != in_chans:
+        raise ValueError(
+            f"{what} must have 1 or in_chans={in_chans} values, got {len(values)}: {values}"
+        )
+    return values
+
+
+class ImageClassifier(L.LightningModule):
+    """Image classification with a timm/critical model, normalization inside ``forward``.
+
+    Args:
+        model: a name from :func:`critical.models.list_models` (``"resnet18_cifar"``,
+            ``"cifar_resnet20"``, ``"vit_cifar_tiny"``, ``"small_cnn"``, ...) or any timm name.
+        num_classes: number of classes (>= 2).
+        in_chans: image channels.
+        img_size: image side (used by ViTs).
+        model_kwargs: extra constructor arguments for the model (``drop_rate``, ``shortcut``, ...).
+        mean: per-channel mean subtracted in ``forward`` (one value is broadcast). ``None``: the
+            CIFAR-10 mean when ``in_chans == 3``, else 0.5. Stored as the buffer ``mean``.
+        std: per-channel std, as ``mean``. ``None``: CIFAR-10 std for 3 channels, else 0.5.
+        optimizer: ``"sgd"`` (momentum, optionally Nesterov) or ``"adamw"`` (use a small ``lr``,
+            e.g. 1e-3, and a larger ``weight_decay``, e.g. 0.05, typically for ViTs).
+        lr: peak learning rate (> 0).
+        momentum: SGD momentum in [0, 1).
+        nesterov: Nesterov momentum (SGD; needs ``momentum > 0``).
+        weight_decay: decoupled for AdamW, L2 for SGD (>= 0).
+        decay_norm_and_bias: also decay 1-D parameters (norm gains, biases) and the parameters the
+            model lists in ``no_weight_decay()`` (ViT position embedding and class token). Off by
+            default, as in Keras' kernel-only L2 regularization and most modern recipes.
+        label_smoothing: label smoothing of the training loss in [0, 1); ``val``/``test`` losses
+            are plain cross-entropy.
+        schedule: ``"cosine"``, ``"multistep"`` or ``"constant"``, stepped once per epoch (see
+            :class:`EpochSchedule` and the module docstring for why epoch-based).
+        warmup_epochs: epochs of linear LR warmup.
+        min_lr_factor: final LR of the cosine, as a fraction of ``lr``.
+        milestones: multistep milestones: epochs (ints) or fractions (floats in (0, 1)) of the
+            schedule's epochs.
+        gamma: multistep decay factor.
+        schedule_epochs: the epochs the schedule spans; ``None`` takes ``trainer.max_epochs``.
+        channels_last: run the model in channels-last memory format (faster convs on GPU).
+        compile: ``torch.compile`` the model in ``configure_model`` (in place; the state-dict keys
+            do not change).
+
+    Inputs: ``forward(x)`` takes ``x`` of shape (B, C, H, W), float in [0, 1] or uint8 in
+    [0, 255]; batches are ``(x, y)`` with integer labels ``y``.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> import lightning as L
+        >>> x, y = torch.rand(32, 1, 8, 8), torch.arange(32) % 10
+        >>> task = ImageClassifier("small_cnn", num_classes=10, in_chans=1, img_size=8)
+        >>> trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False,
+        ...                     enable_checkpointing=False, enable_progress_bar=False,
+        ...                     enable_model_summary=False)
+        >>> trainer.fit(task, DataLoader(TensorDataset(x, y), batch_size=16))
+        >>> sorted(k for k in trainer.callback_metrics if k.startswith("train/"))
+        ['train/acc', 'train/loss']
+    """
+
+    def __init__(
+        self,
+        model: str = "resnet18_cifar",
+        num_classes: int = 10,
+        in_chans: int = 3,
+        img_size: int = 32,
+        model_kwargs: dict[str, Any] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        optimizer: str = "sgd",
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        weight_decay: float = 5e-4,
+        decay_norm_and_bias: bool = False,
+        label_smoothing: float = 0.0,
+        schedule: str = "cosine",
+        warmup_epochs: int = 0,
+        min_lr_factor: float = 0.0,
+        milestones: Sequence[float] = (0.5, 0.75),
+        gamma: float = 0.1,
+        schedule_epochs: int | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if optimizer == "sgd" and nesterov and momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if schedule_epochs is not None and schedule_epochs < 1:
+            raise ValueError(f"schedule_epochs must be >= 1 or None, got {schedule_epochs}")
+        # Validate the schedule arguments now (fail before training starts); the schedule that is
+        # used is rebuilt in configure_optimizers, once trainer.max_epochs is known.
+        EpochSchedule(
+            schedule,
+            schedule_epochs or max(warmup_epochs, 0) + 1,
+            warmup_epochs,
+            min_lr_factor,
+            milestones,
+            gamma,
+        )
+        self.save_hyperparameters()
+
+        mean_values = _channel_stats(mean, CIFAR10_MEAN, 0.5, in_chans, "mean")
+        std_values = _channel_stats(std, CIFAR10_STD, 0.5, in_chans, "std")
+        if any(s <= 0 for s in std_values):
+            raise ValueError(f"std must be > 0, got {std_values}")
+        self.register_buffer("mean", torch.tensor(mean_values).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std_values).view(1, -1, 1, 1))
+
+        self.net = create_model(
+            model,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            img_size=img_size,
+            **(model_kwargs or {}),
+        )
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self._compiled = False
+
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    # ------------------------------------------------------------------ model
+    def configure_model(self) -> None:
+        """Compile the network in place when ``compile=True`` (once)."""
+        if self.hparams.compile and not self._compiled:
+            self.net.compile()
+            self._compiled = True
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Map images in [0, 1] (float) or [0, 255] (uint8) to normalized float tensors."""
+        if x.dtype == torch.uint8:
+            x = x.to(self.mean.dtype).div_(255.0)
+        elif not x.is_floating_point():
+            raise TypeError(f"images must be float in [0, 1] or uint8, got dtype {x.dtype}")
+        x = (x - self.mean) / self.std
+        if self.hparams.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for images ``x`` (B, C, H, W) in [0, 1] (float) or [0, 255] (uint8)."""
+        return self.net(self.normalize(x))
+
+    # ------------------------------------------------------------------ steps
+    def _step(self, batch: Any, stage: str) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+        loss = nn.functional.cross_entropy(logits, y, label_smoothing=smoothing)
+        acc = getattr(self, f"{stage}_acc")
+        acc(logits.detach(), y)
+        n = y.shape[0]
+        # The loss is a tensor: Lightning averages it over the epoch (weighted by batch size) and,
+        # with sync_dist, reduces it across ranks once at epoch end (on_step=False: no per-step
+        # sync). The accuracy is a torchmetrics Metric: it syncs its own state, so no sync_dist.
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=n,
+            prog_bar=stage != "test",
+        )
+        self.log(
+            f"{stage}/acc", acc, on_step=False, on_epoch=True, batch_size=n, prog_bar=stage == "val"
+        )
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x)
+
+    # ------------------------------------------------------------------ optimization
+    def _schedule_epochs(self) -> int | None:
+        if self.hparams.schedule_epochs is not None:
+            return int(self.hparams.schedule_epochs)
+        trainer = self._trainer
+        max_epochs = getattr(trainer, "max_epochs", None) if trainer is not None else None
+        if max_epochs is None or max_epochs < 1:
+            return None
+        return int(max_epochs)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups: weight decay off for 1-D and ``no_weight_decay()`` parameters.
+
+        Unless ``decay_norm_and_bias=True`` or ``weight_decay == 0``, in which case it is one
+        group.
+        """
+        wd = float(self.hparams.weight_decay)
+        params = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
+        if self.hparams.decay_norm_and_bias or wd == 0:
+            return [{"params": [p for _, p in params], "weight_decay": wd}]
+        skip = set()
+        if hasattr(self.net, "no_weight_decay"):
+            skip = set(self.net.no_weight_decay())
+        decay = [p for n, p in params if p.ndim > 1 and n not in skip]
+        no_decay = [p for n, p in params if p.ndim <= 1 or n in skip]
+        groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+        return [g for g in groups if g["params"]]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        if hp.optimizer == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(
+                self.param_groups(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov
+            )
+        else:
+            opt = torch.optim.AdamW(self.param_groups(), lr=hp.lr)
+        schedule = EpochSchedule(
+            hp.schedule,
+            self._schedule_epochs(),
+            hp.warmup_epochs,
+            hp.min_lr_factor,
+            hp.milestones,
+            hp.gamma,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {
+            "optimizer": opt,
+            # interval="epoch": one scheduler step per epoch, whatever the multiplicity k.
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "interval": "epoch",
+                "frequency": 1,
+                "name": "lr",
+            },
+        }

@@ -2,14 +2,20 @@
 
 from critical.callbacks.augmentation_cutoff import AugmentationCutoff
 from critical.callbacks.critical_period import CriticalPeriod
+from critical.callbacks.energy import EnergyTracker
 from critical.callbacks.gradient_confusion import GradientConfusion
 from critical.callbacks.gradient_predictability import GradientPredictability
 from critical.callbacks.layer_rotation import LayerRotation
+from critical.callbacks.robustness import RobustnessEvaluator
+from critical.callbacks.run_directory import RunDirectory
 
 __all__ = [
     "AugmentationCutoff",
     "CriticalPeriod",
+    "EnergyTracker",
     "GradientConfusion",
     "GradientPredictability",
     "LayerRotation",
+    "RobustnessEvaluator",
+    "RunDirectory",
 ]

@@ -1,0 +1,222 @@
+"""RunDirectory and the atomic writers of critical.io."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from helpers import TinyDataModule, TinyModule, tiny_trainer
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from critical.callbacks.energy import EnergyTracker
+from critical.callbacks.robustness import RobustnessEvaluator
+from critical.callbacks.run_directory import RunDirectory
+from critical.detector import CriticalPeriodEvent
+from critical.io import atomic_write_bytes, atomic_write_csv, atomic_write_json, read_csv, read_json
+
+
+class FakeCriticalPeriod(Callback):
+    """Stands in for CriticalPeriod + AugmentationCutoff: fires at the end of epoch `at`."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.event = None
+        self.cut_epoch = None
+        self.multiplicity_before = None
+        self.multiplicity_after = None
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == self.at:
+            self.event = CriticalPeriodEvent(
+                epoch=self.at,
+                reason="stable",
+                metrics=("m",),
+                values={"m": 0.5},
+                changes={"m": 0.001},
+            )
+            dm = trainer.datamodule
+            self.multiplicity_before, dm.multiplicity = dm.multiplicity, 1
+            self.multiplicity_after = 1
+            trainer.reload_dataloaders_every_n_epochs = 1
+            self.cut_epoch = self.at + 1
+
+
+class LateLogger(Callback):
+    """Logs in its on_train_epoch_end, which runs after RunDirectory's (it comes later)."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        pl_module.log("late/epoch_squared", float(trainer.current_epoch**2))
+
+
+class Crash(Callback):
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.at:
+            raise RuntimeError("boom")
+
+
+def _listing(path):
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file()}
+
+
+def test_run_directory_is_complete_after_a_fit(tmp_path):
+    run = RunDirectory(root=tmp_path / "runs", name="exp1")
+    assert run.path == tmp_path / "runs" / "exp1" and not run.path.exists()
+    energy = EnergyTracker(output_dir="run_dir")  # codecarbon's emissions.csv into the run
+    rob = RobustnessEvaluator(
+        num_images=16, batch_size=16, pgd_steps=2, corruptions=["contrast"], severities=[1]
+    )
+    callbacks = [run, energy, rob, FakeCriticalPeriod(at=1), LateLogger()]
+    trainer = tiny_trainer(tmp_path, max_epochs=4, callbacks=callbacks)
+    trainer.fit(TinyModule(lr=0.05), TinyDataModule(n=32, multiplicity=2))
+
+    names = {p.name for p in run.path.iterdir()}
+    assert {
+        "config.json",
+        "metrics.csv",
+        "metrics.json",
+        "cut_event.json",
+        "energy.json",
+        "robustness.json",
+        "hparams.yaml",
+    } <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    assert "emissions.csv" in names
+    assert "exception.txt" not in names and not any(n.endswith(".tmp") for n in names)
+
+    rows = read_csv(run.path / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert [int(r["multiplicity"]) for r in rows] == [2, 2, 1, 1]
+    assert [float(r["late/epoch_squared"]) for r in rows] == [0.0, 1.0, 4.0, 9.0]
+    assert all(
+        r["val/acc"] != "" and r["train/loss"] != "" and float(r["energy/energy_kwh"]) > 0
+        for r in rows
+    )
+    assert list(rows[0])[:2] == ["epoch", "multiplicity"]
+    rows_json = read_json(run.path / "metrics.json")
+    assert [r["epoch"] for r in rows_json] == [0, 1, 2, 3] and rows_json == run.rows
+
+    cut = read_json(run.path / "cut_event.json")
+    assert cut["fired"] and cut["cut_epoch"] == 2 and cut["multiplicity_before"] == 2
+    assert cut["event"]["epoch"] == 1 and cut["event"]["reason"] == "stable"
+
+    e = read_json(run.path / "energy.json")
+    assert (
+        e["cut"]["cut_epoch"] == 2
+        and len(e["history"]) == 4
+        and e["saving"]["duration_s"] is not None
+    )
+    r = read_json(run.path / "robustness.json")
+    assert r == json.loads(json.dumps(rob.results)) and r["num_images"] == 16
+
+    cfg = read_json(run.path / "config.json")
+    assert cfg["name"] == "exp1" and cfg["trainer"]["max_epochs"] == 4
+    assert cfg["trainer"]["precision"] == "32-true" and cfg["trainer"]["devices"] == 1
+    assert cfg["module"]["class"].endswith("TinyModule") and cfg["datamodule"]["multiplicity"] == 2
+    assert any(c.startswith("EnergyTracker(") for c in cfg["callbacks"])
+    assert {"torch", "lightning", "critical", "python"} <= set(cfg["versions"])
+    assert cfg["loggers"][0]["class"] == "TensorBoardLogger"
+    assert os.path.samefile(cfg["loggers"][0]["log_dir"], run.path)
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path):
+    root = tmp_path / "runs"
+    first = RunDirectory(root=root, name="same")
+    twin = RunDirectory(root=root, name="same")  # constructed before the first run exists
+    tiny_trainer(tmp_path, max_epochs=1, callbacks=[first]).fit(TinyModule(), TinyDataModule(n=16))
+    before = _listing(first.path)
+    with pytest.raises(FileExistsError, match="already exists"):
+        RunDirectory(root=root, name="same")
+    with pytest.raises(FileExistsError, match="already exists"):
+        tiny_trainer(tmp_path, max_epochs=1, callbacks=[twin]).fit(
+            TinyModule(), TinyDataModule(n=16)
+        )
+    assert _listing(first.path) == before
+    # automatic names are fresh
+    a, b = RunDirectory(root=root), RunDirectory(root=root, tensorboard=False)
+    for run in (a, b):
+        tiny_trainer(tmp_path, max_epochs=1, callbacks=[run]).fit(
+            TinyModule(), TinyDataModule(n=16)
+        )
+    assert a.path != b.path and a.path.parent == root == b.path.parent
+    assert (a.path / "metrics.csv").is_file() and not list(b.path.glob("events.out.tfevents*"))
+    assert _listing(first.path) == before
+
+
+def test_a_crashed_fit_leaves_the_completed_epochs(tmp_path):
+    run = RunDirectory(root=tmp_path, name="crashed")
+    energy = EnergyTracker()
+    trainer = tiny_trainer(tmp_path, max_epochs=5, callbacks=[run, energy, Crash(at=2)])
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(TinyModule(), TinyDataModule(n=16))
+    rows = read_csv(run.path / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [r["epoch"] for r in read_json(run.path / "metrics.json")] == [0, 1]
+    assert "RuntimeError: boom" in (run.path / "exception.txt").read_text()
+    assert len(read_json(run.path / "energy.json")["history"]) == 2
+    assert read_json(run.path / "cut_event.json") == {"fired": False}
+    assert (run.path / "config.json").is_file()
+    assert energy._tracker is None  # codecarbon stopped
+
+
+def test_own_tensorboard_logger_is_kept_and_state_round_trips(tmp_path):
+    logger = TensorBoardLogger(save_dir=tmp_path / "tb", name="mine")
+    run = RunDirectory(root=tmp_path / "runs", name="r")
+    trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[run], logger=logger)
+    trainer.fit(TinyModule(), TinyDataModule(n=16))
+    assert trainer.loggers == [logger]
+    assert not list(run.path.glob("events.out.tfevents*"))
+    assert read_json(run.path / "config.json")["loggers"][0]["log_dir"] == logger.log_dir
+    state = run.state_dict()
+    resumed = RunDirectory(root=tmp_path / "runs", name="r2")
+    resumed.load_state_dict(state)
+    assert resumed.rows == run.rows and resumed.resumed_from == str(run.path)
+
+
+def test_argument_validation(tmp_path):
+    with pytest.raises(ValueError, match="name"):
+        RunDirectory(root=tmp_path, name="../escape")
+    with pytest.raises(ValueError, match="name"):
+        RunDirectory(root=tmp_path, name=".hidden")
+    with pytest.raises(ValueError, match="tensorboard"):
+        RunDirectory(root=tmp_path, tensorboard="yes")
+
+
+# ---------------------------------------------------------------------------------- critical.io
+
+
+def test_atomic_writers(tmp_path):
+    atomic_write_json(
+        tmp_path / "a.json", {"x": 1.5, "nan": float("nan"), "p": tmp_path, "t": (1, 2)}
+    )
+    assert read_json(tmp_path / "a.json") == {
+        "x": 1.5,
+        "nan": None,
+        "p": str(tmp_path),
+        "t": [1, 2],
+    }
+    atomic_write_csv(tmp_path / "m.csv", [{"epoch": 0, "a": 0.1}, {"epoch": 1, "b": None, "c": 2}])
+    assert read_csv(tmp_path / "m.csv") == [
+        {"epoch": "0", "a": "0.1", "b": "", "c": ""},
+        {"epoch": "1", "a": "", "b": "", "c": "2"},
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "m.csv"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    target = tmp_path / "f.json"
+    atomic_write_json(target, {"v": 1})
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(target, b'{"v": 2}')
+    monkeypatch.undo()
+    assert read_json(target) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]

@@ -122,6 +122,8 @@ class RunDirectory(Callback):
             ``timestamp-suffix`` name. A given name that exists is an error.
         tensorboard: add a ``TensorBoardLogger`` writing into the run directory when the trainer
             has none.
+        tags: free-form labels saved as ``config.json["tags"]`` (the sweeps record model, seed
+            and policy there; ``critical report`` groups runs by them).
 
     Attributes:
         path: the run directory (``Path``); known from construction for a given name, and for
@@ -130,7 +132,11 @@ class RunDirectory(Callback):
     """
 
     def __init__(
-        self, root: str | os.PathLike = "runs", name: str | None = None, tensorboard: bool = True
+        self,
+        root: str | os.PathLike = "runs",
+        name: str | None = None,
+        tensorboard: bool = True,
+        tags: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(root, (str, os.PathLike)) or not os.fspath(root):
             raise ValueError(f"`root` must be a directory path, got {root!r}")
@@ -141,6 +147,9 @@ class RunDirectory(Callback):
             )
         if not isinstance(tensorboard, bool):
             raise ValueError(f"`tensorboard` must be a bool, got {tensorboard!r}")
+        if tags is not None and not isinstance(tags, Mapping):
+            raise ValueError(f"`tags` must be a mapping, got {tags!r}")
+        self.tags = dict(tags or {})
         self.root = Path(root)
         self.name = name
         self.tensorboard = tensorboard
@@ -157,6 +166,7 @@ class RunDirectory(Callback):
         self._is_writer = True
         self._added_logger: TensorBoardLogger | None = None
         self.resumed_from: str | None = None
+        self._trainer: pl.Trainer | None = None
 
     def __repr__(self) -> str:
         return (
@@ -204,6 +214,7 @@ class RunDirectory(Callback):
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
         self._is_writer = trainer.global_rank == 0
         created = self._make_dir(trainer)
         self._add_tensorboard(trainer)
@@ -251,10 +262,11 @@ class RunDirectory(Callback):
             pass
 
     # ------------------------------------------------------------------ writers
-    def _flush_pending(self, trainer: pl.Trainer) -> None:
-        pending, self._pending = self._pending, None
+    def _pending_row(self, trainer: pl.Trainer) -> dict[str, Any] | None:
+        """The row of the epoch whose hooks have all run (``None`` if there is none)."""
+        pending = self._pending
         if pending is None or not pending["done"]:
-            return
+            return None
         row: dict[str, Any] = {"epoch": pending["epoch"], "multiplicity": pending["multiplicity"]}
         for k, v in trainer.callback_metrics.items():
             if k in row:
@@ -262,6 +274,13 @@ class RunDirectory(Callback):
             value = _scalar(v)
             if value is not None:
                 row[k] = value
+        return row
+
+    def _flush_pending(self, trainer: pl.Trainer) -> None:
+        row = self._pending_row(trainer)
+        self._pending = None
+        if row is None:
+            return
         self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
         self.rows.sort(key=lambda r: r["epoch"])
         if self._is_writer and self._created:
@@ -376,6 +395,8 @@ class RunDirectory(Callback):
             "path": str(self.path),
             "created": datetime.now(timezone.utc).isoformat(),
             "stage": stage,
+            "tags": to_jsonable(self.tags),
+            "resumed_from": self.resumed_from,
             "command": list(sys.argv),
             "host": platform.node(),
             "module": {
@@ -394,6 +415,7 @@ class RunDirectory(Callback):
             "loggers": loggers,
             "versions": _versions(),
         }
+        self._config = config
         atomic_write_json(self.path / "config.json", config)
 
     # ------------------------------------------------------------------ checkpoint state
@@ -402,8 +424,14 @@ class RunDirectory(Callback):
         return self._generate_state_key(root=os.fspath(self.root))
 
     def state_dict(self) -> dict[str, Any]:
+        # a checkpoint taken at the end of an epoch (ModelCheckpoint runs after every other
+        # callback) holds that epoch's row too, so a run resumed from it misses no epoch
+        rows = [dict(r) for r in self.rows]
+        row = self._pending_row(self._trainer) if self._trainer is not None else None
+        if row is not None:
+            rows = [r for r in rows if r["epoch"] != row["epoch"]] + [row]
         return {
-            "rows": [dict(r) for r in self.rows],
+            "rows": rows,
             "path": None if self.path is None else str(self.path),
         }
 
@@ -411,3 +439,7 @@ class RunDirectory(Callback):
         # a resumed run writes a new directory that starts with the rows of the old one
         self.rows = [dict(r) for r in state_dict.get("rows", [])]
         self.resumed_from = state_dict.get("path")
+        config = getattr(self, "_config", None)
+        if config is not None and self._is_writer and self.path is not None:
+            config["resumed_from"] = self.resumed_from  # restored after config.json was written
+            atomic_write_json(self.path / "config.json", config)

@@ -1,0 +1,203 @@
+"""The ``critical`` command.
+
+``critical fit|validate|test`` is a :class:`~lightning.pytorch.cli.LightningCLI` over
+:class:`~critical.task.ImageClassifier` and :class:`~critical.data.ImageDataModule` with the
+library's callbacks already wired in, each under its own key, so every Trainer, model, data and
+callback option is settable from YAML or flags::
+
+    critical fit --config experiments/quickstart.yaml
+    critical fit --config experiments/cifar10_resnet18.yaml --cutoff.policy fixed --cutoff.epoch 30
+    critical fit --print_config          # every option with its default
+
+Callback keys: ``gradient_confusion``, ``gradient_predictability``, ``layer_rotation``,
+``critical_period``, ``cutoff``, ``energy``, ``robustness``, ``run`` (the run directory). The
+model's ``num_classes``, ``in_chans``, ``img_size``, ``mean`` and ``std`` follow the data.
+
+``critical sweep`` and ``critical report`` are in :mod:`critical.sweep` and
+:mod:`critical.report`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from critical import __version__
+
+USAGE = f"""critical {__version__}: detect the end of the critical period and cut augmentation.
+
+usage: critical <command> [options]
+
+commands:
+  fit        train (LightningCLI): critical fit --config experiments/quickstart.yaml
+  validate   evaluate on the validation split (same options as fit)
+  test       evaluate on the test split (same options as fit)
+  sweep      run, or emit commands for, a grid of policies x models x seeds
+  report     tables (Markdown, CSV, LaTeX) and plots from run directories
+  version    print the version
+
+Run `critical <command> --help` for the options of a command.
+"""
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
+
+
+def _cli_class():
+    from lightning.pytorch.cli import LightningCLI
+
+    from critical.callbacks import (
+        AugmentationCutoff,
+        CriticalPeriod,
+        EnergyTracker,
+        GradientConfusion,
+        GradientPredictability,
+        LayerRotation,
+        RobustnessEvaluator,
+        RunDirectory,
+    )
+
+    class CriticalCLI(LightningCLI):
+        """LightningCLI with the critical callbacks under their own keys."""
+
+        def add_arguments_to_parser(self, parser) -> None:
+            for cls, key in (
+                (GradientConfusion, "gradient_confusion"),
+                (GradientPredictability, "gradient_predictability"),
+                (LayerRotation, "layer_rotation"),
+                (CriticalPeriod, "critical_period"),
+                (AugmentationCutoff, "cutoff"),
+                (EnergyTracker, "energy"),
+                (RobustnessEvaluator, "robustness"),
+                (RunDirectory, "run"),
+            ):
+                parser.add_lightning_class_args(cls, key)
+            for src, dst in (
+                ("data.num_classes", "model.num_classes"),
+                ("data.in_chans", "model.in_chans"),
+                ("data.image_size", "model.img_size"),
+                ("data.mean", "model.mean"),
+                ("data.std", "model.std"),
+            ):
+                parser.link_arguments(src, dst, apply_on="instantiate")
+
+        def after_fit(self) -> None:
+            print_run_summary(self.trainer)
+
+    return CriticalCLI
+
+
+def _fmt(v: Any, unit: str = "", scale: float = 1.0, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v * scale:.{digits}g}{unit}"
+
+
+def print_run_summary(trainer: Any) -> None:
+    """Print what a run measured and where its files are; draw its plot (rank 0 only)."""
+    if trainer.global_rank != 0:
+        return
+    from critical.callbacks import (
+        AugmentationCutoff,
+        CriticalPeriod,
+        EnergyTracker,
+        RobustnessEvaluator,
+        RunDirectory,
+    )
+
+    def find(cls):
+        return next((cb for cb in trainer.callbacks if isinstance(cb, cls)), None)
+
+    run, cp, cut = find(RunDirectory), find(CriticalPeriod), find(AugmentationCutoff)
+    energy, rob = find(EnergyTracker), find(RobustnessEvaluator)
+    m = trainer.callback_metrics
+    lines = ["", "=" * 72, "critical: run summary", "-" * 72]
+    acc = m.get("val/acc")
+    lines.append(f"validation accuracy (last epoch): {_fmt(None if acc is None else float(acc), '%', 100, 4)}")
+    if cp is not None:
+        ev = cp.event
+        lines.append(
+            "critical period: "
+            + ("not over within the run" if ev is None else f"over at the end of epoch {ev.epoch} ({ev.reason})")
+        )
+    if cut is not None:
+        lines.append(
+            f"multiplicity: k={cut.multiplicity_before}"
+            + ("" if cut.cut_epoch is None else f" -> {cut.multiplicity_after} from epoch {cut.cut_epoch}")
+        )
+    if rob is not None and rob.results:
+        r = rob.results
+        parts = [f"{k.replace('_acc', '')} {_fmt(r.get(k), '%', 100, 4)}"
+                 for k in ("clean_acc", "fgsm_acc", "pgd_acc", "corruption_acc") if k in r]
+        lines.append("robustness: " + ", ".join(parts))
+    if energy is not None:
+        s = energy.summary()
+        t = s["total"]
+        lines.append(
+            f"time {_fmt(t.get('duration_s'), ' s')}, energy {_fmt(t.get('energy_kwh'), ' Wh', 1000)}, "
+            f"CO2 {_fmt(t.get('co2_kg'), ' g', 1000)} ({s['country_iso_code']} grid)"
+        )
+        frac = s.get("saving_fraction") or {}
+        if frac:
+            lines.append(
+                "saving vs keeping k (estimated from the measured pre-cut cost per sample): "
+                f"time {_fmt(frac.get('duration_s'), '%', 100)}, energy {_fmt(frac.get('energy_kwh'), '%', 100)}, "
+                f"CO2 {_fmt(frac.get('co2_kg'), '%', 100)}"
+            )
+        if s.get("missing"):
+            lines.append(f"energy not measured: {s['missing']}")
+    if run is not None and run.path is not None:
+        lines.append(f"run directory: {run.path}")
+        try:
+            from critical.report import plot_run
+
+            plots = plot_run(run.path)
+            if plots:
+                lines.append(f"plot: {plots[0]}")
+        except Exception as err:  # noqa: BLE001 - a plot must not fail a finished run
+            lines.append(f"plot not drawn: {err}")
+    lines.append("=" * 72)
+    print("\n".join(lines), flush=True)
+
+
+def run_lightning(argv: Sequence[str]) -> None:
+    from critical.data import ImageDataModule
+    from critical.task import ImageClassifier
+
+    cli_cls = _cli_class()
+    cli_cls(
+        ImageClassifier,
+        ImageDataModule,
+        args=list(argv),
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"prog": "critical"},
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd in ("version", "--version", "-V"):
+        print(f"critical {__version__}")
+        return 0
+    if cmd in LIGHTNING_COMMANDS:
+        run_lightning(argv)
+        return 0
+    if cmd == "sweep":
+        from critical.sweep import main as sweep_main
+
+        return sweep_main(rest)
+    if cmd == "report":
+        from critical.report import main as report_main
+
+        return report_main(rest)
+    print(f"critical: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

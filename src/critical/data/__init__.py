@@ -1,0 +1,90 @@
+"""Multiplicity-aware data: device-resident uint8 datasets, batched augmentation, datamodules.
+
+* :mod:`critical.data.augment` — batched tensor augmentation (crop, flip, cutout,
+  TrivialAugment, RandAugment) and :class:`BatchAugment`; float output in [0, 1], no
+  normalization.
+* :mod:`critical.data.datasets` — CIFAR-10/100, ImageFolder (cached), digits, synthetic, as
+  ``uint8`` tensors; :func:`stratified_split`.
+* :mod:`critical.data.loader` — samplers and loaders for the ``"epoch"`` / ``"batch"`` layouts
+  of multiplicity k, DDP sharding; how k interacts with LR schedules.
+* :mod:`critical.data.datamodule` — :class:`ImageDataModule`.
+* :mod:`critical.data.multiplicity` — :class:`MultiplicityDataset` /
+  :class:`MultiplicityDataModule` for users' own data, and the protocol for their own
+  datamodules.
+* :mod:`critical.data.protocol` — how callbacks find and change k.
+
+Example:
+    >>> from critical.data import ImageDataModule, supports_multiplicity
+    >>> dm = ImageDataModule("digits", batch_size=128, multiplicity=3)
+    >>> supports_multiplicity(dm), dm.num_classes, dm.in_chans, dm.image_size
+    (True, 10, 1, 16)
+"""
+
+from __future__ import annotations
+
+from critical.data.augment import (
+    POLICIES,
+    BatchAugment,
+    cutout,
+    rand_augment,
+    random_crop,
+    random_flip,
+    to_float,
+    trivial_augment,
+)
+from critical.data.datamodule import ImageDataModule
+from critical.data.datasets import (
+    DATASETS,
+    DatasetNotFoundError,
+    ImageData,
+    default_cache_dir,
+    load_cifar,
+    load_dataset,
+    load_digits,
+    load_image_folder,
+    make_synthetic,
+    stratified_split,
+)
+from critical.data.loader import (
+    LAYOUTS,
+    AugmentedLoader,
+    MultiplicitySampler,
+    TensorLoader,
+    epoch_order,
+    shard_indices,
+)
+from critical.data.multiplicity import MultiplicityDataModule, MultiplicityDataset
+from critical.data.protocol import find_multiplicity_target, get_multiplicity, supports_multiplicity
+
+__all__ = [
+    "DATASETS",
+    "LAYOUTS",
+    "POLICIES",
+    "AugmentedLoader",
+    "BatchAugment",
+    "DatasetNotFoundError",
+    "ImageData",
+    "ImageDataModule",
+    "MultiplicityDataModule",
+    "MultiplicityDataset",
+    "MultiplicitySampler",
+    "TensorLoader",
+    "cutout",
+    "default_cache_dir",
+    "epoch_order",
+    "find_multiplicity_target",
+    "get_multiplicity",
+    "load_cifar",
+    "load_dataset",
+    "load_digits",
+    "load_image_folder",
+    "make_synthetic",
+    "rand_augment",
+    "random_crop",
+    "random_flip",
+    "shard_indices",
+    "stratified_split",
+    "supports_multiplicity",
+    "to_float",
+    "trivial_augment",
+]

@@ -1,0 +1,424 @@
+"""``ImageDataModule``: a LightningDataModule over ``uint8`` tensors with multiplicity k.
+
+The datamodule implements the multiplicity protocol (:mod:`critical.data.protocol`):
+
+* ``multiplicity`` (int >= 1, validated on assignment) — how many independently augmented
+  copies of each training image the *next* ``train_dataloader()`` holds;
+* ``augment`` (bool) — whether the next train loader augments (``False``: plain float
+  images; with k > 1 the k copies are then identical).
+
+Both are read each time ``train_dataloader()`` runs, so a callback that sets
+``datamodule.multiplicity = 1`` at an epoch boundary and makes Lightning rebuild the loader
+(``trainer.reload_dataloaders_every_n_epochs``) changes the following epochs, and
+``trainer.num_training_batches`` with them. Both are saved in checkpoints
+(``state_dict`` / ``load_state_dict``), so a resumed run continues with the k it had.
+
+Data path: the dataset is decoded once into a ``uint8`` tensor (see
+:mod:`critical.data.datasets`), split (seeded, stratified) into train / validation, and moved in
+``setup()`` to the training device (``trainer.strategy.root_device``; CPU without a trainer;
+``data_device`` overrides). The train loader (:class:`~critical.data.loader.AugmentedLoader`)
+gathers each batch on the device and augments it there with
+:class:`~critical.data.augment.BatchAugment`; batches are ``float32`` in [0, 1] (normalize in
+the model with :attr:`ImageDataModule.mean` / :attr:`ImageDataModule.std`). Layouts
+``"epoch"`` (k copies spread over a k-times longer epoch) and ``"batch"`` (k views of each
+image in the same, k-times larger batch) and their interaction with LR schedules are described
+in :mod:`critical.data.loader`. Under DDP each rank gets a disjoint, equally long share of the
+epoch; reshuffles are reproducible from ``(seed, epoch)``.
+
+Validation and test loaders are un-augmented. ``test_dataloader()`` uses the official test
+split where the dataset has one (CIFAR, synthetic) and otherwise the validation split (folder,
+digits); :attr:`ImageDataModule.has_test_split` says which.
+
+Example:
+    >>> dm = ImageDataModule("synthetic", batch_size=64, multiplicity=2, policy="trivialaugment")
+    >>> dm.setup("fit")
+    >>> loader = dm.train_dataloader()
+    >>> len(loader)  # 2 x 461 training images / 64
+    15
+    >>> x, y = next(iter(loader))
+    >>> x.dtype, tuple(x.shape), dm.num_classes, dm.in_chans
+    (torch.float32, (64, 3, 16, 16), 4, 3)
+    >>> dm.multiplicity = 1
+    >>> len(dm.train_dataloader())
+    8
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from critical.data.augment import BatchAugment
+from critical.data.datasets import (
+    DATASET_INFO,
+    DATASETS,
+    ImageData,
+    load_cifar,
+    load_dataset,
+    load_image_folder,
+    stratified_split,
+)
+from critical.data.loader import (
+    LAYOUTS,
+    AugmentedLoader,
+    MultiplicitySampler,
+    TensorLoader,
+    validate_multiplicity,
+)
+
+__all__ = ["ImageDataModule"]
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Image classification data as device-resident ``uint8`` tensors, with multiplicity k.
+
+    Args:
+        dataset: ``"cifar10"``, ``"cifar100"``, ``"folder"`` (an ImageFolder directory given by
+            ``root``), ``"digits"`` (scikit-learn, offline) or ``"synthetic"`` (generated).
+        root: CIFAR root folder (default ``~/.cache/critical/datasets``) or the image folder.
+        download: let torchvision download CIFAR when missing.
+        batch_size: training batch size: samples per batch (``layout="epoch"``) or images per
+            batch (``layout="batch"``, the batch then holds ``batch_size * multiplicity``).
+        eval_batch_size: validation / test batch size (default: ``batch_size``).
+        multiplicity: k >= 1, augmented copies of each training image per epoch.
+        layout: ``"epoch"`` or ``"batch"`` (see :mod:`critical.data.loader`).
+        augment: augment the training data (``False``: plain float images).
+        crop_padding, padding_mode, flip, cutout, policy, num_ops, magnitude: the
+            :class:`~critical.data.augment.BatchAugment` configuration (``policy`` in
+            ``"none"``, ``"trivialaugment"``, ``"randaugment"``).
+        val_size: validation images carved out of the training set (stratified, seeded): an
+            int count or a float fraction (0 disables validation).
+        train_size: optionally keep only this many (int) or this fraction (float) of the
+            remaining training images (stratified, seeded); ``None`` keeps all.
+        seed: seed of the split, the shuffles and the augmentation.
+        drop_last: drop the last incomplete training batch.
+        image_size: folder: resize to this size; digits: 8 or upsampled size (default 16);
+            synthetic: image side (default 16). Ignored for CIFAR.
+        cache_dir: where the ImageFolder cache lives (default ``~/.cache/critical``).
+        data_device: where to keep the data (``"cpu"``, ``"cuda"``...); default: the trainer's
+            root device, CPU without a trainer.
+
+    Example:
+        >>> ImageDataModule("mnist")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: dataset must be one of ('cifar10', 'cifar100', 'folder', ...), got 'mnist'
+    """
+
+    def __init__(
+        self,
+        dataset: str = "cifar10",
+        root: str | None = None,
+        download: bool = False,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        multiplicity: int = 1,
+        layout: str = "epoch",
+        augment: bool = True,
+        crop_padding: int = 4,
+        padding_mode: str = "zeros",
+        flip: bool = True,
+        cutout: int = 0,
+        policy: str = "none",
+        num_ops: int = 2,
+        magnitude: int = 9,
+        val_size: int | float = 0.1,  # noqa: PYI041
+        train_size: int | float | None = None,  # noqa: PYI041
+        seed: int = 0,
+        drop_last: bool = False,
+        image_size: int | None = None,
+        cache_dir: str | None = None,
+        data_device: str | None = None,
+    ) -> None:
+        super().__init__()
+        if dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+        if dataset == "folder" and not root:
+            raise ValueError("dataset='folder' needs root=<path of an ImageFolder directory>")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        for name, v in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if v is None and name == "eval_batch_size":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        _check_size("val_size", val_size, allow_none=False)
+        _check_size("train_size", train_size, allow_none=True)
+        if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+            raise ValueError(f"image_size must be None or an int >= 1, got {image_size!r}")
+        self.dataset = dataset
+        self.root = root
+        self.download = bool(download)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.layout = layout
+        self.val_size = val_size
+        self.train_size = train_size
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        self.image_size_option = image_size
+        self.cache_dir = cache_dir
+        self.data_device = data_device
+        self.augmentation = BatchAugment(
+            crop_padding=crop_padding,
+            padding_mode=padding_mode,
+            flip=flip,
+            cutout=cutout,
+            policy=policy,
+            num_ops=num_ops,
+            magnitude=magnitude,
+        )
+        self._multiplicity = validate_multiplicity(multiplicity)
+        self.augment = augment  # validated by the setter
+        self._splits: dict[str, ImageData | None] | None = None
+        self._device_splits: dict[str, ImageData | None] | None = None
+        self._device: torch.device | None = None
+        self._stats: tuple[list[float], list[float]] | None = None
+        self._prepared: tuple[ImageData, ImageData | None] | None = None
+
+    # ---------------------------------------------------------------- multiplicity protocol
+    @property
+    def multiplicity(self) -> int:
+        """Augmentation multiplicity k (int >= 1) used by the next ``train_dataloader()``."""
+        return self._multiplicity
+
+    @multiplicity.setter
+    def multiplicity(self, value: int) -> None:
+        self._multiplicity = validate_multiplicity(value)
+
+    @property
+    def augment(self) -> bool:
+        """Whether the next ``train_dataloader()`` augments."""
+        return self._augment
+
+    @augment.setter
+    def augment(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            msg = f"augment must be a bool (True or False), got {value!r}"
+            raise ValueError(msg)  # noqa: TRY004 - config errors are ValueErrors
+        self._augment = value
+
+    def state_dict(self) -> dict[str, Any]:
+        """``multiplicity`` and ``augment``, saved in Lightning checkpoints."""
+        return {"multiplicity": self._multiplicity, "augment": self._augment}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore ``multiplicity`` and ``augment`` from a checkpoint."""
+        if "multiplicity" in state_dict:
+            self.multiplicity = int(state_dict["multiplicity"])
+        if "augment" in state_dict:
+            self.augment = bool(state_dict["augment"])
+
+    # ---------------------------------------------------------------- dataset facts
+    def _static(self, key: str) -> Any:
+        info = DATASET_INFO[self.dataset]
+        if (
+            key == "image_size"
+            and self.dataset in ("digits", "synthetic", "folder")
+            and self.image_size_option is not None
+        ):
+            return self.image_size_option
+        return info.get(key)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (loads the data when it cannot be known in advance)."""
+        v = self._static("num_classes")
+        return int(v) if v is not None else self._load()["train"].num_classes
+
+    @property
+    def in_chans(self) -> int:
+        """Image channels (3 for RGB, 1 for digits)."""
+        if self._splits is not None or self.dataset == "folder":
+            return self._load()["train"].in_chans
+        return int(self._static("in_chans"))
+
+    @property
+    def image_size(self) -> int:
+        """Image side in pixels."""
+        v = self._static("image_size")
+        return int(v) if v is not None else self._load()["train"].image_size
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names (label ``i`` is ``classes[i]``); loads the data."""
+        return list(self._load()["train"].classes)
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Per-channel pixel mean of the training split on the [0, 1] scale (loads the data)."""
+        return tuple(self._channel_stats()[0])
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """Per-channel pixel std of the training split on the [0, 1] scale (loads the data)."""
+        return tuple(self._channel_stats()[1])
+
+    @property
+    def has_test_split(self) -> bool:
+        """Whether ``test_dataloader()`` uses an official test split (else: validation)."""
+        return bool(DATASET_INFO[self.dataset]["has_test"])
+
+    @property
+    def train_data(self) -> ImageData:
+        """The training split (on the data device after ``setup``)."""
+        return self._current()["train"]  # type: ignore[return-value]
+
+    @property
+    def val_data(self) -> ImageData:
+        """The validation split (possibly empty)."""
+        return self._current()["val"]  # type: ignore[return-value]
+
+    @property
+    def test_data(self) -> ImageData | None:
+        """The official test split, or ``None``."""
+        return self._current()["test"]
+
+    def _channel_stats(self) -> tuple[list[float], list[float]]:
+        if self._stats is None:
+            self._stats = self._load()["train"].channel_stats()
+        return self._stats
+
+    # ---------------------------------------------------------------- loading
+    def _root(self) -> str | None:
+        return os.path.expanduser(self.root) if self.root else None
+
+    def prepare_data(self) -> None:
+        """Download CIFAR (``download=True``) or build the ImageFolder cache, once per node."""
+        if self.dataset in ("cifar10", "cifar100") and self.download:
+            root = self._root() or str(_default_cifar_root())
+            load_cifar(self.dataset, root, train=True, download=True)
+            load_cifar(self.dataset, root, train=False, download=True)
+        elif self.dataset == "folder":
+            load_image_folder(
+                self._root(), cache_dir=self.cache_dir, image_size=self.image_size_option
+            )
+
+    def _load(self) -> dict[str, ImageData | None]:
+        if self._splits is not None:
+            return self._splits
+        train_full, test = load_dataset(
+            self.dataset,
+            root=self._root(),
+            download=self.download,
+            cache_dir=self.cache_dir,
+            image_size=self.image_size_option,
+            seed=self.seed,
+        )
+        train_idx, val_idx = stratified_split(train_full.labels, self.val_size, self.seed)
+        train, val = train_full.subset(train_idx), train_full.subset(val_idx)
+        if self.train_size is not None and not _keeps_all(self.train_size, len(train)):
+            _, keep = stratified_split(train.labels, self.train_size, self.seed + 1)
+            train = train.subset(keep)
+        self._splits = {"train": train, "val": val, "test": test}
+        return self._splits
+
+    def _target_device(self) -> torch.device:
+        if self.data_device is not None:
+            return torch.device(self.data_device)
+        trainer = self.trainer
+        if trainer is not None:
+            return trainer.strategy.root_device
+        return torch.device("cpu")
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load and split the data (once) and put it on the training device."""
+        splits = self._load()
+        device = self._target_device()
+        if self._device_splits is None or self._device != device:
+            self._device_splits = {
+                k: (v.to(device) if v is not None else None) for k, v in splits.items()
+            }
+            self._device = device
+            train = splits["train"]
+            assert train is not None
+            rank_zero_info(
+                f"{type(self).__name__}: {self.dataset} train={len(train)} "
+                f"val={len(splits['val'] or [])} "
+                f"test={len(splits['test']) if splits['test'] is not None else 'val'} "
+                f"on {device}, multiplicity={self.multiplicity}, layout={self.layout}"
+            )
+
+    def _current(self) -> dict[str, ImageData | None]:
+        if self._device_splits is None:
+            self.setup()
+        assert self._device_splits is not None
+        return self._device_splits
+
+    def _dist(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    # ---------------------------------------------------------------- loaders
+    def train_dataloader(self) -> AugmentedLoader:
+        """A loader for the current ``multiplicity`` / ``augment``, yielding device batches."""
+        train = self._current()["train"]
+        assert train is not None
+        rank, world = self._dist()
+        sampler = MultiplicitySampler(
+            len(train),
+            self.batch_size,
+            multiplicity=self.multiplicity,
+            layout=self.layout,
+            shuffle=True,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            drop_last=self.drop_last,
+        )
+        aug = self.augmentation if self.augment and not self.augmentation.is_identity else None
+        return AugmentedLoader(train.images, train.labels, sampler, aug, seed=self.seed)
+
+    def _eval_loader(self, data: ImageData | None) -> TensorLoader | list:
+        if data is None or len(data) == 0:
+            return []
+        rank, world = self._dist()
+        return TensorLoader(data.images, data.labels, self.eval_batch_size, rank, world)
+
+    def val_dataloader(self) -> TensorLoader | list:
+        """Un-augmented validation batches (``[]`` when ``val_size`` is 0)."""
+        return self._eval_loader(self._current()["val"])
+
+    def test_dataloader(self) -> TensorLoader | list:
+        """Un-augmented batches of the official test split, else of the validation split."""
+        cur = self._current()
+        return self._eval_loader(cur["test"] if cur["test"] is not None else cur["val"])
+
+    def predict_dataloader(self) -> TensorLoader | list:
+        """Same as ``test_dataloader()``."""
+        return self.test_dataloader()
+
+
+def _default_cifar_root() -> Any:
+    from critical.data.datasets import default_cache_dir
+
+    return default_cache_dir() / "datasets"
+
+
+def _check_size(name: str, v: Any, allow_none: bool) -> None:
+    """val_size: int >= 0 or float in [0, 1); train_size: None, int >= 1 or float in (0, 1]."""
+    if v is None and allow_none:
+        return
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        msg = f"{name} must be an int count or a float fraction, got {v!r}"
+        raise ValueError(msg)  # noqa: TRY004 - config errors are ValueErrors
+    if allow_none:  # train_size
+        if isinstance(v, float) and not 0.0 < v <= 1.0:
+            raise ValueError(f"a float {name} must be a fraction in (0, 1], got {v!r}")
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"an int {name} must be >= 1, got {v!r}")
+    else:  # val_size
+        if isinstance(v, float) and not 0.0 <= v < 1.0:
+            raise ValueError(f"a float {name} must be a fraction in [0, 1), got {v!r}")
+        if isinstance(v, int) and v < 0:
+            raise ValueError(f"an int {name} must be >= 0, got {v!r}")
+
+
+def _keeps_all(size: int | float, n: int) -> bool:  # noqa: PYI041
+    return (isinstance(size, float) and size >= 1.0) or (isinstance(size, int) and size >= n)

@@ -1,0 +1,305 @@
+"""Multiplicity for users' own data: a Dataset wrapper and a small DataModule.
+
+**The protocol for your own LightningDataModule.** ``critical``'s callbacks find the object
+that controls augmentation multiplicity k with
+:func:`critical.data.protocol.find_multiplicity_target` (``trainer.datamodule`` first, then the
+train dataloader's ``dataset``). To make your datamodule controllable:
+
+1. give it a readable and writable ``int`` attribute ``multiplicity`` (k >= 1) — and optionally
+   a writable ``bool`` ``augment``;
+2. honour both in ``train_dataloader()``: each call builds a loader for the *current* values
+   (the cutoff callback changes them at an epoch boundary and then makes Lightning call
+   ``train_dataloader()`` again through ``trainer.reload_dataloaders_every_n_epochs``).
+
+The simplest way is to wrap your training dataset in :class:`MultiplicityDataset` and forward
+the attribute, which is what :class:`MultiplicityDataModule` does::
+
+    class MyData(L.LightningDataModule):
+        def __init__(self):
+            super().__init__()
+            self.train_set = MultiplicityDataset(my_dataset, multiplicity=3, transform=my_aug)
+
+        @property
+        def multiplicity(self) -> int:
+            return self.train_set.multiplicity
+
+        @multiplicity.setter
+        def multiplicity(self, k: int) -> None:
+            self.train_set.multiplicity = k
+
+        def train_dataloader(self):
+            return DataLoader(self.train_set, batch_size=128, shuffle=True, num_workers=4)
+
+Semantics of :class:`MultiplicityDataset` (the "epoch" layout of :mod:`critical.data.loader`):
+``len = k * N``; index ``i`` shows sample ``i mod N`` and applies the random ``transform`` at
+every access, so with a shuffling sampler each sample appears exactly k times per epoch, its
+copies independently augmented, and steps per epoch scale with k. The index arithmetic does not
+depend on k, so DataLoader workers (persistent or not) keep working after k changes: the
+sampler in the main process decides which indices exist, and a worker with a stale copy of the
+wrapper maps them correctly. (A change of ``augment`` reaches workers when the DataLoader is
+rebuilt, as Lightning's reload does; persistent workers of an *existing* loader keep the value
+they started with.) Under DDP, Lightning's ``DistributedSampler`` shards the k*N indices when
+it rebuilds the loader.
+
+Example:
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> base = TensorDataset(torch.zeros(4, 3, 8, 8), torch.arange(4))
+    >>> ds = MultiplicityDataset(base, multiplicity=3, transform=lambda x: x + torch.rand(1))
+    >>> len(ds), int(ds[5][1])
+    (12, 1)
+    >>> ds.multiplicity = 1
+    >>> len(ds)
+    4
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from critical.data.loader import validate_multiplicity
+
+__all__ = ["MultiplicityDataModule", "MultiplicityDataset"]
+
+
+class MultiplicityDataset(Dataset):
+    """Wrap a map-style dataset so that it holds ``multiplicity`` augmented copies of each sample.
+
+    Args:
+        dataset: any map-style dataset with ``__len__`` and ``__getitem__``.
+        multiplicity: k >= 1 (settable later).
+        transform: random transform applied on every access to the input — the first element of
+            a tuple / list sample (e.g. ``(image, label)``), or the whole sample otherwise.
+        augment: apply ``transform`` (settable; ``False`` returns the raw samples).
+
+    Any index ``i >= 0`` maps to ``dataset[i % N]`` (not only ``i < k * N``), so workers holding
+    an older k still serve the main process's sampler; iteration (``iter(ds)``) stops at
+    ``len(ds)``.
+
+    Example:
+        >>> ds = MultiplicityDataset(["a", "b"], multiplicity=2, transform=str.upper)
+        >>> [ds[i] for i in range(len(ds))]
+        ['A', 'B', 'A', 'B']
+        >>> ds.augment = False
+        >>> list(ds)
+        ['a', 'b', 'a', 'b']
+        >>> ds.multiplicity = 0
+        Traceback (most recent call last):
+        ...
+        ValueError: multiplicity must be an int >= 1, got 0
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        multiplicity: int = 1,
+        transform: Callable[[Any], Any] | None = None,
+        augment: bool = True,
+    ) -> None:
+        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+            raise ValueError(
+                f"dataset must be a map-style dataset (with __len__ and __getitem__), "
+                f"got {type(dataset).__name__}"
+            )
+        if transform is not None and not callable(transform):
+            raise ValueError(f"transform must be callable or None, got {transform!r}")
+        self.dataset = dataset
+        self.transform = transform
+        self._multiplicity = validate_multiplicity(multiplicity)
+        self.augment = augment
+
+    @property
+    def multiplicity(self) -> int:
+        """k: copies of each sample per pass (int >= 1)."""
+        return self._multiplicity
+
+    @multiplicity.setter
+    def multiplicity(self, value: int) -> None:
+        self._multiplicity = validate_multiplicity(value)
+
+    @property
+    def augment(self) -> bool:
+        """Whether ``transform`` is applied."""
+        return self._augment
+
+    @augment.setter
+    def augment(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            msg = f"augment must be a bool (True or False), got {value!r}"
+            raise ValueError(msg)  # noqa: TRY004 - config errors are ValueErrors
+        self._augment = value
+
+    @property
+    def base_len(self) -> int:
+        """N, the number of distinct samples."""
+        return len(self.dataset)
+
+    def __len__(self) -> int:
+        return self._multiplicity * len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        n = len(self.dataset)
+        if index < 0:
+            index += len(self)
+            if index < 0:
+                raise IndexError(f"index out of range for a dataset of length {len(self)}")
+        sample = self.dataset[int(index) % n]
+        if self.transform is None or not self._augment:
+            return sample
+        if isinstance(sample, tuple):
+            return (self.transform(sample[0]), *sample[1:])
+        if isinstance(sample, list):
+            return [self.transform(sample[0]), *sample[1:]]
+        return self.transform(sample)
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+class _Transformed(Dataset):
+    """Apply a deterministic transform to the input of each sample (val / test)."""
+
+    def __init__(self, dataset: Any, transform: Callable[[Any], Any] | None) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        sample = self.dataset[index]
+        if self.transform is None:
+            return sample
+        if isinstance(sample, (tuple, list)):
+            return (self.transform(sample[0]), *sample[1:])
+        return self.transform(sample)
+
+
+class MultiplicityDataModule(L.LightningDataModule):
+    """A LightningDataModule around your own datasets, implementing the multiplicity protocol.
+
+    Args:
+        train_dataset: the training dataset (map-style, un-augmented samples).
+        val_dataset, test_dataset: optional evaluation datasets.
+        transform: random training transform (applied per access, see
+            :class:`MultiplicityDataset`).
+        eval_transform: deterministic transform for val / test (e.g. ``ToTensor``).
+        multiplicity: k >= 1 (settable; honoured by the next ``train_dataloader()``).
+        augment: apply ``transform`` (settable).
+        batch_size: training batch size; ``eval_batch_size`` defaults to it.
+        num_workers, persistent_workers, pin_memory: passed to every ``DataLoader``.
+        loader_kwargs: further ``DataLoader`` arguments (e.g. ``{"collate_fn": ...}``).
+
+    The train loader shuffles (Lightning swaps in a ``DistributedSampler`` under DDP).
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> dm = MultiplicityDataModule(TensorDataset(torch.rand(10, 3, 4, 4), torch.arange(10)),
+        ...                             multiplicity=2, batch_size=4)
+        >>> len(dm.train_dataloader())
+        5
+        >>> dm.multiplicity = 1
+        >>> len(dm.train_dataloader())
+        3
+    """
+
+    def __init__(
+        self,
+        train_dataset: Any,
+        val_dataset: Any | None = None,
+        test_dataset: Any | None = None,
+        transform: Callable[[Any], Any] | None = None,
+        eval_transform: Callable[[Any], Any] | None = None,
+        multiplicity: int = 1,
+        augment: bool = True,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        persistent_workers: bool = False,
+        pin_memory: bool = False,
+        loader_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        for name, v in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if v is None and name == "eval_batch_size":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        self.train_set = MultiplicityDataset(train_dataset, multiplicity, transform, augment)
+        self.val_set = (
+            _Transformed(val_dataset, eval_transform) if val_dataset is not None else None
+        )
+        self.test_set = (
+            _Transformed(test_dataset, eval_transform) if test_dataset is not None else None
+        )
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.persistent_workers = bool(persistent_workers) and num_workers > 0
+        self.pin_memory = bool(pin_memory)
+        self.loader_kwargs = dict(loader_kwargs or {})
+
+    @property
+    def multiplicity(self) -> int:
+        """k, forwarded to the wrapped training dataset."""
+        return self.train_set.multiplicity
+
+    @multiplicity.setter
+    def multiplicity(self, value: int) -> None:
+        self.train_set.multiplicity = value
+
+    @property
+    def augment(self) -> bool:
+        """Whether the training transform is applied."""
+        return self.train_set.augment
+
+    @augment.setter
+    def augment(self, value: bool) -> None:
+        self.train_set.augment = value
+
+    def state_dict(self) -> dict[str, Any]:
+        """``multiplicity`` and ``augment``, saved in Lightning checkpoints."""
+        return {"multiplicity": self.multiplicity, "augment": self.augment}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore ``multiplicity`` and ``augment``."""
+        if "multiplicity" in state_dict:
+            self.multiplicity = int(state_dict["multiplicity"])
+        if "augment" in state_dict:
+            self.augment = bool(state_dict["augment"])
+
+    def _loader(self, dataset: Any, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.persistent_workers,
+            pin_memory=self.pin_memory,
+            **self.loader_kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """A shuffling loader over the k*N items of the current multiplicity."""
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation loader (``[]`` without a validation dataset)."""
+        return (
+            [] if self.val_set is None else self._loader(self.val_set, self.eval_batch_size, False)
+        )
+
+    def test_dataloader(self) -> DataLoader | list:
+        """Test loader (``[]`` without a test dataset)."""
+        return (
+            []
+            if self.test_set is None
+            else self._loader(self.test_set, self.eval_batch_size, False)
+        )

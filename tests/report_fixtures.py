@@ -1,0 +1,273 @@
+"""Fake run directories for the report tests, written file by file in RunDirectory's format.
+
+:func:`make_fake_sweep` builds one model (``tiny_cnn``, 6 epochs, k = 3) x policies always-k3 /
+k1 / fixed@2 / fixed@4 / detector x seeds 0-2 with known numbers (see ``SWEEP`` below), plus a
+failed run (k1 seed 2), an incomplete one (fixed@2 seed 2, no robustness.json) and a missing
+one (detector seed 2: in sweep.json, no directory).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from critical.io import atomic_write_csv, atomic_write_json, atomic_write_text
+
+MODEL = "tiny_cnn"
+MAX_EPOCHS = 6
+K = 3
+DETECTOR = "detector:layer_rotation@0.01"
+
+#: label -> policy, cut_at, {seed: (final val acc, wall time s, fgsm acc, detector cut epoch)}
+SWEEP: dict[str, dict[str, Any]] = {
+    "always-k3": {
+        "policy": "always",
+        "runs": {0: (0.90, 100.0, 0.30, None), 1: (0.92, 120.0, 0.40, None)},
+    },
+    "k1": {
+        "policy": "k1",
+        "runs": {0: (0.80, 40.0, 0.20, None), 1: (0.82, 44.0, 0.22, None)},
+        "failed": 2,
+    },
+    "fixed@2": {
+        "policy": "fixed",
+        "cut_at": 2,
+        "runs": {0: (0.86, 60.0, 0.25, None), 1: (0.88, 66.0, 0.27, None)},
+        "incomplete": 2,  # no robustness.json
+    },
+    "fixed@4": {
+        "policy": "fixed",
+        "cut_at": 4,
+        "runs": {
+            0: (0.905, 80.0, 0.3, None),
+            1: (0.911, 96.0, 0.3, None),
+            2: (0.908, 88.0, 0.3, None),
+        },
+    },
+    DETECTOR: {
+        "policy": "detector",
+        "runs": {0: (0.89, 70.0, 0.3, 2), 1: (0.91, 90.0, 0.3, 4)},
+        "missing": 2,
+    },
+}
+
+KWH_PER_S = 1e-4  # energy = time * KWH_PER_S
+CO2_PER_KWH = 0.4
+PRICE = 0.13
+
+
+def run_name(label: str, seed: int) -> str:
+    return f"{MODEL}/{label.replace(':', '-')}-s{seed}"
+
+
+def tags_for(label: str, seed: int) -> dict[str, Any]:
+    spec = SWEEP[label]
+    tags = {
+        "sweep": "fake",
+        "model": MODEL,
+        "seed": seed,
+        "policy": spec["policy"],
+        "label": label,
+        "k": 1 if spec["policy"] == "k1" else K,
+    }
+    if "cut_at" in spec:
+        tags["cut_at"] = spec["cut_at"]
+    return tags
+
+
+def write_run(
+    root: Path,
+    name: str,
+    *,
+    tags: dict[str, Any] | None,
+    acc: float,
+    time_s: float,
+    fgsm: float = 0.3,
+    cut_epoch: int | None = None,
+    k: int = K,
+    epochs: int = MAX_EPOCHS,
+    max_epochs: int = MAX_EPOCHS,
+    robustness: bool = True,
+    energy: bool = True,
+    exception: str | None = None,
+    metrics_json: bool = True,
+) -> Path:
+    """One run directory. ``val/acc`` rises linearly to ``acc`` at epoch ``max_epochs - 1``;
+    wall time, energy, CO2 and cost are spread evenly over the epochs."""
+    path = Path(root) / name
+    path.mkdir(parents=True)
+    config = {
+        "name": path.name,
+        "path": str(path),
+        "stage": "fit",
+        "command": ["critical", "fit"],
+        "module": {"class": "tests.TinyModule", "hparams": {"lr": 0.1}},
+        "datamodule": {"class": "tests.TinyDataModule", "hparams": {}, "multiplicity": k},
+        "trainer": {"max_epochs": max_epochs, "precision": "32-true"},
+    }
+    if tags is not None:
+        config["tags"] = tags
+    atomic_write_json(path / "config.json", config)
+    energy_kwh = time_s * KWH_PER_S
+    rows = []
+    for e in range(epochs):
+        kk = k if cut_epoch is None or e < cut_epoch else 1
+        row = {
+            "epoch": e,
+            "multiplicity": kk,
+            "critical/critical_period_over": float(cut_epoch is not None and e >= cut_epoch - 1),
+            "critical/gradient_confusion/mean": 0.1 / (e + 1),
+            "critical/gradient_confusion/min": -0.2 / (e + 1),
+            "critical/gradient_predictability": 0.5 - 0.05 * e,
+            "critical/layer_rotation": 0.1 * (1 - math.exp(-e)),
+            "critical/layer_rotation/net.conv": 0.2 * (1 - math.exp(-e)),  # per layer
+            "critical/multiplicity": float(kk),
+            "energy/duration_s": time_s / max_epochs,
+            "energy/energy_kwh": energy_kwh / max_epochs,
+            "train/loss": 2.0 / (e + 1),
+            "val/acc": acc * (e + 1) / max_epochs,
+        }
+        rows.append(row)
+    if rows:
+        atomic_write_csv(path / "metrics.csv", rows)
+        if metrics_json:
+            atomic_write_json(path / "metrics.json", rows)
+    cut_event: dict[str, Any] = {"fired": False}
+    if cut_epoch is not None:
+        cut_event = {
+            "fired": True,
+            "cut_epoch": cut_epoch,
+            "multiplicity_before": k,
+            "multiplicity_after": 1,
+            "source": "cutoff",
+        }
+        if tags and tags.get("policy") == "detector":
+            cut_event["event"] = {
+                "epoch": cut_epoch - 1,
+                "reason": "stable",
+                "metrics": ["layer_rotation"],
+                "values": {"layer_rotation": 0.09},
+                "changes": {"layer_rotation": 0.005},
+            }
+    atomic_write_json(path / "cut_event.json", cut_event)
+    if energy:
+        hist = [
+            {
+                "epoch": r["epoch"],
+                "multiplicity": r["multiplicity"],
+                "duration_s": time_s / max_epochs,
+                "samples": 100 * r["multiplicity"],
+                "energy_kwh": energy_kwh / max_epochs,
+                "co2_kg": energy_kwh * CO2_PER_KWH / max_epochs,
+                "cost": energy_kwh * PRICE / max_epochs,
+            }
+            for r in rows
+        ]
+        total = {
+            "epochs": len(rows),
+            "samples": sum(h["samples"] for h in hist),
+            "duration_s": time_s,
+            "energy_kwh": energy_kwh,
+            "co2_kg": energy_kwh * CO2_PER_KWH,
+            "cost": energy_kwh * PRICE,
+        }
+        atomic_write_json(
+            path / "energy.json",
+            {
+                "country_iso_code": "USA",
+                "region": None,
+                "price_per_kwh": PRICE,
+                "currency": "USD",
+                "energy_measured": True,
+                "missing": None,
+                "fit_duration_s": time_s + 1.0,
+                "cut": {
+                    "cut_epoch": cut_epoch,
+                    "source": "cutoff",
+                    "multiplicity_before": k,
+                    "multiplicity_after": None if cut_epoch is None else 1,
+                },
+                "total": total,
+                "history": hist,
+            },
+        )
+    if robustness:
+        atomic_write_json(
+            path / "robustness.json",
+            {
+                "stage": "fit_end",
+                "epoch": max_epochs - 1,
+                "global_step": 60,
+                "data": "val",
+                "num_images": 16,
+                "clean_acc": acc,
+                "fgsm_acc": fgsm,
+                "pgd_acc": fgsm / 2,
+                "attack": {"norm": "Linf", "eps": 8 / 255},
+                "corruption_acc": acc - 0.1,
+                "corruption": {"source": "synthetic", "mean_acc": acc - 0.1},
+            },
+        )
+    if exception is not None:
+        atomic_write_text(
+            path / "exception.txt",
+            f"2025-01-01T00:00:00+00:00 epoch=2 global_step=20\nRuntimeError: {exception}\n",
+        )
+    return path
+
+
+def make_fake_sweep(root: Path) -> Path:
+    """Write the fake sweep of ``SWEEP`` (and its sweep.json) under ``root``; returns root."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for label, spec in SWEEP.items():
+        seeds = sorted(
+            {*spec["runs"], *(spec[x] for x in ("failed", "incomplete", "missing") if x in spec)}
+        )
+        for seed in seeds:
+            name = run_name(label, seed)
+            tags = tags_for(label, seed)
+            entries.append({"name": name, "tags": tags, "command": ["critical", "fit"]})
+            cut = spec.get("cut_at")
+            k = 1 if spec["policy"] == "k1" else K
+            if seed in spec["runs"]:
+                acc, t, fgsm, det_cut = spec["runs"][seed]
+                write_run(
+                    root,
+                    name,
+                    tags=tags,
+                    acc=acc,
+                    time_s=t,
+                    fgsm=fgsm,
+                    cut_epoch=det_cut if det_cut is not None else cut,
+                    k=k,
+                )
+            elif spec.get("failed") == seed:
+                write_run(
+                    root,
+                    name,
+                    tags=tags,
+                    acc=0.5,
+                    time_s=20.0,
+                    k=k,
+                    epochs=2,
+                    robustness=False,
+                    energy=True,
+                    exception="boom",
+                )
+            elif spec.get("incomplete") == seed:
+                write_run(
+                    root,
+                    name,
+                    tags=tags,
+                    acc=0.87,
+                    time_s=63.0,
+                    cut_epoch=cut,
+                    k=k,
+                    robustness=False,
+                )
+            # missing: no directory
+    atomic_write_json(root / "sweep.json", {"name": "fake", "runs": entries})
+    return root

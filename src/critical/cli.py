@@ -44,8 +44,10 @@ Run `critical <command> --help` for the options of a command.
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 
-def _cli_class():
-    from lightning.pytorch.cli import LightningCLI
+def _cli_classes():
+    from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+    from critical.io import atomic_write_text
 
     from critical.callbacks import (
         AugmentationCutoff,
@@ -57,6 +59,22 @@ def _cli_class():
         RobustnessEvaluator,
         RunDirectory,
     )
+
+    class RunConfigCallback(SaveConfigCallback):
+        """Saves the full resolved config as ``config.yaml`` in the run directory (falls back to
+        Lightning's log_dir when the trainer has no RunDirectory)."""
+
+        def setup(self, trainer, pl_module, stage: str) -> None:
+            if self.already_saved:
+                return
+            run = next((cb for cb in trainer.callbacks if isinstance(cb, RunDirectory)), None)
+            if run is None:
+                return super().setup(trainer, pl_module, stage)
+            path = run.ensure_directory(trainer)  # collective: every rank calls it
+            if trainer.is_global_zero:
+                text = self.parser.dump(self.config, skip_none=False)
+                atomic_write_text(path / self.config_filename, text)
+            self.already_saved = True
 
     class CriticalCLI(LightningCLI):
         """LightningCLI with the critical callbacks under their own keys."""
@@ -85,7 +103,7 @@ def _cli_class():
         def after_fit(self) -> None:
             print_run_summary(self.trainer)
 
-    return CriticalCLI
+    return CriticalCLI, RunConfigCallback
 
 
 def _fmt(v: Any, unit: str = "", scale: float = 1.0, digits: int = 3) -> str:
@@ -161,21 +179,25 @@ def print_run_summary(trainer: Any) -> None:
     print("\n".join(lines), flush=True)
 
 
-def run_lightning(argv: Sequence[str]) -> None:
+def run_lightning(argv: Sequence[str] | None) -> None:
+    """Run LightningCLI; ``argv=None`` reads ``sys.argv`` (the console entry point)."""
     from critical.data import ImageDataModule
     from critical.task import ImageClassifier
 
-    cli_cls = _cli_class()
+    cli_cls, save_config = _cli_classes()
     cli_cls(
         ImageClassifier,
         ImageDataModule,
-        args=list(argv),
-        save_config_kwargs={"overwrite": True},
+        args=None if argv is None else list(argv),
+        save_config_callback=save_config,
+        # no default logger: RunDirectory adds a TensorBoardLogger writing into the run directory
+        trainer_defaults={"logger": False},
         parser_kwargs={"prog": "critical"},
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
@@ -185,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"critical {__version__}")
         return 0
     if cmd in LIGHTNING_COMMANDS:
-        run_lightning(argv)
+        run_lightning(None if from_sys else argv)
         return 0
     if cmd == "sweep":
         from critical.sweep import main as sweep_main

@@ -60,7 +60,7 @@ from critical.robustness import ATTACKS, CORRUPTIONS, SEVERITIES, evaluate_robus
 
 __all__ = ["RobustnessEvaluator"]
 
-WHEN = ("fit_end", "test_end", "both")
+WHEN = ("fit_end", "test_end", "both", "never")
 SOURCES = ("auto", "test", "val")
 _PREFIX = "robustness/"
 
@@ -69,7 +69,8 @@ class RobustnessEvaluator(Callback):
     r"""Evaluate clean, FGSM, PGD and corruption accuracy at fit end and/or test end.
 
     Args:
-        when: ``"fit_end"`` (default), ``"test_end"`` or ``"both"``.
+        when: ``"fit_end"`` (default), ``"test_end"``, ``"both"`` or ``"never"`` (off: the CLI
+            always adds this callback, `--robustness.when never` turns it off).
         source: ``"auto"``, ``"test"`` or ``"val"`` (see the module docstring).
         dataloader: an iterable of ``(images, labels)`` batches to use instead.
         num_images: how many images (the first ones) to evaluate (>= 1).

@@ -167,6 +167,7 @@ class RunDirectory(Callback):
         self._added_logger: TensorBoardLogger | None = None
         self.resumed_from: str | None = None
         self._trainer: pl.Trainer | None = None
+        self._config_written = False
 
     def __repr__(self) -> str:
         return (
@@ -202,6 +203,14 @@ class RunDirectory(Callback):
         self._created = True
         return True
 
+    def ensure_directory(self, trainer: pl.Trainer) -> Path:
+        """Create the run directory now if it does not exist yet (on every rank, collectively:
+        rank 0 names it) and return its path. For callbacks that write into it during setup."""
+        self._is_writer = trainer.global_rank == 0
+        self._make_dir(trainer)
+        assert self.path is not None
+        return self.path
+
     def _add_tensorboard(self, trainer: pl.Trainer) -> None:
         if not self.tensorboard or any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers):
             return
@@ -216,9 +225,10 @@ class RunDirectory(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
         self._is_writer = trainer.global_rank == 0
-        created = self._make_dir(trainer)
+        self._make_dir(trainer)
         self._add_tensorboard(trainer)
-        if self._is_writer and created:
+        if self._is_writer and not self._config_written:
+            self._config_written = True
             self._write_config(trainer, pl_module, stage)
             self._write_cut_event(trainer)
 

@@ -1,0 +1,42 @@
+"""The README's front-door snippets, run as written."""
+
+import os
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _block(marker: str) -> str:
+    text = README.read_text()
+    m = re.search(re.escape(marker) + r".*?\n```python\n(.*?)```", text, re.S)
+    assert m, f"README has no python block after {marker!r}"
+    return m.group(1)
+
+
+def test_add_it_to_your_trainer_example_runs_as_written(tmp_path):
+    code = _block("<!-- example: trainer")
+    assert len([line for line in code.splitlines() if line.strip()]) <= 12
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        namespace: dict = {}
+        exec(compile(code, "README.md", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    callbacks = namespace["callbacks"]
+    cp, cut = callbacks[3], callbacks[4]
+    assert all(len(cb.history) == 10 for cb in callbacks[:3])
+    assert cut.multiplicity_before == 3
+    assert cp.fired == (cut.cut_epoch is not None)
+    energy = callbacks[5].summary()
+    assert energy["total"]["epochs"] == 10 and energy["total"]["duration_s"] > 0
+
+
+def test_readme_commands_exist():
+    text = README.read_text()
+    for path in re.findall(r"--config (experiments/\S+\.yaml)", text):
+        assert (README.parent / path).is_file(), path
+    for path in re.findall(r"critical sweep (experiments/\S+\.yaml)", text):
+        assert (README.parent / path).is_file(), path
+    assert "python -m pytest" in text and 'pip install -e ".[dev]"' in text

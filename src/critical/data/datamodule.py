@@ -53,6 +53,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from critical.data.augment import BatchAugment
+from critical.data.protocol import MultiplicityMixin
 from critical.data.datasets import (
     DATASET_INFO,
     DATASETS,
@@ -67,13 +68,12 @@ from critical.data.loader import (
     AugmentedLoader,
     MultiplicitySampler,
     TensorLoader,
-    validate_multiplicity,
 )
 
 __all__ = ["ImageDataModule"]
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
     """Image classification data as device-resident ``uint8`` tensors, with multiplicity k.
 
     Args:
@@ -172,7 +172,7 @@ class ImageDataModule(L.LightningDataModule):
             num_ops=num_ops,
             magnitude=magnitude,
         )
-        self._multiplicity = validate_multiplicity(multiplicity)
+        self.multiplicity = multiplicity
         self.augment = augment  # validated by the setter
         self._splits: dict[str, ImageData | None] | None = None
         self._device_splits: dict[str, ImageData | None] | None = None
@@ -181,26 +181,6 @@ class ImageDataModule(L.LightningDataModule):
         self._prepared: tuple[ImageData, ImageData | None] | None = None
 
     # ---------------------------------------------------------------- multiplicity protocol
-    @property
-    def multiplicity(self) -> int:
-        """Augmentation multiplicity k (int >= 1) used by the next ``train_dataloader()``."""
-        return self._multiplicity
-
-    @multiplicity.setter
-    def multiplicity(self, value: int) -> None:
-        self._multiplicity = validate_multiplicity(value)
-
-    @property
-    def augment(self) -> bool:
-        """Whether the next ``train_dataloader()`` augments."""
-        return self._augment
-
-    @augment.setter
-    def augment(self, value: bool) -> None:
-        if not isinstance(value, bool):
-            msg = f"augment must be a bool (True or False), got {value!r}"
-            raise ValueError(msg)  # noqa: TRY004 - config errors are ValueErrors
-        self._augment = value
 
     def state_dict(self) -> dict[str, Any]:
         """``multiplicity`` and ``augment``, saved in Lightning checkpoints."""

@@ -55,6 +55,7 @@ import torch
 from torch import Tensor
 
 from critical.data.augment import BatchAugment, to_float
+from critical.data.protocol import validate_multiplicity
 
 __all__ = [
     "LAYOUTS",
@@ -68,22 +69,6 @@ __all__ = [
 
 LAYOUTS = ("epoch", "batch")
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant for seed mixing
-
-
-def validate_multiplicity(k: object) -> int:
-    """``k`` as an int if it is an int >= 1, else ``ValueError``.
-
-    Example:
-        >>> validate_multiplicity(3)
-        3
-        >>> validate_multiplicity(0)
-        Traceback (most recent call last):
-        ...
-        ValueError: multiplicity must be an int >= 1, got 0
-    """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"multiplicity must be an int >= 1, got {k!r}")
-    return int(k)
 
 
 def _mix_seed(*parts: int) -> int:

@@ -61,12 +61,13 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-from critical.data.loader import validate_multiplicity
+from critical.data.protocol import MultiplicityMixin
+
 
 __all__ = ["MultiplicityDataModule", "MultiplicityDataset"]
 
 
-class MultiplicityDataset(Dataset):
+class MultiplicityDataset(MultiplicityMixin, Dataset):
     """Wrap a map-style dataset so that it holds ``multiplicity`` augmented copies of each sample.
 
     Args:
@@ -109,29 +110,9 @@ class MultiplicityDataset(Dataset):
             raise ValueError(f"transform must be callable or None, got {transform!r}")
         self.dataset = dataset
         self.transform = transform
-        self._multiplicity = validate_multiplicity(multiplicity)
+        self.multiplicity = multiplicity
         self.augment = augment
 
-    @property
-    def multiplicity(self) -> int:
-        """k: copies of each sample per pass (int >= 1)."""
-        return self._multiplicity
-
-    @multiplicity.setter
-    def multiplicity(self, value: int) -> None:
-        self._multiplicity = validate_multiplicity(value)
-
-    @property
-    def augment(self) -> bool:
-        """Whether ``transform`` is applied."""
-        return self._augment
-
-    @augment.setter
-    def augment(self, value: bool) -> None:
-        if not isinstance(value, bool):
-            msg = f"augment must be a bool (True or False), got {value!r}"
-            raise ValueError(msg)  # noqa: TRY004 - config errors are ValueErrors
-        self._augment = value
 
     @property
     def base_len(self) -> int:

@@ -25,7 +25,58 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["supports_multiplicity", "find_multiplicity_target", "get_multiplicity"]
+__all__ = [
+    "MultiplicityMixin",
+    "find_multiplicity_target",
+    "get_multiplicity",
+    "supports_multiplicity",
+    "validate_multiplicity",
+]
+
+
+def validate_multiplicity(k: object) -> int:
+    """``k`` as an int if it is an int >= 1, else ``ValueError``.
+
+    Example:
+        >>> validate_multiplicity(3)
+        3
+        >>> validate_multiplicity(0)
+        Traceback (most recent call last):
+        ...
+        ValueError: multiplicity must be an int >= 1, got 0
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"multiplicity must be an int >= 1, got {k!r}")
+    return int(k)
+
+
+class MultiplicityMixin:
+    """The protocol's two attributes, validated: ``multiplicity`` (int >= 1) and ``augment``
+    (bool). Subclasses set ``self.multiplicity`` and ``self.augment`` in ``__init__``."""
+
+    _multiplicity: int = 1
+    _augment: bool = True
+
+    @property
+    def multiplicity(self) -> int:
+        """Augmentation multiplicity k (int >= 1), honoured by the next train dataloader."""
+        return self._multiplicity
+
+    @multiplicity.setter
+    def multiplicity(self, value: int) -> None:
+        self._multiplicity = validate_multiplicity(value)
+
+    @property
+    def augment(self) -> bool:
+        """Whether the training data are augmented (honoured by the next train dataloader)."""
+        return self._augment
+
+    @augment.setter
+    def augment(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            msg = f"augment must be a bool (True or False), got {value!r}"
+            raise ValueError(msg)  # noqa: TRY004 - config errors are ValueErrors
+        self._augment = value
 
 
 def supports_multiplicity(obj: Any) -> bool:

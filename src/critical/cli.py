@@ -112,6 +112,32 @@ def _fmt(v: Any, unit: str = "", scale: float = 1.0, digits: int = 3) -> str:
     return f"{v * scale:.{digits}g}{unit}"
 
 
+EPOCH_COLUMNS = (
+    ("k", "multiplicity", "{:.0f}"),
+    ("confusion", "critical/gradient_confusion/mean", "{:+.3f}"),
+    ("predict.", "critical/gradient_predictability", "{:+.3f}"),
+    ("rotation", "critical/layer_rotation", "{:.4f}"),
+    ("train loss", "train/loss", "{:.3f}"),
+    ("val acc", "val/acc", "{:.2%}"),
+    ("time s", "energy/duration_s", "{:.1f}"),
+)
+
+
+def epoch_table(rows: Sequence[dict[str, Any]], cut_epoch: int | None = None) -> list[str]:
+    """The per-epoch metric curves as text lines (the cut marked with ``<- k cut``)."""
+    cols = [(title, key, fmt) for title, key, fmt in EPOCH_COLUMNS if any(key in r for r in rows)]
+    widths = [max(len(title), 8) for title, _, _ in cols]
+    out = ["epoch " + " ".join(t.rjust(w) for (t, _, _), w in zip(cols, widths))]
+    for r in rows:
+        cells = []
+        for (_, key, fmt), w in zip(cols, widths):
+            v = r.get(key)
+            cells.append(("-" if v is None else fmt.format(v)).rjust(w))
+        mark = "  <- k cut" if cut_epoch is not None and r.get("epoch") == cut_epoch else ""
+        out.append(f"{r.get('epoch', ''):>5} " + " ".join(cells) + mark)
+    return out
+
+
 def print_run_summary(trainer: Any) -> None:
     """Print what a run measured and where its files are; draw its plot (rank 0 only)."""
     if trainer.global_rank != 0:
@@ -131,6 +157,9 @@ def print_run_summary(trainer: Any) -> None:
     energy, rob = find(EnergyTracker), find(RobustnessEvaluator)
     m = trainer.callback_metrics
     lines = ["", "=" * 72, "critical: run summary", "-" * 72]
+    if run is not None and run.rows:
+        lines += epoch_table(run.rows, cut_epoch=None if cut is None else cut.cut_epoch)
+        lines.append("-" * 72)
     acc = m.get("val/acc")
     lines.append(f"validation accuracy (last epoch): {_fmt(None if acc is None else float(acc), '%', 100, 4)}")
     if cp is not None:

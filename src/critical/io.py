@@ -45,6 +45,15 @@ __all__ = [
 PathLike = str | os.PathLike
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp gives 0o600)
+
+
 def atomic_write_bytes(path: PathLike, data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same directory + ``os.replace``).
 
@@ -59,6 +68,7 @@ def atomic_write_bytes(path: PathLike, data: bytes, *, fsync: bool = True) -> No
             f.flush()
             if fsync:
                 os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         try:

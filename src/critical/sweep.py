@@ -227,6 +227,8 @@ def run_local(runs: Sequence[Run], out: Path, python: str = sys.executable) -> i
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     failures = 0
+    # seed by seed (a trunk's branches right after it), so an interrupted sweep leaves whole seeds
+    runs = sorted(runs, key=lambda r: (str(r.tags.get("model")), str(r.tags.get("seed")), r.stage))
     for i, run in enumerate(runs, 1):
         run_dir = out / run.name
         if run_dir.exists():

@@ -400,3 +400,20 @@ def test_callback_argument_validation(tmp_path):
     with pytest.raises(ValueError, match="cifar10c_dir"):
         RobustnessEvaluator(cifar10c_dir=tmp_path / "missing")
     assert RobustnessEvaluator(name="a").state_key != RobustnessEvaluator(name="b").state_key
+
+
+def test_evaluator_samples_uniformly_from_a_class_sorted_loader():
+    from critical.callbacks.robustness import RobustnessEvaluator
+
+    x = torch.rand(400, 3, 8, 8)
+    y = torch.arange(10).repeat_interleave(40)  # sorted by class, like a stratified val split
+    loader = [(x[i:i + 50], y[i:i + 50]) for i in range(0, 400, 50)]
+    ev = RobustnessEvaluator(num_images=100, seed=3)
+    xs, ys = ev._collect(loader)
+    assert len(xs) == 100 and ys.unique().numel() == 10  # every class, not the first two
+    assert all(5 <= int((ys == c).sum()) <= 20 for c in range(10))
+    xs2, ys2 = RobustnessEvaluator(num_images=100, seed=3)._collect(loader)
+    assert torch.equal(xs, xs2) and torch.equal(ys, ys2)  # seeded
+    # each kept image is the one with its label
+    idx = [int(torch.nonzero((x == xi).all(dim=(1, 2, 3)))[0]) for xi in xs]
+    assert torch.equal(y[idx], ys)

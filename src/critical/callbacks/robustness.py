@@ -1,7 +1,7 @@
 r"""Robustness evaluator: clean, adversarial (FGSM, PGD) and corruption accuracy of the model.
 
-Runs :func:`critical.robustness.evaluate_robustness` on the first ``num_images`` images of an
-evaluation dataloader at the end of training (``when="fit_end"``, in ``on_train_end`` while the
+Runs :func:`critical.robustness.evaluate_robustness` on a seeded uniform sample of
+``num_images`` images of an evaluation dataloader at the end of training (``when="fit_end"``, in ``on_train_end`` while the
 model is still on its device), at the end of ``trainer.test`` (``when="test_end"``, in
 ``on_test_epoch_end``), or both.
 
@@ -73,7 +73,8 @@ class RobustnessEvaluator(Callback):
             always adds this callback, `--robustness.when never` turns it off).
         source: ``"auto"``, ``"test"`` or ``"val"`` (see the module docstring).
         dataloader: an iterable of ``(images, labels)`` batches to use instead.
-        num_images: how many images (the first ones) to evaluate (>= 1).
+        num_images: how many images to evaluate (>= 1): a uniform sample of the evaluation data,
+            seeded by ``seed``.
         batch_size: evaluation batch size (>= 1).
         attacks: any of ``"fgsm"``, ``"pgd"`` (empty: no attack).
         eps: L-infinity radius in [0, 1] pixel units (default 8/255).
@@ -229,25 +230,31 @@ class RobustnessEvaluator(Callback):
             return None
 
     def _collect(self, loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
-        xs, ys, n = [], [], 0
+        """A seeded uniform sample of ``num_images`` images of the whole loader (streaming: the
+        images with the smallest random keys are kept), so a loader sorted by class, such as a
+        stratified validation split of an ImageFolder, still gives a representative sample."""
+        g = torch.Generator().manual_seed(self.seed)
+        kx = ky = kk = None
         for batch in loader:
             if not isinstance(batch, (list, tuple)) or len(batch) < 2:
                 raise ValueError(
                     "RobustnessEvaluator needs (images, labels, ...) batches, got "
                     f"{type(batch).__name__}; pass `dataloader=` with such batches"
                 )
-            x, y = batch[0], batch[1]
+            x, y = batch[0].detach().cpu(), torch.as_tensor(batch[1]).detach().cpu()
             if x.dtype == torch.uint8:
                 x = x.float() / 255
-            take = min(len(x), self.num_images - n)
-            xs.append(x[:take].detach().cpu())
-            ys.append(torch.as_tensor(y)[:take].detach().cpu())
-            n += take
-            if n >= self.num_images:
-                break
-        if n == 0:
+            keys = torch.rand(len(x), generator=g)
+            if kx is not None:
+                x, y, keys = torch.cat([kx, x]), torch.cat([ky, y]), torch.cat([kk, keys])
+            if len(keys) > self.num_images:
+                keep = torch.topk(keys, self.num_images, largest=False).indices
+                x, y, keys = x[keep], y[keep], keys[keep]
+            kx, ky, kk = x, y, keys
+        if kx is None or len(kx) == 0:
             raise ValueError("RobustnessEvaluator: the evaluation dataloader is empty")
-        return torch.cat(xs), torch.cat(ys).long()
+        order = torch.argsort(kk)
+        return kx[order], ky[order].long()
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(

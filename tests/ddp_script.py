@@ -43,6 +43,37 @@ class Record(Callback):
         self.ran[-1] += 1
 
 
+class Orders(Callback):
+    """The image indices this rank's sampler yields in each epoch."""
+
+    def __init__(self):
+        self.orders = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        sampler = trainer.train_dataloader.sampler
+        self.orders.append(sampler.order(trainer.current_epoch).tolist())
+
+
+def main_imagedm(out_dir):
+    """The fast path under DDP: ImageDataModule shards the k*N positions over the ranks."""
+    from critical.data import ImageDataModule
+
+    L.seed_everything(0)
+    dm = ImageDataModule("synthetic", batch_size=8, multiplicity=3, val_size=16, seed=0)
+    rec, orders = Record(), Orders()
+    cut = AugmentationCutoff("fixed", epoch=2)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp", max_epochs=4, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[cut, rec, orders],
+    )
+    trainer.fit(TinyModule(num_classes=dm.num_classes, channels=dm.in_chans), dm)
+    result = {"rank": trainer.global_rank, "k": rec.k, "planned": rec.planned, "ran": rec.ran,
+              "num_train": len(dm.train_data.labels), "orders": orders.orders}
+    with open(os.path.join(out_dir, f"imagedm_rank{trainer.global_rank}.json"), "w") as f:
+        json.dump(result, f)
+
+
 def main(out_dir):
     L.seed_everything(0)
     cp = CriticalPeriod("scripted", threshold=0.1, patience=2, min_epochs=0)
@@ -67,4 +98,7 @@ def main(out_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if len(sys.argv) > 2 and sys.argv[2] == "imagedm":
+        main_imagedm(sys.argv[1])
+    else:
+        main(sys.argv[1])

@@ -1,6 +1,7 @@
 """Two processes, DDP on CPU with gloo: every rank fires and switches k in the same epoch."""
 
 import json
+from collections import Counter
 import os
 import subprocess
 import sys
@@ -10,14 +11,18 @@ import pytest
 HERE = os.path.dirname(__file__)
 
 
-@pytest.mark.slow
-def test_ddp_ranks_agree(tmp_path):
+def _run(tmp_path, *extra):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
-        [sys.executable, os.path.join(HERE, "ddp_script.py"), str(tmp_path)],
+        [sys.executable, os.path.join(HERE, "ddp_script.py"), str(tmp_path), *extra],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_ddp_ranks_agree(tmp_path):
+    _run(tmp_path)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["event_epoch"] == r1["event_epoch"] == 3  # rank 0's values decide, for both ranks
     assert r0["k"] == r1["k"] == [3, 3, 3, 3, 1, 1]
@@ -29,3 +34,19 @@ def test_ddp_ranks_agree(tmp_path):
             for key in a:
                 if key not in ("epoch", "layers", "probes"):
                     assert a[key] == pytest.approx(b[key], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_ddp_fast_path_shards_and_switches_together(tmp_path):
+    _run(tmp_path, "imagedm")
+    r0, r1 = (json.loads((tmp_path / f"imagedm_rank{r}.json").read_text()) for r in (0, 1))
+    n = r0["num_train"]
+    assert r0["k"] == r1["k"] == [3, 3, 1, 1]
+    assert r0["planned"] == r1["planned"] == r0["ran"] == r1["ran"]
+    for epoch, k in enumerate(r0["k"]):
+        a, b = r0["orders"][epoch], r1["orders"][epoch]
+        assert len(a) == len(b) == -(-n * k // 2)  # equal shares, ceil(kN / 2)
+        counts = Counter(a + b)
+        assert set(counts) == set(range(n))  # together the ranks cover every image...
+        assert all(k <= c <= k + 1 for c in counts.values())  # ...k times (+1 wrap-around pad)
+    assert r0["planned"][0] == -(-(-(-n * 3 // 2)) // 8) and r0["planned"][2] == -(-(-(-n // 2)) // 8)

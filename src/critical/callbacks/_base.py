@@ -106,11 +106,19 @@ class MetricCallback(Callback):
 
     metric_names: tuple[str, ...] = ()
 
-    def __init__(self, log_layers: bool = False, name: str | None = None) -> None:
+    def __init__(
+        self,
+        log_layers: bool = False,
+        name: str | None = None,
+        state_device: str | torch.device | None = None,
+        state_dtype: str | torch.dtype = "float32",
+    ) -> None:
         if not isinstance(log_layers, bool):
             raise ValueError(f"`log_layers` must be a bool, got {log_layers!r}")
         self.log_layers = log_layers
         self.name = name
+        self.state_device = state_device
+        self.state_dtype = resolve_dtype(state_dtype)
         self.history: list[dict[str, Any]] = []
         self.layer_names: list[str] = []
         self._finalized_epoch: int | None = None
@@ -141,6 +149,10 @@ class MetricCallback(Callback):
 
     def _state_key_fields(self) -> dict[str, Any]:
         return {}
+
+    def _state_device(self, pl_module: pl.LightningModule) -> torch.device:
+        """Where per-parameter state lives: ``state_device``, else the module's device."""
+        return torch.device(self.state_device) if self.state_device is not None else pl_module.device
 
     def finalize_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         """The values of the epoch that just ended; computed once per epoch (idempotent), so the
@@ -197,6 +209,3 @@ class MetricCallback(Callback):
         self._load_extra_state(state_dict)
 
 
-def state_device(option: str | torch.device | None, pl_module: pl.LightningModule) -> torch.device:
-    """Where per-parameter state lives: ``None`` = the module's device."""
-    return torch.device(option) if option is not None else pl_module.device

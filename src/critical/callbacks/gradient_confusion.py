@@ -15,8 +15,6 @@ from critical.callbacks._base import (
     check_choice,
     check_int,
     read_into,
-    resolve_dtype,
-    state_device,
 )
 from critical.metrics.functional import gradient_confusion
 from critical.metrics.layers import ParamLayout, gradient_layout
@@ -94,7 +92,7 @@ class GradientConfusion(MetricCallback):
         state_dtype: str | torch.dtype = "float32",
         name: str | None = None,
     ) -> None:
-        super().__init__(log_layers=log_layers, name=name)
+        super().__init__(log_layers, name, state_device, state_dtype)
         self.mode = check_choice("mode", mode, MODES)
         self.max_probes = check_int("max_probes", max_probes, 2)
         self.probe_every = check_int("probe_every", probe_every, 1, allow_none=True)
@@ -106,8 +104,6 @@ class GradientConfusion(MetricCallback):
         self.probe_batches = None if probe_batches is None else list(probe_batches)
         if self.probe_batches is not None and len(self.probe_batches) < 2:
             raise ValueError("`probe_batches` must hold at least 2 batches")
-        self.state_device = state_device
-        self.state_dtype = resolve_dtype(state_dtype)
         self._schedule = ProbeSchedule(self.max_probes, self.probe_every)
         self._layout: ParamLayout | None = None
         self._acc: StreamingConfusion | None = None
@@ -123,7 +119,7 @@ class GradientConfusion(MetricCallback):
         self._layout = gradient_layout(pl_module)
         self.layer_names = list(self._layout.names)
         if self.mode == "stream":
-            dev = state_device(self.state_device, pl_module)
+            dev = self._state_device(pl_module)
             self._buffer = self._layout.new_buffer(self.state_dtype, dev)
             self._views = self._layout.param_views(self._buffer)
             self._acc = StreamingConfusion(
@@ -194,7 +190,7 @@ class GradientConfusion(MetricCallback):
 
     def _exact(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         layout = self._layout
-        dev = state_device(self.state_device, pl_module)
+        dev = self._state_device(pl_module)
         grads = torch.zeros(len(self.probe_batches), layout.numel, dtype=self.state_dtype, device=dev)
         saved = {k: v.detach().clone() for k, v in pl_module.named_buffers()}
         was_training = pl_module.training

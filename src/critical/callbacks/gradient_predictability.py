@@ -13,8 +13,6 @@ from critical.callbacks._base import (
     ProbeSchedule,
     check_int,
     read_into,
-    resolve_dtype,
-    state_device,
 )
 from critical.metrics.layers import ParamLayout, gradient_layout
 from critical.metrics.streaming import StreamingCosine
@@ -58,11 +56,9 @@ class GradientPredictability(MetricCallback):
         state_dtype: str | torch.dtype = "float32",
         name: str | None = None,
     ) -> None:
-        super().__init__(log_layers=log_layers, name=name)
+        super().__init__(log_layers, name, state_device, state_dtype)
         self.max_probes = check_int("max_probes", max_probes, 1)
         self.probe_every = check_int("probe_every", probe_every, 1, allow_none=True)
-        self.state_device = state_device
-        self.state_dtype = resolve_dtype(state_dtype)
         self._schedule = ProbeSchedule(self.max_probes, self.probe_every)
         self._layout: ParamLayout | None = None
         self._acc: StreamingCosine | None = None
@@ -76,7 +72,7 @@ class GradientPredictability(MetricCallback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._layout = gradient_layout(pl_module)
         self.layer_names = list(self._layout.names)
-        dev = state_device(self.state_device, pl_module)
+        dev = self._state_device(pl_module)
         self._bufs = [self._layout.new_buffer(self.state_dtype, dev) for _ in range(2)]
         self._views = [self._layout.param_views(b) for b in self._bufs]
         self._acc = StreamingCosine(self._layout.lengths, dev)

@@ -12,8 +12,6 @@ from critical.callbacks._base import (
     MetricCallback,
     check_choice,
     read_params_into,
-    resolve_dtype,
-    state_device,
 )
 from critical.metrics.functional import layer_rotation
 from critical.metrics.layers import INCLUDE_CHOICES, ParamLayout, weight_layout
@@ -61,11 +59,9 @@ class LayerRotation(MetricCallback):
         state_dtype: str | torch.dtype = "float32",
         name: str | None = None,
     ) -> None:
-        super().__init__(log_layers=log_layers, name=name)
+        super().__init__(log_layers, name, state_device, state_dtype)
         self.include = check_choice("include", include, INCLUDE_CHOICES)
         self.aggregate = check_choice("aggregate", aggregate, AGGREGATES)
-        self.state_device = state_device
-        self.state_dtype = resolve_dtype(state_dtype)
         self._layout: ParamLayout | None = None
         self.theta0: torch.Tensor | None = None
         self._theta0_signature: list[tuple[str, int]] | None = None
@@ -80,7 +76,7 @@ class LayerRotation(MetricCallback):
             self._check_signature()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        dev = state_device(self.state_device, pl_module)
+        dev = self._state_device(pl_module)
         if self.theta0 is None:  # a fresh run; a resumed one restored theta_0 from the checkpoint
             self.theta0 = self._layout.new_buffer(self.state_dtype, dev)
             read_params_into(self._layout, self._layout.param_views(self.theta0))

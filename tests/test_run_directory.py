@@ -220,3 +220,14 @@ def test_a_failed_write_keeps_the_old_file_and_no_temp_file(tmp_path, monkeypatc
     monkeypatch.undo()
     assert read_json(target) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_rows_do_not_repeat_stale_validation_values(tmp_path):
+    from critical.callbacks.run_directory import RunDirectory
+    from helpers import TinyDataModule, TinyModule, tiny_trainer
+
+    run = RunDirectory(root=tmp_path, name="r", tensorboard=False)
+    trainer = tiny_trainer(tmp_path, max_epochs=4, callbacks=[run], check_val_every_n_epoch=2)
+    trainer.fit(TinyModule(), TinyDataModule())
+    assert [("val/acc" in r) for r in run.rows] == [False, True, False, True]
+    assert all("train/loss" in r for r in run.rows)

@@ -20,7 +20,9 @@ Epoch rows: other callbacks log epoch ``e``'s values in their own ``on_train_epo
 may run after this one's, so the row of epoch ``e`` is recorded at the start of epoch ``e + 1``
 (and at ``on_train_end`` / ``on_exception`` for the last completed epoch), when
 ``trainer.callback_metrics`` holds everything logged for epoch ``e`` (validation included). An
-epoch interrupted by an exception gets no row. The row's ``multiplicity`` is k of that epoch's
+epoch interrupted by an exception gets no row. In epochs without validation (e.g.
+``check_val_every_n_epoch > 1``) the row leaves out the metrics validation produces, rather than
+repeat the last validation's values. The row's ``multiplicity`` is k of that epoch's
 training data (:func:`critical.data.protocol.get_multiplicity` at its start).
 
 TensorBoard: with ``tensorboard=True`` (default) and no ``TensorBoardLogger`` on the trainer, one
@@ -168,6 +170,7 @@ class RunDirectory(Callback):
         self.resumed_from: str | None = None
         self._trainer: pl.Trainer | None = None
         self._config_written = False
+        self._val_keys: set[str] = set()  # metrics that validation produces
 
     def __repr__(self) -> str:
         return (
@@ -238,7 +241,22 @@ class RunDirectory(Callback):
             "epoch": trainer.current_epoch,
             "multiplicity": get_multiplicity(trainer),
             "done": False,
+            "validated": False,
         }
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._before_val = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        before = getattr(self, "_before_val", {})
+        for k, v in trainer.callback_metrics.items():
+            if k not in before or before[k] != _scalar(v):
+                self._val_keys.add(k)
+        if self._pending is not None:
+            self._pending["validated"] = True
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending is not None:
@@ -279,7 +297,8 @@ class RunDirectory(Callback):
             return None
         row: dict[str, Any] = {"epoch": pending["epoch"], "multiplicity": pending["multiplicity"]}
         for k, v in trainer.callback_metrics.items():
-            if k in row:
+            # trainer.callback_metrics keeps the last validation's values in epochs without one
+            if k in row or (not pending.get("validated") and k in self._val_keys):
                 continue
             value = _scalar(v)
             if value is not None:

@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+import torch
 from helpers import TinyDataModule, TinyModule, tiny_trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -231,3 +232,24 @@ def test_rows_do_not_repeat_stale_validation_values(tmp_path):
     trainer.fit(TinyModule(), TinyDataModule())
     assert [("val/acc" in r) for r in run.rows] == [False, True, False, True]
     assert all("train/loss" in r for r in run.rows)
+
+
+def test_a_checkpoint_at_validation_end_warns_and_one_at_epoch_end_holds_the_row(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def fit(name, **ckpt):
+        run = RunDirectory(root=tmp_path, name=name, tensorboard=False)
+        mc = ModelCheckpoint(dirpath=tmp_path / f"{name}-ckpt", filename="{epoch}", save_top_k=-1,
+                             every_n_epochs=1, **ckpt)
+        trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[run, mc],
+                               check_val_every_n_epoch=2, enable_checkpointing=True)
+        trainer.fit(TinyModule(), TinyDataModule())
+        return torch.load(tmp_path / f"{name}-ckpt" / "epoch=1.ckpt", weights_only=False)
+
+    with pytest.warns(UserWarning, match="save_on_train_epoch_end"):
+        early = fit("early")
+    late = fit("late", save_on_train_epoch_end=True)
+    rows = lambda ckpt: next(v["rows"] for k, v in ckpt["callbacks"].items()  # noqa: E731
+                             if k.startswith("RunDirectory"))
+    assert [r["epoch"] for r in rows(early)] == [0]
+    assert [r["epoch"] for r in rows(late)] == [0, 1] and "val/acc" in rows(late)[1]

@@ -105,9 +105,10 @@ def test_local_sweep_with_oracle_then_report(tmp_path, capsys):
     spec = {
         **SPEC,
         "seeds": [0],
-        "policies": {"always": True, "fixed": [1],
+        "policies": {"always": True, "fixed": [2],
                      "detector": [{"monitor": "layer_rotation", "threshold": 0.5, "patience": 1}]},
-        "args": ["--trainer.max_epochs=2", "--robustness.num_images=32",
+        # validation every 2 epochs: the checkpoint after epoch 1 must still hold epoch 1's row
+        "args": ["--trainer.max_epochs=3", "--trainer.check_val_every_n_epoch=2", "--robustness.num_images=32",
                  "--robustness.corruptions=[contrast]", "--trainer.enable_progress_bar=false",
                  "--data.batch_size=256"],
     }
@@ -115,13 +116,16 @@ def test_local_sweep_with_oracle_then_report(tmp_path, capsys):
     spec_file.write_text(yaml.safe_dump(spec))
     out = tmp_path / "sweep"
     assert main([str(spec_file), "--out", str(out)]) == 0
-    branch = json.loads((out / "small_cnn-fixed_1-s0" / "metrics.json").read_text())
-    assert [(r["epoch"], r["multiplicity"]) for r in branch] == [(0, 3), (1, 1)]
+    branch = json.loads((out / "small_cnn-fixed_2-s0" / "metrics.json").read_text())
+    assert [(r["epoch"], r["multiplicity"]) for r in branch] == [(0, 3), (1, 3), (2, 1)]
     trunk = json.loads((out / "small_cnn-always-k3-s0" / "metrics.json").read_text())
-    assert branch[0]["val/acc"] == trunk[0]["val/acc"]  # the branch shares the trunk's epoch 0
+    assert branch[1]["val/acc"] == trunk[1]["val/acc"]  # the branch shares the trunk's epochs 0-1
+    assert branch[1]["train/loss"] == trunk[1]["train/loss"]
+    energy = json.loads((out / "small_cnn-fixed_2-s0" / "energy.json").read_text())
+    assert [h["epoch"] for h in energy["history"]] == [0, 1, 2]
     assert main([str(spec_file), "--out", str(out)]) == 0  # complete runs are skipped
     assert capsys.readouterr().out.count("complete, skipped") == 3
     assert report_main([str(out)]) == 0
     summary = (out / "report" / "summary.md").read_text()
-    for label in ("always-k3", "fixed@1", "detector:layer_rotation@0.5"):
+    for label in ("always-k3", "fixed@2", "detector:layer_rotation@0.5"):
         assert label in summary

@@ -22,7 +22,9 @@ its ``config.json``; ``OUT/sweep.json`` lists every expected run, so ``critical 
 shows missing runs as missing.
 
 The cheap oracle (``oracle: true``, as in Fukase et al.'s experiments): the always-k run of each
-model and seed saves a checkpoint every epoch, and each fixed cut at E is a *branch* resumed from
+model and seed saves a checkpoint every ``gcd(fixed)`` epochs, at the very end of the epoch (after
+validation and every callback, so the checkpoint holds the epoch's metrics and energy), and each
+fixed cut at E is a *branch* resumed from
 the checkpoint taken after epoch E - 1 with k = 1 from there (``AugmentationCutoff(policy="fixed")``
 applies a due cut on resume). A branch pays only for the epochs after its cut, and all branches
 share the same first E epochs, which is what makes accuracy-versus-cut-epoch curves affordable.
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shlex
@@ -178,7 +181,12 @@ def plan(spec: Mapping[str, Any], out: str | os.PathLike) -> list[Run]:
                         f"--trainer.callbacks.dirpath={out / 'checkpoints' / f'{model}-s{seed}'}",
                         "--trainer.callbacks.filename={epoch}",
                         "--trainer.callbacks.save_top_k=-1",
-                        "--trainer.callbacks.every_n_epochs=1",
+                        # only the epochs the branches resume from (and their multiples), saved
+                        # after every callback's epoch end so the checkpoint holds the whole epoch
+                        # (by default ModelCheckpoint saves at validation end when validation
+                        # runs every n > 1 epochs, before the epoch's metrics and energy are in)
+                        f"--trainer.callbacks.every_n_epochs={math.gcd(*fixed)}",
+                        "--trainer.callbacks.save_on_train_epoch_end=true",
                     ]
                 trunk = make(f"always-k{k}", "always", 1, flags)
                 runs.append(trunk)

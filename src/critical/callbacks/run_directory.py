@@ -22,7 +22,10 @@ may run after this one's, so the row of epoch ``e`` is recorded at the start of 
 ``trainer.callback_metrics`` holds everything logged for epoch ``e`` (validation included). An
 epoch interrupted by an exception gets no row. In epochs without validation (e.g.
 ``check_val_every_n_epoch > 1``) the row leaves out the metrics validation produces, rather than
-repeat the last validation's values. The row's ``multiplicity`` is k of that epoch's
+repeat the last validation's values. A checkpoint holds the rows of the epochs completed before
+it; one taken at validation end (``ModelCheckpoint``'s default when ``check_val_every_n_epoch >
+1``) comes before that epoch's metrics are logged, so a run resumed from it lacks that epoch's
+row (a warning says so): use ``ModelCheckpoint(save_on_train_epoch_end=True)``. The row's ``multiplicity`` is k of that epoch's
 training data (:func:`critical.data.protocol.get_multiplicity` at its start).
 
 TensorBoard: with ``tensorboard=True`` (default) and no ``TensorBoardLogger`` on the trainer, one
@@ -64,7 +67,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from critical.callbacks.energy import EnergyTracker, find_critical_period, find_cutoff
 from critical.callbacks.robustness import RobustnessEvaluator
@@ -171,6 +174,7 @@ class RunDirectory(Callback):
         self._trainer: pl.Trainer | None = None
         self._config_written = False
         self._val_keys: set[str] = set()  # metrics that validation produces
+        self._warned_early_checkpoint = False
 
     def __repr__(self) -> str:
         return (
@@ -459,6 +463,18 @@ class RunDirectory(Callback):
         row = self._pending_row(self._trainer) if self._trainer is not None else None
         if row is not None:
             rows = [r for r in rows if r["epoch"] != row["epoch"]] + [row]
+        pending = self._pending
+        if pending is not None and pending["validated"] and not pending["done"]:
+            if not self._warned_early_checkpoint:
+                self._warned_early_checkpoint = True
+                rank_zero_warn(
+                    f"RunDirectory: a checkpoint was taken at validation end of epoch "
+                    f"{pending['epoch']}, before the epoch's on_train_epoch_end hooks logged its "
+                    "metrics; a run resumed from it at the next epoch has no metrics row for "
+                    f"epoch {pending['epoch']}. ModelCheckpoint saves there by default when "
+                    "check_val_every_n_epoch > 1: pass ModelCheckpoint(save_on_train_epoch_end="
+                    "True) to checkpoint after them."
+                )
         return {
             "rows": rows,
             "path": None if self.path is None else str(self.path),

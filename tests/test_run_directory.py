@@ -224,9 +224,6 @@ def test_a_failed_write_keeps_the_old_file_and_no_temp_file(tmp_path, monkeypatc
 
 
 def test_rows_do_not_repeat_stale_validation_values(tmp_path):
-    from critical.callbacks.run_directory import RunDirectory
-    from helpers import TinyDataModule, TinyModule, tiny_trainer
-
     run = RunDirectory(root=tmp_path, name="r", tensorboard=False)
     trainer = tiny_trainer(tmp_path, max_epochs=4, callbacks=[run], check_val_every_n_epoch=2)
     trainer.fit(TinyModule(), TinyDataModule())
@@ -249,7 +246,9 @@ def test_a_checkpoint_at_validation_end_warns_and_one_at_epoch_end_holds_the_row
     with pytest.warns(UserWarning, match="save_on_train_epoch_end"):
         early = fit("early")
     late = fit("late", save_on_train_epoch_end=True)
-    rows = lambda ckpt: next(v["rows"] for k, v in ckpt["callbacks"].items()  # noqa: E731
-                             if k.startswith("RunDirectory"))
+
+    def rows(ckpt):
+        return next(v["rows"] for k, v in ckpt["callbacks"].items() if k.startswith("RunDirectory"))
+
     assert [r["epoch"] for r in rows(early)] == [0]
     assert [r["epoch"] for r in rows(late)] == [0, 1] and "val/acc" in rows(late)[1]

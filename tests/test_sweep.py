@@ -108,7 +108,8 @@ def test_local_sweep_with_oracle_then_report(tmp_path, capsys):
         "policies": {"always": True, "fixed": [2],
                      "detector": [{"monitor": "layer_rotation", "threshold": 0.5, "patience": 1}]},
         # validation every 2 epochs: the checkpoint after epoch 1 must still hold epoch 1's row
-        "args": ["--trainer.max_epochs=3", "--trainer.check_val_every_n_epoch=2", "--robustness.num_images=32",
+        "args": ["--trainer.max_epochs=3", "--trainer.check_val_every_n_epoch=2",
+                 "--robustness.num_images=32",
                  "--robustness.corruptions=[contrast]", "--trainer.enable_progress_bar=false",
                  "--data.batch_size=256"],
     }

@@ -1,8 +1,8 @@
 r"""Robustness evaluator: clean, adversarial (FGSM, PGD) and corruption accuracy of the model.
 
 Runs :func:`critical.robustness.evaluate_robustness` on a seeded uniform sample of
-``num_images`` images of an evaluation dataloader at the end of training (``when="fit_end"``, in ``on_train_end`` while the
-model is still on its device), at the end of ``trainer.test`` (``when="test_end"``, in
+``num_images`` images of an evaluation dataloader at the end of training (``when="fit_end"``,
+in ``on_train_end`` while the model is still on its device), at the end of ``trainer.test`` (``when="test_end"``, in
 ``on_test_epoch_end``), or both.
 
 Data: ``dataloader`` if given; else, with ``source="auto"`` (default), the test data if there is

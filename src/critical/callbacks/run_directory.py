@@ -25,8 +25,9 @@ epoch interrupted by an exception gets no row. In epochs without validation (e.g
 repeat the last validation's values. A checkpoint holds the rows of the epochs completed before
 it; one taken at validation end (``ModelCheckpoint``'s default when ``check_val_every_n_epoch >
 1``) comes before that epoch's metrics are logged, so a run resumed from it lacks that epoch's
-row (a warning says so): use ``ModelCheckpoint(save_on_train_epoch_end=True)``. The row's ``multiplicity`` is k of that epoch's
-training data (:func:`critical.data.protocol.get_multiplicity` at its start).
+row (a warning says so): use ``ModelCheckpoint(save_on_train_epoch_end=True)``. The row's
+``multiplicity`` is k of that epoch's training data (:func:`critical.data.protocol.get_multiplicity`
+at its start).
 
 TensorBoard: with ``tensorboard=True`` (default) and no ``TensorBoardLogger`` on the trainer, one
 is added in ``setup`` that writes into the run directory itself (``save_dir=path, name="",
@@ -175,6 +176,7 @@ class RunDirectory(Callback):
         self._config_written = False
         self._val_keys: set[str] = set()  # metrics that validation produces
         self._warned_early_checkpoint = False
+        self._before_val: dict[str, float | None] = {}  # callback_metrics as validation starts
 
     def __repr__(self) -> str:
         return (
@@ -255,9 +257,8 @@ class RunDirectory(Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        before = getattr(self, "_before_val", {})
         for k, v in trainer.callback_metrics.items():
-            if k not in before or before[k] != _scalar(v):
+            if k not in self._before_val or self._before_val[k] != _scalar(v):
                 self._val_keys.add(k)
         if self._pending is not None:
             self._pending["validated"] = True
@@ -464,17 +465,17 @@ class RunDirectory(Callback):
         if row is not None:
             rows = [r for r in rows if r["epoch"] != row["epoch"]] + [row]
         pending = self._pending
-        if pending is not None and pending["validated"] and not pending["done"]:
-            if not self._warned_early_checkpoint:
-                self._warned_early_checkpoint = True
-                rank_zero_warn(
-                    f"RunDirectory: a checkpoint was taken at validation end of epoch "
-                    f"{pending['epoch']}, before the epoch's on_train_epoch_end hooks logged its "
-                    "metrics; a run resumed from it at the next epoch has no metrics row for "
-                    f"epoch {pending['epoch']}. ModelCheckpoint saves there by default when "
-                    "check_val_every_n_epoch > 1: pass ModelCheckpoint(save_on_train_epoch_end="
-                    "True) to checkpoint after them."
-                )
+        early = pending is not None and pending["validated"] and not pending["done"]
+        if early and not self._warned_early_checkpoint:
+            self._warned_early_checkpoint = True
+            rank_zero_warn(
+                f"RunDirectory: a checkpoint was taken at validation end of epoch "
+                f"{pending['epoch']}, before the epoch's on_train_epoch_end hooks logged its "
+                "metrics; a run resumed from it at the next epoch has no metrics row for "
+                f"epoch {pending['epoch']}. ModelCheckpoint saves there by default when "
+                "check_val_every_n_epoch > 1: pass ModelCheckpoint(save_on_train_epoch_end="
+                "True) to checkpoint after them."
+            )
         return {
             "rows": rows,
             "path": None if self.path is None else str(self.path),

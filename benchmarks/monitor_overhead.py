@@ -26,8 +26,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from critical.callbacks import GradientConfusion, GradientPredictability, LayerRotation
 from critical.models import create_model
 
-HOOKS = ("on_before_optimizer_step", "on_train_epoch_end", "on_train_epoch_start",
-         "on_fit_start", "on_train_start")
+HOOKS = (
+    "on_before_optimizer_step",
+    "on_train_epoch_end",
+    "on_train_epoch_start",
+    "on_fit_start",
+    "on_train_start",
+)
 
 
 class Classifier(L.LightningModule):
@@ -74,9 +79,15 @@ def run(args, loader, monitored: bool, hook_totals=None) -> float:
         if hook_totals is not None:
             timed_callbacks(cbs, hook_totals)
     trainer = L.Trainer(
-        accelerator=args.device, devices=1, max_epochs=args.epochs, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=cbs, precision=args.precision,
+        accelerator=args.device,
+        devices=1,
+        max_epochs=args.epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=cbs,
+        precision=args.precision,
     )
     if args.device == "cuda":
         torch.cuda.synchronize()
@@ -88,7 +99,9 @@ def run(args, loader, monitored: bool, hook_totals=None) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default="cifar_resnet20")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=100, help="optimizer steps per epoch")
@@ -116,10 +129,16 @@ def main() -> None:
             t = run(args, loader, monitored, hooks if monitored else None)
             (mon if monitored else base).append(t)
     params = sum(p.numel() for p in Classifier(args.model).parameters())
-    device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    device = (
+        torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"CPU x{torch.get_num_threads()} threads"
+    )
     ratio = statistics.median(mon) / statistics.median(base)
-    print(f"model={args.model} params={params:,} batch={args.batch_size} steps/epoch={args.steps} "
-          f"epochs={args.epochs} device={device} precision={args.precision}")
+    print(
+        f"model={args.model} params={params:,} batch={args.batch_size} steps/epoch={args.steps} "
+        f"epochs={args.epochs} device={device} precision={args.precision}"
+    )
     print(f"baseline fit  s: {' '.join(f'{t:.2f}' for t in base)}")
     print(f"monitored fit s: {' '.join(f'{t:.2f}' for t in mon)}")
     print(f"hook time share: {hooks[0] / sum(mon):.4%} of monitored fit time")

@@ -6,17 +6,17 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import lightning as L  # noqa: E402
-from lightning.pytorch.callbacks import Callback  # noqa: E402
+import lightning as L
+from helpers import TinyDataModule, TinyModule
+from lightning.pytorch.callbacks import Callback
 
-from critical.callbacks import (  # noqa: E402
+from critical.callbacks import (
     AugmentationCutoff,
     CriticalPeriod,
     GradientConfusion,
     GradientPredictability,
     LayerRotation,
 )
-from helpers import TinyDataModule, TinyModule  # noqa: E402
 
 # rank 0 settles at epoch 3 (changes 1, .01, .01); rank 1 alone would fire at epoch 2
 SCRIPTS = {0: [0.0, 1.0, 1.01, 1.02, 1.03, 1.04], 1: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]}
@@ -63,13 +63,25 @@ def main_imagedm(out_dir):
     rec, orders = Record(), Orders()
     cut = AugmentationCutoff("fixed", epoch=2)
     trainer = L.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp", max_epochs=4, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_epochs=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         callbacks=[cut, rec, orders],
     )
     trainer.fit(TinyModule(num_classes=dm.num_classes, channels=dm.in_chans), dm)
-    result = {"rank": trainer.global_rank, "k": rec.k, "planned": rec.planned, "ran": rec.ran,
-              "num_train": len(dm.train_data.labels), "orders": orders.orders}
+    result = {
+        "rank": trainer.global_rank,
+        "k": rec.k,
+        "planned": rec.planned,
+        "ran": rec.ran,
+        "num_train": len(dm.train_data.labels),
+        "orders": orders.orders,
+    }
     with open(os.path.join(out_dir, f"imagedm_rank{trainer.global_rank}.json"), "w") as f:
         json.dump(result, f)
 
@@ -80,8 +92,14 @@ def main(out_dir):
     metric_cbs = [GradientConfusion(), GradientPredictability(), LayerRotation()]
     rec = Record()
     trainer = L.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp", max_epochs=6, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_epochs=6,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         callbacks=[cp, AugmentationCutoff(), *metric_cbs, rec],
     )
     trainer.fit(Scripted(), TinyDataModule(n=64, batch_size=8, multiplicity=3))

@@ -1,15 +1,16 @@
 """The metric callbacks in real (tiny, CPU) Lightning fits."""
 
+import itertools
 import math
 import warnings
 
 import pytest
 import torch
+from helpers import TinyDataModule, TinyModule, tiny_trainer
 from lightning.pytorch.callbacks import Callback
 
 from critical.callbacks import GradientConfusion, GradientPredictability, LayerRotation
 from critical.metrics import gradient_confusion, gradient_layout, layer_rotation, weight_layout
-from helpers import TinyDataModule, TinyModule, tiny_trainer
 
 
 class GradRecorder(Callback):
@@ -52,13 +53,23 @@ def test_stream_values_match_brute_force_on_the_same_gradients(tmp_path):
         g = torch.stack(rec.grads[epoch])
         assert gc.history[epoch]["probes"] == len(g) == 8
         ref = gradient_confusion(g, lengths)
-        assert gc.history[epoch]["gradient_confusion/mean"] == pytest.approx(ref.mean.item(), abs=1e-5)
-        assert gc.history[epoch]["gradient_confusion/min"] == pytest.approx(ref.min.item(), abs=1e-5)
+        assert gc.history[epoch]["gradient_confusion/mean"] == pytest.approx(
+            ref.mean.item(), abs=1e-5
+        )
+        assert gc.history[epoch]["gradient_confusion/min"] == pytest.approx(
+            ref.min.item(), abs=1e-5
+        )
         assert gc.history[epoch]["layers"]["gradient_confusion/mean"] == pytest.approx(
-            ref.layer_mean.tolist(), abs=1e-5)
-        cos = [torch.nn.functional.cosine_similarity(a, b, dim=0).item() for a, b in zip(g[:-1], g[1:])]
+            ref.layer_mean.tolist(), abs=1e-5
+        )
+        cos = [
+            torch.nn.functional.cosine_similarity(a, b, dim=0).item()
+            for a, b in itertools.pairwise(g)
+        ]
         assert gp.history[epoch]["probes"] == 7
-        assert gp.history[epoch]["gradient_predictability"] == pytest.approx(sum(cos) / len(cos), abs=1e-5)
+        assert gp.history[epoch]["gradient_predictability"] == pytest.approx(
+            sum(cos) / len(cos), abs=1e-5
+        )
 
 
 def test_probe_schedule_is_bounded_and_spread(tmp_path):
@@ -84,7 +95,7 @@ def test_gradient_accumulation_probes_optimizer_steps(tmp_path):
 def test_exact_mode_matches_manual_gradients(tmp_path):
     dm = TinyDataModule(n=64, batch_size=8)
     x, y = dm.x, dm.y
-    batches = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 32, 8)]
+    batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 32, 8)]
     gc = GradientConfusion(mode="exact", probe_batches=batches)
     module = TinyModule()
     trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[gc])

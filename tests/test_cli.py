@@ -10,7 +10,8 @@ from critical.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "--config", str(ROOT / "experiments" / "quickstart.yaml"),
+    "--config",
+    str(ROOT / "experiments" / "quickstart.yaml"),
     "--trainer.max_epochs=3",
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
@@ -36,8 +37,16 @@ def test_fit_writes_a_complete_run_directory_and_summary(tmp_path, capsys):
     main(["fit", *TINY, f"--run.root={tmp_path}", "--run.name=r"])
     out = capsys.readouterr().out
     run = tmp_path / "r"
-    for name in ("config.json", "metrics.csv", "metrics.json", "cut_event.json", "energy.json",
-                 "robustness.json", "config.yaml", "plot.png"):
+    for name in (
+        "config.json",
+        "metrics.csv",
+        "metrics.json",
+        "cut_event.json",
+        "energy.json",
+        "robustness.json",
+        "config.yaml",
+        "plot.png",
+    ):
         assert (run / name).is_file(), name
     assert "run summary" in out and str(run) in out and "validation accuracy" in out
     cut = json.loads((run / "cut_event.json").read_text())

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import TinyDataModule, TinyModule, tiny_trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from critical.callbacks import (
@@ -10,7 +11,6 @@ from critical.callbacks import (
     GradientPredictability,
     LayerRotation,
 )
-from helpers import TinyDataModule, TinyModule, tiny_trainer
 
 # changes 1, 0.01, 0.01, ...: with patience 2 the detector fires at the end of epoch 3
 SCRIPT = [0.0, 1.0, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06]
@@ -81,13 +81,16 @@ def test_deadline_forces_the_cut(tmp_path):
     assert counter.k == [3, 3, 1, 1]
 
 
-@pytest.mark.parametrize("kwargs, ks", [
-    (dict(policy="fixed", epoch=2), [3, 3, 1, 1]),
-    (dict(policy="fixed", epoch=0), [1, 1, 1, 1]),
-    (dict(policy="fixed", fraction=0.75), [3, 3, 3, 1]),
-    (dict(policy="never"), [3, 3, 3, 3]),
-    (dict(policy="fixed", epoch=1, target=2), [3, 2, 2, 2]),
-])
+@pytest.mark.parametrize(
+    "kwargs, ks",
+    [
+        (dict(policy="fixed", epoch=2), [3, 3, 1, 1]),
+        (dict(policy="fixed", epoch=0), [1, 1, 1, 1]),
+        (dict(policy="fixed", fraction=0.75), [3, 3, 3, 1]),
+        (dict(policy="never"), [3, 3, 3, 3]),
+        (dict(policy="fixed", epoch=1, target=2), [3, 2, 2, 2]),
+    ],
+)
 def test_fixed_and_never_policies(tmp_path, kwargs, ks):
     _, counter, _ = fit(tmp_path, [AugmentationCutoff(**kwargs)], epochs=4, module=TinyModule())
     assert counter.k == ks
@@ -99,7 +102,9 @@ def test_disable_augmentation_needs_and_sets_augment(tmp_path):
         fit(tmp_path, [AugmentationCutoff("fixed", epoch=1, disable_augmentation=True)], epochs=2)
     dm = TinyDataModule(n=64, batch_size=16, multiplicity=3)
     dm.augment = True
-    fit(tmp_path, [AugmentationCutoff("fixed", epoch=1, disable_augmentation=True)], epochs=2, dm=dm)
+    fit(
+        tmp_path, [AugmentationCutoff("fixed", epoch=1, disable_augmentation=True)], epochs=2, dm=dm
+    )
     assert dm.augment is False and dm.multiplicity == 1
 
 
@@ -160,8 +165,9 @@ def _callbacks():
 
 @pytest.mark.parametrize("resume_after", [2, 5])  # before the cut (epoch 4), after it
 def test_resume_continues_with_same_history_theta0_and_cut(tmp_path, resume_after):
-    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1,
-                           filename="{epoch}")
+    ckpt = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1, filename="{epoch}"
+    )
     full = _callbacks()
     _, full_counter, _ = fit(tmp_path / "a", [*full, ckpt], epochs=7, enable_checkpointing=True)
     path = tmp_path / "ckpt" / f"epoch={resume_after - 1}.ckpt"
@@ -184,10 +190,16 @@ def test_resume_continues_with_same_history_theta0_and_cut(tmp_path, resume_afte
 
 
 def test_fixed_cut_branches_off_an_always_k_checkpoint(tmp_path):
-    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1,
-                           filename="{epoch}")
-    _, trunk, _ = fit(tmp_path / "a", [AugmentationCutoff("never"), ckpt], epochs=3,
-                      module=TinyModule(), enable_checkpointing=True)
+    ckpt = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1, filename="{epoch}"
+    )
+    _, trunk, _ = fit(
+        tmp_path / "a",
+        [AugmentationCutoff("never"), ckpt],
+        epochs=3,
+        module=TinyModule(),
+        enable_checkpointing=True,
+    )
     assert trunk.k == [3, 3, 3]
     branch = AugmentationCutoff("fixed", epoch=2)
     counter = BatchCounter()

@@ -145,7 +145,7 @@ def test_train_size_subsets_stratified():
 
 def test_cifar_offline_error_from_datamodule(tmp_path):
     dm = ImageDataModule("cifar10", root=str(tmp_path), download=False)
-    with pytest.raises(DatasetNotFoundError, match="cifar-10-python.tar.gz"):
+    with pytest.raises(DatasetNotFoundError, match=r"cifar-10-python\.tar\.gz"):
         dm.setup("fit")
 
 

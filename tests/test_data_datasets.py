@@ -49,7 +49,7 @@ def test_cifar_bad_name():
 def _write_folder(root, n_per_class=3, size=8):
     g = torch.Generator().manual_seed(0)
     pixels = {}
-    for c, cls in enumerate(["bird", "ant"]):  # sorted order: ant=0, bird=1
+    for cls in ["bird", "ant"]:  # sorted order: ant=0, bird=1
         (root / cls).mkdir(parents=True)
         for i in range(n_per_class):
             arr = torch.randint(0, 256, (size, size, 3), generator=g, dtype=torch.uint8)

@@ -56,7 +56,9 @@ def test_combine_any_and_all():
     seqs = {"a": [0.0, 1.0, 1.0, 1.0, 1.0, 1.0], "b": [0.0, 1.0, 2.0, 3.0, 3.0, 3.0]}
     for combine, epoch in (("any", 2), ("all", 4)):
         det = StabilityDetector(["a", "b"], threshold=0.1, patience=1, combine=combine)
-        ev = next(e for e in (det.update(i, {k: v[i] for k, v in seqs.items()}) for i in range(6)) if e)
+        ev = next(
+            e for e in (det.update(i, {k: v[i] for k, v in seqs.items()}) for i in range(6)) if e
+        )
         assert ev.epoch == epoch
     det = StabilityDetector(["a", "b"], threshold={"a": 0.01, "b": 2.0}, patience=1)
     assert det.update(0, {"a": 0, "b": 0}) is None

@@ -32,11 +32,15 @@ def ref_confusion(grads, lengths=None):
     segs = [(0, grads.shape[1])]
     if lengths is not None:
         bounds = [0, *itertools.accumulate(lengths)]
-        segs = list(zip(bounds[:-1], bounds[1:]))
+        segs = list(itertools.pairwise(bounds))
     out = []
     for s, e in segs:
-        vals = [ref_cos(grads[i, s:e], grads[j, s:e])
-                for i in range(len(grads)) for j in range(len(grads)) if i != j]
+        vals = [
+            ref_cos(grads[i, s:e], grads[j, s:e])
+            for i in range(len(grads))
+            for j in range(len(grads))
+            if i != j
+        ]
         out.append((sum(vals) / len(vals), min(vals)))
     return out
 
@@ -48,12 +52,12 @@ def test_gradient_confusion_matches_brute_force(seed):
     grads = torch.randn(6, sum(lengths), generator=g) + 0.3
     grads[2, 5] = 0.0  # a zero layer segment (the 1-element layer)
     r = gradient_confusion(grads, lengths)
-    (whole_mean, whole_min), = ref_confusion(grads)
+    ((whole_mean, whole_min),) = ref_confusion(grads)
     assert r.mean.item() == pytest.approx(whole_mean, abs=1e-6)
     assert r.min.item() == pytest.approx(whole_min, abs=1e-6)
-    for l, (m, mn) in enumerate(ref_confusion(grads, lengths)):
-        assert r.layer_mean[l].item() == pytest.approx(m, abs=1e-6)
-        assert r.layer_min[l].item() == pytest.approx(mn, abs=1e-6)
+    for li, (m, mn) in enumerate(ref_confusion(grads, lengths)):
+        assert r.layer_mean[li].item() == pytest.approx(m, abs=1e-6)
+        assert r.layer_min[li].item() == pytest.approx(mn, abs=1e-6)
 
 
 def test_analytic_cosines():
@@ -80,10 +84,10 @@ def test_predictability_and_rotation_match_reference():
     r = gradient_predictability(a, b, lengths)
     assert r.value.item() == pytest.approx(ref_cos(a, b), abs=1e-6)
     s = 0
-    for l, n in enumerate(lengths):
-        assert r.layers[l].item() == pytest.approx(ref_cos(a[s:s + n], b[s:s + n]), abs=1e-6)
-        rot = layer_rotation(a, b, lengths)[l].item()
-        assert rot == pytest.approx(1 - ref_cos(a[s:s + n], b[s:s + n]), abs=1e-6)
+    for li, n in enumerate(lengths):
+        assert r.layers[li].item() == pytest.approx(ref_cos(a[s : s + n], b[s : s + n]), abs=1e-6)
+        rot = layer_rotation(a, b, lengths)[li].item()
+        assert rot == pytest.approx(1 - ref_cos(a[s : s + n], b[s : s + n]), abs=1e-6)
         s += n
     assert layer_rotation(a, a).item() == pytest.approx(0.0, abs=1e-6)
     assert layer_rotation(a, -a).item() == pytest.approx(2.0)
@@ -119,10 +123,10 @@ def test_streaming_confusion_matches_exact(sketch_dim):
         assert out["min"] == pytest.approx(exact.min.item(), abs=1e-5)
         assert out["layer_min"] == pytest.approx(exact.layer_min.tolist(), abs=1e-5)
     else:  # layers that fit are exact, others are estimates within [-1, 1]
-        for l, n in enumerate(lengths):
+        for li, n in enumerate(lengths):
             if n <= sketch_dim:
-                assert out["layer_min"][l] == pytest.approx(exact.layer_min[l].item(), abs=1e-5)
-            assert -1.0 <= out["layer_min"][l] <= 1.0
+                assert out["layer_min"][li] == pytest.approx(exact.layer_min[li].item(), abs=1e-5)
+            assert -1.0 <= out["layer_min"][li] <= 1.0
 
 
 def test_streaming_confusion_sketch_estimate_is_close_for_large_layers():
@@ -176,7 +180,9 @@ def test_streaming_cosine():
     acc.update(vs[0], torch.full((9,), float("nan")))
     out = acc.compute()
     assert out["count"] == 4 and out["skipped"] == 1
-    assert out["mean"] == pytest.approx(sum(ref_cos(vs[i], vs[i + 1]) for i in range(4)) / 4, abs=1e-6)
+    assert out["mean"] == pytest.approx(
+        sum(ref_cos(vs[i], vs[i + 1]) for i in range(4)) / 4, abs=1e-6
+    )
     l0 = sum(ref_cos(vs[i, :4], vs[i + 1, :4]) for i in range(4)) / 4
     assert out["layer_mean"][0] == pytest.approx(l0, abs=1e-6)
 

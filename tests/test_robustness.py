@@ -407,7 +407,7 @@ def test_evaluator_samples_uniformly_from_a_class_sorted_loader():
 
     x = torch.rand(400, 3, 8, 8)
     y = torch.arange(10).repeat_interleave(40)  # sorted by class, like a stratified val split
-    loader = [(x[i:i + 50], y[i:i + 50]) for i in range(0, 400, 50)]
+    loader = [(x[i : i + 50], y[i : i + 50]) for i in range(0, 400, 50)]
     ev = RobustnessEvaluator(num_images=100, seed=3)
     xs, ys = ev._collect(loader)
     assert len(xs) == 100 and ys.unique().numel() == 10  # every class, not the first two

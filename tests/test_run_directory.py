@@ -236,10 +236,20 @@ def test_a_checkpoint_at_validation_end_warns_and_one_at_epoch_end_holds_the_row
 
     def fit(name, **ckpt):
         run = RunDirectory(root=tmp_path, name=name, tensorboard=False)
-        mc = ModelCheckpoint(dirpath=tmp_path / f"{name}-ckpt", filename="{epoch}", save_top_k=-1,
-                             every_n_epochs=1, **ckpt)
-        trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[run, mc],
-                               check_val_every_n_epoch=2, enable_checkpointing=True)
+        mc = ModelCheckpoint(
+            dirpath=tmp_path / f"{name}-ckpt",
+            filename="{epoch}",
+            save_top_k=-1,
+            every_n_epochs=1,
+            **ckpt,
+        )
+        trainer = tiny_trainer(
+            tmp_path,
+            max_epochs=2,
+            callbacks=[run, mc],
+            check_val_every_n_epoch=2,
+            enable_checkpointing=True,
+        )
         trainer.fit(TinyModule(), TinyDataModule())
         return torch.load(tmp_path / f"{name}-ckpt" / "epoch=1.ckpt", weights_only=False)
 

@@ -37,26 +37,39 @@ def test_plan_names_stages_and_flags(tmp_path):
     assert "--cutoff.policy=never" in trunk.args
     assert "--trainer.callbacks+=ModelCheckpoint" in trunk.args
     branch = by["small_cnn-fixed_2-s1"]
-    assert branch.tags == {"sweep": "t", "model": "small_cnn", "seed": 1, "k": 3,
-                           "policy": "fixed", "label": "fixed@2", "cut_at": 2,
-                           "parent": "small_cnn-always-k3-s1", "branch_epoch": 2}
+    assert branch.tags == {
+        "sweep": "t",
+        "model": "small_cnn",
+        "seed": 1,
+        "k": 3,
+        "policy": "fixed",
+        "label": "fixed@2",
+        "cut_at": 2,
+        "parent": "small_cnn-always-k3-s1",
+        "branch_epoch": 2,
+    }
     assert f"--ckpt_path={tmp_path}/checkpoints/small_cnn-s1/epoch=1.ckpt" in branch.args
     assert "--data.multiplicity=1" in by["small_cnn-k1-s0"].args
     det = by["small_cnn-detector_layer_rotation_0.5-s0"]
     assert "--critical_period.threshold=0.5" in det.args
     assert det.tags["label"] == "detector:layer_rotation@0.5"
     no_oracle = plan({**SPEC, "oracle": False, "policies": {"fixed": [3]}}, tmp_path)
-    assert [r.stage for r in no_oracle] == [1, 1] and "--ckpt_path" not in " ".join(no_oracle[0].args)
+    assert [r.stage for r in no_oracle] == [1, 1] and "--ckpt_path" not in " ".join(
+        no_oracle[0].args
+    )
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"policies": {"sometimes": True}}, "valid"),
-    ({"policies": {"detector": [{"threshold": 0.1}]}}, "monitor"),
-    ({"policies": {"detector": [{"monitor": "x", "speed": 1}]}}, "valid"),
-    ({"k": 1}, ">= 2"),
-    ({"policies": {"fixed": [0]}}, ">= 1"),
-    ({"colour": "red"}, "unknown sweep keys"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"policies": {"sometimes": True}}, "valid"),
+        ({"policies": {"detector": [{"threshold": 0.1}]}}, "monitor"),
+        ({"policies": {"detector": [{"monitor": "x", "speed": 1}]}}, "valid"),
+        ({"k": 1}, ">= 2"),
+        ({"policies": {"fixed": [0]}}, ">= 1"),
+        ({"colour": "red"}, "unknown sweep keys"),
+    ],
+)
 def test_invalid_specs(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
         plan({**SPEC, **bad}, tmp_path)
@@ -80,7 +93,7 @@ def test_emit_and_slurm_script(tmp_path, capsys):
     (bin_dir / "sbatch").write_text(
         "#!/usr/bin/env bash\n"
         'for a in "$@"; do case $a in --array=*) arr=${a#--array=};; --wrap=*) wrap=${a#--wrap=};;'
-        " --dependency=*) echo \"$a\" >> \"$LOG\";; esac; done\n"
+        ' --dependency=*) echo "$a" >> "$LOG";; esac; done\n'
         'for i in $(seq ${arr%-*} ${arr#*-}); do SLURM_ARRAY_TASK_ID=$i bash -c "$wrap"; done\n'
         "echo $RANDOM\n"
     )
@@ -88,8 +101,19 @@ def test_emit_and_slurm_script(tmp_path, capsys):
     for f in bin_dir.iterdir():
         f.chmod(f.stat().st_mode | stat.S_IEXEC)
     script = tmp_path / "submit.sh"
-    assert main([str(spec_file), "--out", str(out), "--slurm", str(script),
-                 "--sbatch-arg=--time=01:00:00"]) == 0
+    assert (
+        main(
+            [
+                str(spec_file),
+                "--out",
+                str(out),
+                "--slurm",
+                str(script),
+                "--sbatch-arg=--time=01:00:00",
+            ]
+        )
+        == 0
+    )
     log = tmp_path / "calls.log"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log)}
     subprocess.run(["bash", str(script)], check=True, env=env, capture_output=True)
@@ -97,7 +121,9 @@ def test_emit_and_slurm_script(tmp_path, capsys):
     fits = [c for c in calls if c.startswith("fit ")]
     assert len(fits) == 10 and len(set(fits)) == 10
     assert sum(c.startswith("--dependency=afterok:") for c in calls) == 1
-    assert all("--ckpt_path" not in c for c in fits[:6]) and all("--ckpt_path" in c for c in fits[6:])
+    assert all("--ckpt_path" not in c for c in fits[:6]) and all(
+        "--ckpt_path" in c for c in fits[6:]
+    )
 
 
 @pytest.mark.slow
@@ -105,13 +131,20 @@ def test_local_sweep_with_oracle_then_report(tmp_path, capsys):
     spec = {
         **SPEC,
         "seeds": [0],
-        "policies": {"always": True, "fixed": [2],
-                     "detector": [{"monitor": "layer_rotation", "threshold": 0.5, "patience": 1}]},
+        "policies": {
+            "always": True,
+            "fixed": [2],
+            "detector": [{"monitor": "layer_rotation", "threshold": 0.5, "patience": 1}],
+        },
         # validation every 2 epochs: the checkpoint after epoch 1 must still hold epoch 1's row
-        "args": ["--trainer.max_epochs=3", "--trainer.check_val_every_n_epoch=2",
-                 "--robustness.num_images=32",
-                 "--robustness.corruptions=[contrast]", "--trainer.enable_progress_bar=false",
-                 "--data.batch_size=256"],
+        "args": [
+            "--trainer.max_epochs=3",
+            "--trainer.check_val_every_n_epoch=2",
+            "--robustness.num_images=32",
+            "--robustness.corruptions=[contrast]",
+            "--trainer.enable_progress_bar=false",
+            "--data.batch_size=256",
+        ],
     }
     spec_file = tmp_path / "s.yaml"
     spec_file.write_text(yaml.safe_dump(spec))

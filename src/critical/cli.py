@@ -47,8 +47,6 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test")
 def _cli_classes():
     from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-    from critical.io import atomic_write_text
-
     from critical.callbacks import (
         AugmentationCutoff,
         CriticalPeriod,
@@ -59,6 +57,7 @@ def _cli_classes():
         RobustnessEvaluator,
         RunDirectory,
     )
+    from critical.io import atomic_write_text
 
     class RunConfigCallback(SaveConfigCallback):
         """Saves the full resolved config as ``config.yaml`` in the run directory (falls back to
@@ -161,22 +160,35 @@ def print_run_summary(trainer: Any) -> None:
         lines += epoch_table(run.rows, cut_epoch=None if cut is None else cut.cut_epoch)
         lines.append("-" * 72)
     acc = m.get("val/acc")
-    lines.append(f"validation accuracy (last epoch): {_fmt(None if acc is None else float(acc), '%', 100, 4)}")
+    lines.append(
+        f"validation accuracy (last epoch): {_fmt(None if acc is None else float(acc), '%', 100, 4)}"
+    )
     if cp is not None:
         ev = cp.event
         lines.append(
             "critical period: "
-            + ("not over within the run" if ev is None else f"over at the end of epoch {ev.epoch} ({ev.reason})")
+            + (
+                "not over within the run"
+                if ev is None
+                else f"over at the end of epoch {ev.epoch} ({ev.reason})"
+            )
         )
     if cut is not None:
         lines.append(
             f"multiplicity: k={cut.multiplicity_before}"
-            + ("" if cut.cut_epoch is None else f" -> {cut.multiplicity_after} from epoch {cut.cut_epoch}")
+            + (
+                ""
+                if cut.cut_epoch is None
+                else f" -> {cut.multiplicity_after} from epoch {cut.cut_epoch}"
+            )
         )
     if rob is not None and rob.results:
         r = rob.results
-        parts = [f"{k.replace('_acc', '')} {_fmt(r.get(k), '%', 100, 4)}"
-                 for k in ("clean_acc", "fgsm_acc", "pgd_acc", "corruption_acc") if k in r]
+        parts = [
+            f"{k.replace('_acc', '')} {_fmt(r.get(k), '%', 100, 4)}"
+            for k in ("clean_acc", "fgsm_acc", "pgd_acc", "corruption_acc")
+            if k in r
+        ]
         lines.append("robustness: " + ", ".join(parts))
     if energy is not None:
         s = energy.summary()

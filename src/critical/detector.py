@@ -41,7 +41,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["CriticalPeriodEvent", "StabilityDetector", "MODES", "COMBINES"]
+__all__ = ["COMBINES", "MODES", "CriticalPeriodEvent", "StabilityDetector"]
 
 MODES = ("absolute", "relative")
 COMBINES = ("any", "all")
@@ -137,10 +137,17 @@ class StabilityDetector:
                 )
             thresholds = {m: threshold[m] for m in metrics}
         else:
-            thresholds = {m: threshold for m in metrics}
+            thresholds = dict.fromkeys(metrics, threshold)
         for m, t in thresholds.items():
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-                raise ValueError(f"`threshold` for {m!r} must be a positive finite number, got {t!r}")
+            if (
+                isinstance(t, bool)
+                or not isinstance(t, (int, float))
+                or not math.isfinite(t)
+                or t <= 0
+            ):
+                raise ValueError(
+                    f"`threshold` for {m!r} must be a positive finite number, got {t!r}"
+                )
         self.thresholds: dict[str, float] = {m: float(t) for m, t in thresholds.items()}
 
         if mode not in MODES:
@@ -164,7 +171,7 @@ class StabilityDetector:
         self.history: list[dict[str, Any]] = []  # one entry per update: epoch, values, changes
         self._raw: dict[str, list[float]] = {m: [] for m in metrics}
         self._smoothed: dict[str, list[float]] = {m: [] for m in metrics}
-        self._streak: dict[str, int] = {m: 0 for m in metrics}
+        self._streak: dict[str, int] = dict.fromkeys(metrics, 0)
         self.event: CriticalPeriodEvent | None = None
 
     @property

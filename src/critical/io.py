@@ -34,11 +34,11 @@ from typing import Any
 
 __all__ = [
     "atomic_write_bytes",
-    "atomic_write_text",
-    "atomic_write_json",
     "atomic_write_csv",
-    "read_json",
+    "atomic_write_json",
+    "atomic_write_text",
     "read_csv",
+    "read_json",
     "to_jsonable",
 ]
 

@@ -468,11 +468,13 @@ def load_runs(root: PathLike) -> list[Run]:
             if not isinstance(entries, list):
                 raise TypeError("'runs' is not a list")
         except (OSError, ValueError, KeyError, TypeError) as err:
-            warnings.warn(f"{sj}: not a readable sweep file ({err}); its runs are not checked")
+            warnings.warn(
+                f"{sj}: not a readable sweep file ({err}); its runs are not checked", stacklevel=2
+            )
             continue
         for entry in entries:
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-                warnings.warn(f"{sj}: skipped a malformed entry {entry!r}")
+                warnings.warn(f"{sj}: skipped a malformed entry {entry!r}", stacklevel=2)
                 continue
             d = sj.parent / entry["name"]
             etags = entry.get("tags") if isinstance(entry.get("tags"), dict) else {}

@@ -94,21 +94,21 @@ from torch import Tensor, nn
 
 __all__ = [
     "ATTACKS",
-    "CORRUPTIONS",
-    "DEFAULT_CORRUPTIONS",
     "CIFAR10C_CORRUPTIONS",
     "CIFAR10C_EXTRA_CORRUPTIONS",
+    "CORRUPTIONS",
+    "DEFAULT_CORRUPTIONS",
     "SEVERITIES",
-    "eval_mode",
-    "fgsm",
-    "pgd",
     "accuracy",
     "adversarial_accuracy",
+    "cifar10c_accuracy",
     "corrupt",
     "corruption_accuracy",
-    "load_cifar10c",
-    "cifar10c_accuracy",
+    "eval_mode",
     "evaluate_robustness",
+    "fgsm",
+    "load_cifar10c",
+    "pgd",
 ]
 
 ATTACKS = ("fgsm", "pgd")
@@ -167,7 +167,7 @@ def _generator(seed: int) -> torch.Generator:
 
 def _seed_for(seed: int, *parts: Any) -> int:
     """A stable (process-independent) seed derived from ``seed`` and names/numbers."""
-    h = zlib.crc32(repr((int(seed),) + parts).encode())
+    h = zlib.crc32(repr((int(seed), *parts)).encode())
     return (int(seed) * 1_000_003 + h) % (2**63 - 1)
 
 
@@ -280,7 +280,7 @@ def adversarial_accuracy(
     """
     _check_images(x)
     if attack is not None and attack not in ATTACKS:
-        raise ValueError(f"`attack` must be one of {list(ATTACKS) + [None]}, got {attack!r}")
+        raise ValueError(f"`attack` must be one of {[*ATTACKS, None]}, got {attack!r}")
     if len(x) != len(y):
         raise ValueError(f"`x` and `y` differ in length: {len(x)} vs {len(y)}")
     if len(x) == 0:

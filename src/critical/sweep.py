@@ -63,10 +63,19 @@ import yaml
 
 from critical.io import atomic_write_json, atomic_write_text
 
-__all__ = ["Run", "load_spec", "plan", "main"]
+__all__ = ["Run", "load_spec", "main", "plan"]
 
 POLICY_KEYS = ("always", "k1", "fixed", "detector")
-DETECTOR_KEYS = ("monitor", "threshold", "mode", "patience", "min_epochs", "deadline", "combine", "window")
+DETECTOR_KEYS = (
+    "monitor",
+    "threshold",
+    "mode",
+    "patience",
+    "min_epochs",
+    "deadline",
+    "combine",
+    "window",
+)
 
 
 @dataclass
@@ -98,8 +107,10 @@ def _check(spec: Mapping[str, Any]) -> None:
             raise ValueError(f"sweep spec needs `{key}`")
     unknown = set(spec) - {"name", "config", "models", "seeds", "k", "policies", "oracle", "args"}
     if unknown:
-        raise ValueError(f"unknown sweep keys {sorted(unknown)}; valid: name, config, models, "
-                         "seeds, k, policies, oracle, args")
+        raise ValueError(
+            f"unknown sweep keys {sorted(unknown)}; valid: name, config, models, "
+            "seeds, k, policies, oracle, args"
+        )
     pol = spec.get("policies") or {}
     bad = set(pol) - set(POLICY_KEYS)
     if bad:
@@ -112,7 +123,9 @@ def _check(spec: Mapping[str, Any]) -> None:
             raise ValueError(f"unknown detector keys {sorted(extra)}; valid: {list(DETECTOR_KEYS)}")
     k = spec.get("k", 3)
     if not isinstance(k, int) or k < 2:
-        raise ValueError(f"`k` must be an integer >= 2 (the multiplicity before the cut), got {k!r}")
+        raise ValueError(
+            f"`k` must be an integer >= 2 (the multiplicity before the cut), got {k!r}"
+        )
     for e in pol.get("fixed") or []:
         if not isinstance(e, int) or e < 1:
             raise ValueError(f"fixed cut epochs must be integers >= 1, got {e!r}")
@@ -155,7 +168,17 @@ def plan(spec: Mapping[str, Any], out: str | os.PathLike) -> list[Run]:
         for seed in seeds:
             base_tags = {"sweep": spec["name"], "model": model, "seed": seed, "k": k}
 
-            def make(label: str, policy: str, stage: int, flags: list[str], **tags: Any) -> Run:
+            def make(
+                label: str,
+                policy: str,
+                stage: int,
+                flags: list[str],
+                *,
+                model: str = model,
+                seed: int = seed,
+                base_tags: dict[str, Any] = base_tags,
+                **tags: Any,
+            ) -> Run:
                 name = re.sub(r"[^A-Za-z0-9._=+-]", "_", f"{model}-{label}-s{seed}")
                 t = {**base_tags, "policy": policy, "label": label, **tags}
                 args = [
@@ -196,8 +219,17 @@ def plan(spec: Mapping[str, Any], out: str | os.PathLike) -> list[Run]:
                 flags = ["--cutoff.policy=fixed", f"--cutoff.epoch={e}"]
                 if oracle:
                     ckpt = out / "checkpoints" / f"{model}-s{seed}" / f"epoch={e - 1}.ckpt"
-                    runs.append(make(f"fixed@{e}", "fixed", 2, [*flags, f"--ckpt_path={ckpt}"],
-                                     cut_at=e, parent=trunk.name, branch_epoch=e))
+                    runs.append(
+                        make(
+                            f"fixed@{e}",
+                            "fixed",
+                            2,
+                            [*flags, f"--ckpt_path={ckpt}"],
+                            cut_at=e,
+                            parent=trunk.name,
+                            branch_epoch=e,
+                        )
+                    )
                 else:
                     runs.append(make(f"fixed@{e}", "fixed", 1, flags, cut_at=e))
             for d in detectors:
@@ -212,9 +244,11 @@ def plan(spec: Mapping[str, Any], out: str | os.PathLike) -> list[Run]:
 
 
 def _complete(run_dir: Path) -> bool:
-    return (run_dir / "metrics.csv").is_file() and (run_dir / "energy.json").is_file() and not (
-        run_dir / "exception.txt"
-    ).exists()
+    return (
+        (run_dir / "metrics.csv").is_file()
+        and (run_dir / "energy.json").is_file()
+        and not (run_dir / "exception.txt").exists()
+    )
 
 
 def write_manifest(spec: Mapping[str, Any], runs: Sequence[Run], out: Path) -> Path:
@@ -243,13 +277,19 @@ def run_local(runs: Sequence[Run], out: Path, python: str = sys.executable) -> i
             if _complete(run_dir):
                 print(f"[{i}/{len(runs)}] {run.name}: complete, skipped", flush=True)
                 continue
-            print(f"[{i}/{len(runs)}] {run.name}: an incomplete directory exists ({run_dir}); "
-                  "remove it to run again", flush=True)
+            print(
+                f"[{i}/{len(runs)}] {run.name}: an incomplete directory exists ({run_dir}); "
+                "remove it to run again",
+                flush=True,
+            )
             failures += 1
             continue
         if run.tags.get("parent") and not _complete(out / run.tags["parent"]):
-            print(f"[{i}/{len(runs)}] {run.name}: its trunk {run.tags['parent']} is not complete; "
-                  "skipped", flush=True)
+            print(
+                f"[{i}/{len(runs)}] {run.name}: its trunk {run.tags['parent']} is not complete; "
+                "skipped",
+                flush=True,
+            )
             failures += 1
             continue
         log = logs / f"{run.name}.log"
@@ -267,7 +307,10 @@ def run_local(runs: Sequence[Run], out: Path, python: str = sys.executable) -> i
 def emit(runs: Sequence[Run]) -> str:
     lines = []
     for stage in sorted({r.stage for r in runs}):
-        lines.append(f"# stage {stage}" + (" (after stage 1: branches resume its checkpoints)" if stage == 2 else ""))
+        lines.append(
+            f"# stage {stage}"
+            + (" (after stage 1: branches resume its checkpoints)" if stage == 2 else "")
+        )
         lines += [shlex.join(r.command()) for r in runs if r.stage == stage]
     return "\n".join(lines) + "\n"
 

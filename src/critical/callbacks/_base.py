@@ -55,7 +55,9 @@ def read_into(layout: ParamLayout, views: list[torch.Tensor]) -> None:
         for v, g in zip(views, grads):
             if g is None:
                 v.zero_()
-        pairs = [(v, g.to_dense() if g.is_sparse else g) for v, g in zip(views, grads) if g is not None]
+        pairs = [
+            (v, g.to_dense() if g.is_sparse else g) for v, g in zip(views, grads) if g is not None
+        ]
         if pairs:
             torch._foreach_copy_([v for v, _ in pairs], [g for _, g in pairs])
         return
@@ -152,9 +154,13 @@ class MetricCallback(Callback):
 
     def _state_device(self, pl_module: pl.LightningModule) -> torch.device:
         """Where per-parameter state lives: ``state_device``, else the module's device."""
-        return torch.device(self.state_device) if self.state_device is not None else pl_module.device
+        return (
+            torch.device(self.state_device) if self.state_device is not None else pl_module.device
+        )
 
-    def finalize_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+    def finalize_epoch(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> dict[str, float]:
         """The values of the epoch that just ended; computed once per epoch (idempotent), so the
         :class:`~critical.callbacks.CriticalPeriod` callback can pull them whatever the callback
         order."""
@@ -207,5 +213,3 @@ class MetricCallback(Callback):
                 k: v for k, v in self.history[-1].items() if k in self.metric_names
             }
         self._load_extra_state(state_dict)
-
-

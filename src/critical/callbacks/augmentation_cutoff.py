@@ -99,7 +99,9 @@ class AugmentationCutoff(Callback):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(policy=self.policy, epoch=self.epoch, fraction=self.fraction)
+        return self._generate_state_key(
+            policy=self.policy, epoch=self.epoch, fraction=self.fraction
+        )
 
     @property
     def cut(self) -> bool:
@@ -146,8 +148,10 @@ class AugmentationCutoff(Callback):
             at = self.epoch
             if at is None:
                 if trainer.max_epochs is None or trainer.max_epochs < 0:
-                    raise ValueError("AugmentationCutoff(fraction=...) needs Trainer(max_epochs=...)")
-                at = int(round(self.fraction * trainer.max_epochs))
+                    raise ValueError(
+                        "AugmentationCutoff(fraction=...) needs Trainer(max_epochs=...)"
+                    )
+                at = round(self.fraction * trainer.max_epochs)
             self._fixed_at = at
             start = self._resume_epoch or 0
             if start >= at:  # from the start, or a branch resumed from a run that kept k
@@ -223,10 +227,16 @@ class AugmentationCutoff(Callback):
         self._epoch_k = int(self._data.multiplicity) if self._data is not None else None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.policy == "fixed" and self.cut_epoch is None and trainer.current_epoch + 1 >= self._fixed_at:
+        if (
+            self.policy == "fixed"
+            and self.cut_epoch is None
+            and trainer.current_epoch + 1 >= self._fixed_at
+        ):
             self._decide(trainer, trainer.current_epoch + 1, f"fixed at epoch {self._fixed_at}")
         if self._epoch_k is not None:
-            pl_module.log(PREFIX + "multiplicity", float(self._epoch_k), on_step=False, on_epoch=True)
+            pl_module.log(
+                PREFIX + "multiplicity", float(self._epoch_k), on_step=False, on_epoch=True
+            )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._restore_reload is not None:

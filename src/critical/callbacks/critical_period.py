@@ -91,7 +91,9 @@ class CriticalPeriod(Callback):
         names = [monitor] if isinstance(monitor, str) else list(monitor)
         short = [n[len(PREFIX) :] if n.startswith(PREFIX) else n for n in names]
         if isinstance(threshold, Mapping):
-            threshold = {(k[len(PREFIX) :] if k.startswith(PREFIX) else k): v for k, v in threshold.items()}
+            threshold = {
+                (k[len(PREFIX) :] if k.startswith(PREFIX) else k): v for k, v in threshold.items()
+            }
         self.detector = StabilityDetector(
             short, threshold, mode, patience, min_epochs, deadline, combine, window
         )
@@ -181,7 +183,9 @@ class CriticalPeriod(Callback):
         metrics = {PREFIX + "critical_period_over": float(self.detector.fired)}
         if self.detector.event is not None:
             metrics[PREFIX + "critical_period_epoch"] = float(self.detector.event.epoch)
-        pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=False, rank_zero_only=False)
+        pl_module.log_dict(
+            metrics, on_step=False, on_epoch=True, sync_dist=False, rank_zero_only=False
+        )
 
     # ----------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:

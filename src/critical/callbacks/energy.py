@@ -105,7 +105,7 @@ from lightning.pytorch.callbacks import Callback
 
 from critical.data.protocol import get_multiplicity
 
-__all__ = ["EnergyTracker", "find_cutoff", "find_critical_period", "DEFAULT_COUNTRY"]
+__all__ = ["DEFAULT_COUNTRY", "EnergyTracker", "find_critical_period", "find_cutoff"]
 
 #: Default grid location. The United States host most of the world's ML compute (clouds and
 #: labs), and their grid's carbon intensity (~0.37 kg CO2/kWh in codecarbon's tables) is close to

@@ -171,7 +171,10 @@ class GradientConfusion(MetricCallback):
                 f"in epoch {trainer.current_epoch} (they are not part of the statistic)",
             )
         scalars = {"gradient_confusion/mean": out["mean"], "gradient_confusion/min": out["min"]}
-        layers = {"gradient_confusion/mean": out["layer_mean"], "gradient_confusion/min": out["layer_min"]}
+        layers = {
+            "gradient_confusion/mean": out["layer_mean"],
+            "gradient_confusion/min": out["layer_min"],
+        }
         return scalars, layers, {"probes": out["count"]}
 
     def _loss(self, pl_module: pl.LightningModule, batch: Any, idx: int) -> torch.Tensor:
@@ -185,13 +188,17 @@ class GradientConfusion(MetricCallback):
             del pl_module.log, pl_module.log_dict  # back to the class methods
         loss = out["loss"] if isinstance(out, dict) else out
         if not isinstance(loss, torch.Tensor):
-            raise ValueError("exact mode needs training_step to return a loss tensor (or pass loss_fn)")
+            raise ValueError(
+                "exact mode needs training_step to return a loss tensor (or pass loss_fn)"
+            )
         return loss
 
     def _exact(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         layout = self._layout
         dev = self._state_device(pl_module)
-        grads = torch.zeros(len(self.probe_batches), layout.numel, dtype=self.state_dtype, device=dev)
+        grads = torch.zeros(
+            len(self.probe_batches), layout.numel, dtype=self.state_dtype, device=dev
+        )
         saved = {k: v.detach().clone() for k, v in pl_module.named_buffers()}
         was_training = pl_module.training
         pl_module.train()
@@ -207,7 +214,8 @@ class GradientConfusion(MetricCallback):
                         if g is None:
                             v.zero_()
                     torch._foreach_copy_(
-                        [v for v, g in zip(views, gs) if g is not None], [g for g in gs if g is not None]
+                        [v for v, g in zip(views, gs) if g is not None],
+                        [g for g in gs if g is not None],
                     )
         finally:
             with torch.no_grad():
@@ -223,8 +231,14 @@ class GradientConfusion(MetricCallback):
         nan = float("nan")
         if kept.shape[0] < 2:
             L = layout.num_layers
-            return {"count": int(kept.shape[0]), "skipped": skipped, "mean": nan, "min": nan,
-                    "layer_mean": [nan] * L, "layer_min": [nan] * L}
+            return {
+                "count": int(kept.shape[0]),
+                "skipped": skipped,
+                "mean": nan,
+                "min": nan,
+                "layer_mean": [nan] * L,
+                "layer_min": [nan] * L,
+            }
         r = gradient_confusion(kept, layout.lengths)
         return {
             "count": int(kept.shape[0]),

@@ -3,8 +3,6 @@ point where this one did?"""
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning.pytorch as pl
 import torch
 

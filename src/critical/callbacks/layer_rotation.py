@@ -86,7 +86,10 @@ class LayerRotation(MetricCallback):
             self.theta0 = self.theta0.to(device=dev, dtype=self.state_dtype)
 
     def _check_signature(self) -> None:
-        if self._theta0_signature is not None and self._theta0_signature != self._layout.signature():
+        if (
+            self._theta0_signature is not None
+            and self._theta0_signature != self._layout.signature()
+        ):
             raise ValueError(
                 "LayerRotation: the checkpointed theta_0 was taken from a model with different "
                 "layers; resume with the same model and `include`"
@@ -97,7 +100,9 @@ class LayerRotation(MetricCallback):
         theta = self._layout.new_buffer(torch.float32, self.theta0.device)
         read_params_into(self._layout, self._layout.param_views(theta))
         per_layer = layer_rotation(self.theta0.float(), theta, self._layout.lengths)
-        agg = {"mean": per_layer.mean, "median": per_layer.median, "max": per_layer.max}[self.aggregate]
+        agg = {"mean": per_layer.mean, "median": per_layer.median, "max": per_layer.max}[
+            self.aggregate
+        ]
         return (
             {"layer_rotation": float(agg())},
             {"layer_rotation": per_layer.tolist()},

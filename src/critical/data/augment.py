@@ -90,7 +90,8 @@ OPS = (
     "equalize",
 )
 _GEOMETRIC = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate")
-_SIGNED = ("shear_x", "shear_y", "translate_x", "translate_y", "rotate") + (
+_SIGNED = (
+    *_GEOMETRIC,
     "brightness",
     "color",
     "contrast",
@@ -506,7 +507,7 @@ class BatchAugment:
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
         if not isinstance(flip, bool):
-            raise ValueError(f"flip must be a bool (True or False), got {flip!r}")  # noqa: TRY004
+            raise ValueError(f"flip must be a bool (True or False), got {flip!r}")
         if not isinstance(cutout, int) or isinstance(cutout, bool) or cutout < 0:
             raise ValueError(f"cutout must be an int >= 0, got {cutout!r}")
         if policy not in POLICIES:

@@ -53,7 +53,6 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from critical.data.augment import BatchAugment
-from critical.data.protocol import MultiplicityMixin
 from critical.data.datasets import (
     DATASET_INFO,
     DATASETS,
@@ -69,6 +68,7 @@ from critical.data.loader import (
     MultiplicitySampler,
     TensorLoader,
 )
+from critical.data.protocol import MultiplicityMixin
 
 __all__ = ["ImageDataModule"]
 
@@ -126,8 +126,8 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
         policy: str = "none",
         num_ops: int = 2,
         magnitude: int = 9,
-        val_size: int | float = 0.1,  # noqa: PYI041
-        train_size: int | float | None = None,  # noqa: PYI041
+        val_size: int | float = 0.1,
+        train_size: int | float | None = None,
         seed: int = 0,
         drop_last: bool = False,
         image_size: int | None = None,
@@ -387,7 +387,7 @@ def _check_size(name: str, v: Any, allow_none: bool) -> None:
         return
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         msg = f"{name} must be an int count or a float fraction, got {v!r}"
-        raise ValueError(msg)  # noqa: TRY004 - config errors are ValueErrors
+        raise ValueError(msg)
     if allow_none:  # train_size
         if isinstance(v, float) and not 0.0 < v <= 1.0:
             raise ValueError(f"a float {name} must be a fraction in (0, 1], got {v!r}")
@@ -400,5 +400,5 @@ def _check_size(name: str, v: Any, allow_none: bool) -> None:
             raise ValueError(f"an int {name} must be >= 0, got {v!r}")
 
 
-def _keeps_all(size: int | float, n: int) -> bool:  # noqa: PYI041
+def _keeps_all(size: int | float, n: int) -> bool:
     return (isinstance(size, float) and size >= 1.0) or (isinstance(size, int) and size >= n)

@@ -264,7 +264,7 @@ def _scan_folder(root: Path) -> tuple[list[str], list[tuple[str, int]], list[os.
     files: list[tuple[str, int]] = []
     stats: list[os.stat_result] = []
     for label, cls in enumerate(classes):
-        for dirpath, dirnames, filenames in sorted(os.walk(root / cls, followlinks=True)):
+        for dirpath, _dirnames, filenames in sorted(os.walk(root / cls, followlinks=True)):
             for fname in sorted(filenames):
                 if fname.lower().endswith(IMG_EXTENSIONS):
                     full = os.path.join(dirpath, fname)
@@ -418,7 +418,7 @@ def load_image_folder(
             blob = torch.load(cache_file, map_location="cpu", weights_only=True)
             if blob.get("key") == key:
                 return ImageData(blob["images"], blob["labels"], list(blob["classes"]))
-        except Exception:  # noqa: BLE001, S110 - unreadable cache: decode again
+        except Exception:  # noqa: BLE001 - unreadable cache: decode again
             pass
 
     workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
@@ -541,7 +541,7 @@ def make_synthetic(
 # --------------------------------------------------------------------------------------------
 def stratified_split(
     labels: Tensor,
-    val_size: int | float,  # noqa: PYI041 - an int is a count, a float a fraction
+    val_size: int | float,
     seed: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Seeded, stratified split of ``range(len(labels))`` into sorted (train, val) indices.
@@ -561,7 +561,7 @@ def stratified_split(
     n = labels.numel()
     if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
         msg = f"val_size must be an int count or a float fraction, got {val_size!r}"
-        raise ValueError(msg)  # noqa: TRY004 - config errors are ValueErrors
+        raise ValueError(msg)
     if isinstance(val_size, float):
         if not 0.0 <= val_size < 1.0:
             raise ValueError(f"a float val_size must be a fraction in [0, 1), got {val_size!r}")

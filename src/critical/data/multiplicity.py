@@ -63,7 +63,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from critical.data.protocol import MultiplicityMixin
 
-
 __all__ = ["MultiplicityDataModule", "MultiplicityDataset"]
 
 
@@ -112,7 +111,6 @@ class MultiplicityDataset(MultiplicityMixin, Dataset):
         self.transform = transform
         self.multiplicity = multiplicity
         self.augment = augment
-
 
     @property
     def base_len(self) -> int:

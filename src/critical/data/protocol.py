@@ -75,7 +75,7 @@ class MultiplicityMixin:
     def augment(self, value: bool) -> None:
         if not isinstance(value, bool):
             msg = f"augment must be a bool (True or False), got {value!r}"
-            raise ValueError(msg)  # noqa: TRY004 - config errors are ValueErrors
+            raise ValueError(msg)
         self._augment = value
 
 

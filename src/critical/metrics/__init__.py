@@ -28,13 +28,13 @@ from critical.metrics.layers import (
 from critical.metrics.streaming import StreamingConfusion, StreamingCosine
 
 __all__ = [
+    "INCLUDE_CHOICES",
+    "WEIGHT_MODULES",
     "ConfusionResult",
     "CosineResult",
-    "INCLUDE_CHOICES",
     "ParamLayout",
     "StreamingConfusion",
     "StreamingCosine",
-    "WEIGHT_MODULES",
     "cosine",
     "gradient_confusion",
     "gradient_layout",

@@ -28,16 +28,16 @@ from typing import NamedTuple
 import torch
 
 __all__ = [
-    "cosine",
-    "segment_sum",
-    "segment_cosine",
-    "pairwise_cosine",
-    "gradient_confusion",
-    "mean_pairwise_cosine_from_sum",
-    "gradient_predictability",
-    "layer_rotation",
     "ConfusionResult",
     "CosineResult",
+    "cosine",
+    "gradient_confusion",
+    "gradient_predictability",
+    "layer_rotation",
+    "mean_pairwise_cosine_from_sum",
+    "pairwise_cosine",
+    "segment_cosine",
+    "segment_sum",
 ]
 
 
@@ -50,7 +50,9 @@ def _lengths(lengths: Sequence[int] | torch.Tensor, device: torch.device) -> tor
 def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """num / den where den > 0, else 0."""
     pos = den > 0
-    return torch.where(pos, num / torch.where(pos, den, torch.ones_like(den)), torch.zeros_like(num))
+    return torch.where(
+        pos, num / torch.where(pos, den, torch.ones_like(den)), torch.zeros_like(num)
+    )
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -168,11 +170,17 @@ def mean_pairwise_cosine_from_sum(
 
 
 def gradient_predictability(
-    previous: torch.Tensor, current: torch.Tensor, lengths: Sequence[int] | torch.Tensor | None = None
+    previous: torch.Tensor,
+    current: torch.Tensor,
+    lengths: Sequence[int] | torch.Tensor | None = None,
 ) -> CosineResult:
     """Cosine between one step's gradient and the next step's, whole model and per layer."""
     value = cosine(previous, current)
-    layers = None if lengths is None else segment_cosine(previous.reshape(-1), current.reshape(-1), lengths)
+    layers = (
+        None
+        if lengths is None
+        else segment_cosine(previous.reshape(-1), current.reshape(-1), lengths)
+    )
     return CosineResult(value, layers)
 
 

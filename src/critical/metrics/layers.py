@@ -34,11 +34,11 @@ import torch
 from torch import nn
 
 __all__ = [
+    "INCLUDE_CHOICES",
+    "WEIGHT_MODULES",
     "ParamLayout",
     "gradient_layout",
     "weight_layout",
-    "WEIGHT_MODULES",
-    "INCLUDE_CHOICES",
 ]
 
 #: module types whose ``weight`` counts as a layer for rotation (subclasses included)
@@ -131,9 +131,7 @@ def _layout(groups: Iterable[tuple[str, Sequence[nn.Parameter]]]) -> ParamLayout
 
 def gradient_layout(module: nn.Module) -> ParamLayout:
     """All trainable parameters, one layer per owning module (shared parameters counted once)."""
-    return _layout(
-        (name, list(m.parameters(recurse=False))) for name, m in module.named_modules()
-    )
+    return _layout((name, list(m.parameters(recurse=False))) for name, m in module.named_modules())
 
 
 def weight_layout(module: nn.Module, include: str = "weights") -> ParamLayout:

@@ -119,7 +119,9 @@ class StreamingConfusion:
     def update(self, flat: torch.Tensor) -> None:
         """Add one gradient. ``flat`` (P,) is used as scratch space and overwritten."""
         if flat.shape != (self.numel,):
-            raise ValueError(f"expected a flat vector of {self.numel} elements, got {tuple(flat.shape)}")
+            raise ValueError(
+                f"expected a flat vector of {self.numel} elements, got {tuple(flat.shape)}"
+            )
         views = list(torch.split(flat, self.lengths))
         layer_norm = torch.stack(torch._foreach_norm(views)).to(torch.float32)
         total = layer_norm.norm()
@@ -136,7 +138,9 @@ class StreamingConfusion:
         self.nz_layer.add_((inv_layer > 0).long())
         if self._hash is not None:
             d = self.sketch_dim
-            buckets = torch.zeros(len(self.lengths) * 2 * d, dtype=torch.float32, device=flat.device)
+            buckets = torch.zeros(
+                len(self.lengths) * 2 * d, dtype=torch.float32, device=flat.device
+            )
             buckets.index_add_(0, self._hash, flat.to(torch.float32))
             b = buckets.view(len(self.lengths), 2, d)
             self._sketches.append(b[:, 0] - b[:, 1])
@@ -149,7 +153,9 @@ class StreamingConfusion:
         n = int(self.n)
         out: dict[str, Any] = {"count": n, "skipped": int(self.skipped)}
         if n < 2:
-            out.update(mean=float("nan"), min=float("nan"), layer_mean=_nan_list(L), layer_min=_nan_list(L))
+            out.update(
+                mean=float("nan"), min=float("nan"), layer_mean=_nan_list(L), layer_min=_nan_list(L)
+            )
             return out
         sm = self.sum_model.to(torch.float64)
         sl = self.sum_layer.to(torch.float64)
@@ -252,8 +258,12 @@ class StreamingCosine:
     def compute(self) -> dict[str, Any]:
         n = int(self.n)
         if n == 0:
-            return {"count": 0, "skipped": int(self.skipped), "mean": float("nan"),
-                    "layer_mean": _nan_list(len(self.lengths))}
+            return {
+                "count": 0,
+                "skipped": int(self.skipped),
+                "mean": float("nan"),
+                "layer_mean": _nan_list(len(self.lengths)),
+            }
         return {
             "count": n,
             "skipped": int(self.skipped),
@@ -262,8 +272,11 @@ class StreamingCosine:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sum": self.sum, "sum_layer": self.sum_layer,
-                "counts": torch.stack([self.n, self.skipped])}
+        return {
+            "sum": self.sum,
+            "sum_layer": self.sum_layer,
+            "counts": torch.stack([self.n, self.skipped]),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sum.copy_(state["sum"])

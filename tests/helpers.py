@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import lightning as L
 import torch
 from torch import nn
@@ -99,3 +102,9 @@ def tiny_trainer(tmp_path, **kwargs) -> L.Trainer:
     )
     defaults.update(kwargs)
     return L.Trainer(**defaults)
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """A CSV file with a header as a list of dicts (values are strings), as a reader sees it."""
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))

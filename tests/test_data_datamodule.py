@@ -191,3 +191,9 @@ def test_resume_restores_multiplicity(tmp_path):
     resumed = tiny_trainer(tmp_path, max_epochs=3, callbacks=[seen])
     resumed.fit(TinyModule(), datamodule=fresh, ckpt_path=ckpt)
     assert fresh.multiplicity == 1 and seen.batches == [2]  # ceil(64 / 32) with k = 1
+
+
+def test_datamodule_records_its_arguments_as_hyperparameters():
+    dm = ImageDataModule("synthetic", multiplicity=3, batch_size=16, policy="trivialaugment")
+    assert dm.hparams["multiplicity"] == 3 and dm.hparams["batch_size"] == 16
+    assert dm.hparams["policy"] == "trivialaugment" and dm.hparams["dataset"] == "synthetic"

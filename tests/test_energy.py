@@ -67,7 +67,7 @@ def test_codecarbon_offline_measures_positive_energy(tmp_path):
         warnings.simplefilter("always")
         trainer.fit(TinyModule(), TinyDataModule(n=64, multiplicity=2))
     assert _energy_warnings(record) == []
-    assert tracker.missing is None and tracker._tracker is None  # stopped at the end
+    assert tracker.missing is None and not tracker.measuring  # stopped at the end
     assert [h["epoch"] for h in tracker.history] == [0, 1, 2]
     for h in tracker.history:
         assert h["samples"] == 128 and h["multiplicity"] == 2 and h["phase"] == "before"

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TinyDataModule, TinyModule, TinyNet, make_images, tiny_trainer
+from helpers import TinyDataModule, TinyModule, TinyNet, make_images, read_csv, tiny_trainer
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from critical.callbacks.robustness import RobustnessEvaluator
-from critical.io import read_csv
 from critical.robustness import (
     CORRUPTIONS,
     DEFAULT_CORRUPTIONS,

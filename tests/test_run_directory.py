@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from helpers import TinyDataModule, TinyModule, tiny_trainer
+from helpers import TinyDataModule, TinyModule, read_csv, tiny_trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -15,7 +15,8 @@ from critical.callbacks.energy import EnergyTracker
 from critical.callbacks.robustness import RobustnessEvaluator
 from critical.callbacks.run_directory import RunDirectory
 from critical.detector import CriticalPeriodEvent
-from critical.io import atomic_write_bytes, atomic_write_csv, atomic_write_json, read_csv, read_json
+from critical.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from critical.runfiles import read_json
 
 
 class FakeCriticalPeriod(Callback):
@@ -118,7 +119,10 @@ def test_run_directory_is_complete_after_a_fit(tmp_path):
     assert cfg["name"] == "exp1" and cfg["trainer"]["max_epochs"] == 4
     assert cfg["trainer"]["precision"] == "32-true" and cfg["trainer"]["devices"] == 1
     assert cfg["module"]["class"].endswith("TinyModule") and cfg["datamodule"]["multiplicity"] == 2
-    assert any(c.startswith("EnergyTracker(") for c in cfg["callbacks"])
+    by_class = {c["class"].rsplit(".", 1)[-1]: c["init_args"] for c in cfg["callbacks"]}
+    assert by_class["EnergyTracker"]["country_iso_code"] == "USA"  # settings, not a repr
+    assert by_class["EnergyTracker"]["output_dir"] == "run_dir"
+    assert by_class["RobustnessEvaluator"]["num_images"] == 16
     assert {"torch", "lightning", "critical", "python"} <= set(cfg["versions"])
     assert cfg["loggers"][0]["class"] == "TensorBoardLogger"
     assert os.path.samefile(cfg["loggers"][0]["log_dir"], run.path)
@@ -161,7 +165,7 @@ def test_a_crashed_fit_leaves_the_completed_epochs(tmp_path):
     assert len(read_json(run.path / "energy.json")["history"]) == 2
     assert read_json(run.path / "cut_event.json") == {"fired": False}
     assert (run.path / "config.json").is_file()
-    assert energy._tracker is None  # codecarbon stopped
+    assert not energy.measuring  # codecarbon stopped
 
 
 def test_own_tensorboard_logger_is_kept_and_state_round_trips(tmp_path):

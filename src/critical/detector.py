@@ -41,10 +41,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["COMBINES", "MODES", "CriticalPeriodEvent", "StabilityDetector"]
+from critical.validation import check_int
+
+__all__ = ["COMBINES", "DEFAULTS", "MODES", "CriticalPeriodEvent", "StabilityDetector"]
 
 MODES = ("absolute", "relative")
 COMBINES = ("any", "all")
+
+#: The detector's defaults, the one source for :class:`StabilityDetector`,
+#: :class:`~critical.callbacks.CriticalPeriod` and ``critical sweep`` (whose detector entries
+#: accept exactly these keys).
+DEFAULTS: dict[str, Any] = {
+    "monitor": "layer_rotation",
+    "threshold": 0.01,
+    "mode": "absolute",
+    "patience": 2,
+    "min_epochs": 1,
+    "deadline": None,
+    "combine": "any",
+    "window": 1,
+}
 
 
 @dataclass(frozen=True)
@@ -82,12 +98,6 @@ class CriticalPeriodEvent:
         )
 
 
-def _check_positive_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 class StabilityDetector:
     """Fires once when watched metrics stop changing between epochs.
 
@@ -109,13 +119,14 @@ class StabilityDetector:
     def __init__(
         self,
         metrics: str | Sequence[str],
-        threshold: float | Mapping[str, float] = 0.01,
-        mode: str = "absolute",
-        patience: int = 2,
-        min_epochs: int = 0,
-        deadline: int | None = None,
-        combine: str = "any",
-        window: int = 1,
+        *,
+        threshold: float | Mapping[str, float] = DEFAULTS["threshold"],
+        mode: str = DEFAULTS["mode"],
+        patience: int = DEFAULTS["patience"],
+        min_epochs: int = DEFAULTS["min_epochs"],
+        deadline: int | None = DEFAULTS["deadline"],
+        combine: str = DEFAULTS["combine"],
+        window: int = DEFAULTS["window"],
         eps: float = 1e-12,
     ) -> None:
         if isinstance(metrics, str):
@@ -156,11 +167,11 @@ class StabilityDetector:
             raise ValueError(f"`combine` must be one of {list(COMBINES)}, got {combine!r}")
         self.mode = mode
         self.combine = combine
-        self.patience = _check_positive_int("patience", patience, 1)
-        self.min_epochs = _check_positive_int("min_epochs", min_epochs, 0)
-        self.window = _check_positive_int("window", window, 1)
+        self.patience = check_int("patience", patience, 1)
+        self.min_epochs = check_int("min_epochs", min_epochs, 0)
+        self.window = check_int("window", window, 1)
         if deadline is not None:
-            _check_positive_int("deadline", deadline, 1)
+            check_int("deadline", deadline, 1)
             if deadline < min_epochs:
                 raise ValueError(f"`deadline` ({deadline}) must be >= `min_epochs` ({min_epochs})")
         self.deadline = deadline
@@ -177,10 +188,6 @@ class StabilityDetector:
     @property
     def fired(self) -> bool:
         return self.event is not None
-
-    def streaks(self) -> dict[str, int]:
-        """Current number of consecutive stable epochs per metric."""
-        return dict(self._streak)
 
     def _change(self, prev: float, cur: float) -> float:
         diff = abs(cur - prev)

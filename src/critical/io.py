@@ -11,10 +11,11 @@ objects with a ``to_dict()`` method into plain JSON types, and anything else int
 
 Example:
     >>> import tempfile, pathlib
-    >>> from critical.io import atomic_write_json, read_json
+    >>> from critical.io import atomic_write_json
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> atomic_write_json(d / "a.json", {"x": 1.0, "nan": float("nan")})
-    >>> read_json(d / "a.json")
+    >>> import json
+    >>> json.loads((d / "a.json").read_text())
     {'x': 1.0, 'nan': None}
 """
 
@@ -37,8 +38,6 @@ __all__ = [
     "atomic_write_csv",
     "atomic_write_json",
     "atomic_write_text",
-    "read_csv",
-    "read_json",
     "to_jsonable",
 ]
 
@@ -120,18 +119,6 @@ def atomic_write_csv(
     for row in rows:
         writer.writerow({str(k): _csv_cell(v) for k, v in row.items()})
     atomic_write_text(path, buf.getvalue(), fsync=fsync)
-
-
-def read_json(path: PathLike) -> Any:
-    """Read a JSON file."""
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def read_csv(path: PathLike) -> list[dict[str, str]]:
-    """Read a CSV file with a header into a list of dicts (values are strings)."""
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _csv_cell(v: Any) -> Any:

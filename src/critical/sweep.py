@@ -61,21 +61,14 @@ from typing import Any
 
 import yaml
 
+from critical.detector import DEFAULTS
 from critical.io import atomic_write_json, atomic_write_text
+from critical.runfiles import run_status
 
 __all__ = ["Run", "load_spec", "main", "plan"]
 
 POLICY_KEYS = ("always", "k1", "fixed", "detector")
-DETECTOR_KEYS = (
-    "monitor",
-    "threshold",
-    "mode",
-    "patience",
-    "min_epochs",
-    "deadline",
-    "combine",
-    "window",
-)
+DETECTOR_KEYS = tuple(DEFAULTS)
 
 
 @dataclass
@@ -244,11 +237,7 @@ def plan(spec: Mapping[str, Any], out: str | os.PathLike) -> list[Run]:
 
 
 def _complete(run_dir: Path) -> bool:
-    return (
-        (run_dir / "metrics.csv").is_file()
-        and (run_dir / "energy.json").is_file()
-        and not (run_dir / "exception.txt").exists()
-    )
+    return run_status(run_dir).complete
 
 
 def write_manifest(spec: Mapping[str, Any], runs: Sequence[Run], out: Path) -> Path:

@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
 from critical.metrics.layers import ParamLayout
+from critical.validation import check_bool
 
 PREFIX = "critical/"
 _DTYPES = {
@@ -30,20 +31,6 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if dtype not in _DTYPES:
         raise ValueError(f"`state_dtype` must be one of {list(_DTYPES)}, got {dtype!r}")
     return _DTYPES[dtype]
-
-
-def check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> Any:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}")
-    return value
 
 
 @torch.no_grad()
@@ -115,9 +102,7 @@ class MetricCallback(Callback):
         state_device: str | torch.device | None = None,
         state_dtype: str | torch.dtype = "float32",
     ) -> None:
-        if not isinstance(log_layers, bool):
-            raise ValueError(f"`log_layers` must be a bool, got {log_layers!r}")
-        self.log_layers = log_layers
+        self.log_layers = check_bool("log_layers", log_layers)
         self.name = name
         self.state_device = state_device
         self.state_dtype = resolve_dtype(state_dtype)

@@ -9,10 +9,11 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from critical.callbacks._base import PREFIX, check_choice, check_int
+from critical.callbacks._base import PREFIX
 from critical.callbacks.critical_period import CriticalPeriod
 from critical.data.protocol import find_multiplicity_target
 from critical.detector import CriticalPeriodEvent
+from critical.validation import check_choice, check_int
 
 POLICIES = ("detector", "fixed", "never")
 

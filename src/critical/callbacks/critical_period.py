@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from critical.callbacks._base import PREFIX, MetricCallback
-from critical.detector import CriticalPeriodEvent, StabilityDetector
+from critical.detector import DEFAULTS, CriticalPeriodEvent, StabilityDetector
 
 Listener = Callable[[CriticalPeriodEvent, "pl.Trainer", "pl.LightningModule"], None]
 
@@ -76,14 +76,14 @@ class CriticalPeriod(Callback):
 
     def __init__(
         self,
-        monitor: str | Sequence[str] = "layer_rotation",
-        threshold: float | Mapping[str, float] = 0.01,
-        mode: str = "absolute",
-        patience: int = 2,
-        min_epochs: int = 1,
-        deadline: int | None = None,
-        combine: str = "any",
-        window: int = 1,
+        monitor: str | Sequence[str] = DEFAULTS["monitor"],
+        threshold: float | Mapping[str, float] = DEFAULTS["threshold"],
+        mode: str = DEFAULTS["mode"],
+        patience: int = DEFAULTS["patience"],
+        min_epochs: int = DEFAULTS["min_epochs"],
+        deadline: int | None = DEFAULTS["deadline"],
+        combine: str = DEFAULTS["combine"],
+        window: int = DEFAULTS["window"],
         strict: bool = True,
         verbose: bool = True,
         name: str | None = None,
@@ -95,7 +95,14 @@ class CriticalPeriod(Callback):
                 (k[len(PREFIX) :] if k.startswith(PREFIX) else k): v for k, v in threshold.items()
             }
         self.detector = StabilityDetector(
-            short, threshold, mode, patience, min_epochs, deadline, combine, window
+            short,
+            threshold=threshold,
+            mode=mode,
+            patience=patience,
+            min_epochs=min_epochs,
+            deadline=deadline,
+            combine=combine,
+            window=window,
         )
         self.monitor = short
         self.strict = strict

@@ -34,29 +34,12 @@ If codecarbon is missing, cannot be constructed, or fails (its methods can raise
 
 Phases and the counterfactual saving
 ------------------------------------
-The *cut* is found, in this order, from the first callback in ``trainer.callbacks`` with a
-``cut_epoch`` attribute (:class:`~critical.callbacks.AugmentationCutoff`: the first epoch trained
-after the cut, ``None`` while not cut, with ``multiplicity_before``/``multiplicity_after``), or,
-without such a callback, from the first epoch whose multiplicity k
-(:func:`critical.data.protocol.get_multiplicity`, read at epoch start) differs from the first
-epoch's. Epochs before the cut form phase ``"before"``, the others phase ``"after"``.
-
-The saving is the cost the ``after`` epochs would have had at the old k minus their measured
-cost. The counterfactual is estimated as::
-
-    per_sample_before[q] = sum_before(q) / sum_before(samples)      q in time, energy, CO2, money
-    cf_samples(e)       = min(samples(e) * k_before / k(e), mean samples per "before" epoch)
-    counterfactual[q]   = per_sample_before[q] * sum over "after" epochs of cf_samples(e)
-    saving[q]           = counterfactual[q] - sum_after(q)
-
-Assumptions: the cost of a training sample is stationary (the same model, hardware, batch size
-and throughput before and after the cut; the per-sample cost of the ``before`` epochs, warm-up of
-epoch 0 included, stands for the whole run); an epoch at the old k has as many samples as the
-average ``before`` epoch (the cap keeps an integer ``limit_train_batches``, which bounds an epoch
-whatever k, from inventing a saving, while a partial last epoch is scaled down); the cost of
-validation and other per-epoch overhead is folded into the per-sample cost (exact when every
-counterfactual epoch is a full epoch: it then costs the average ``before`` epoch). Without
-multiplicities, ``cf_samples(e)`` is the mean ``before`` epoch's samples.
+The *cut* is found from the first callback in ``trainer.callbacks`` with a ``cut_epoch``
+attribute (:class:`~critical.callbacks.AugmentationCutoff`), or, without one, from the first epoch
+whose multiplicity k (read at epoch start) differs from the first epoch's. Epochs before the cut
+form phase ``"before"``, the others phase ``"after"``; the saving is the cost the ``after`` epochs
+would have had at the old k minus their measured cost, estimated from the measured cost per
+sample before the cut. The arithmetic, and its assumptions, are in :mod:`critical.accounting`.
 
 Distributed training
 --------------------
@@ -88,13 +71,9 @@ Example::
 
 from __future__ import annotations
 
-import inspect
-import logging
-import math
 import os
 import re
 import time
-import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -103,9 +82,20 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from critical.accounting import (
+    ENERGY_FIELDS,
+    QUANTITIES,
+    cut_boundary,
+    phase,
+    phase_summary,
+    totals,
+)
+from critical.callbacks._codecarbon import CodecarbonSession, known_countries
 from critical.data.protocol import get_multiplicity
+from critical.runfiles import find_callback, find_cutoff
+from critical.validation import check_bool, check_choice, check_number, check_str
 
-__all__ = ["DEFAULT_COUNTRY", "EnergyTracker", "find_critical_period", "find_cutoff"]
+__all__ = ["DEFAULT_COUNTRY", "EnergyTracker"]
 
 #: Default grid location. The United States host most of the world's ML compute (clouds and
 #: labs), and their grid's carbon intensity (~0.37 kg CO2/kWh in codecarbon's tables) is close to
@@ -116,67 +106,7 @@ DEFAULT_COUNTRY = "USA"
 DEFAULT_PRICE_PER_KWH = 0.13
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 TRACKING_MODES = ("machine", "process")
-QUANTITIES = ("duration_s", "energy_kwh", "co2_kg", "cost")
-_ENERGY_FIELDS = ("energy_kwh", "co2_kg", "cpu_energy_kwh", "gpu_energy_kwh", "ram_energy_kwh")
 _PREFIX = "energy/"
-
-
-_COUNTRIES: frozenset[str] | None = None
-
-
-def known_countries() -> frozenset[str] | None:
-    """The ISO codes of codecarbon's offline energy-mix table, or None if it cannot be read."""
-    global _COUNTRIES
-    if _COUNTRIES is None:
-        try:
-            from codecarbon.input import DataSource
-
-            _COUNTRIES = frozenset(DataSource().get_global_energy_mix_data())
-        except Exception:  # noqa: BLE001 - codecarbon missing or broken: reported at fit start
-            return None
-    return _COUNTRIES
-
-
-def find_cutoff(trainer: pl.Trainer) -> Any | None:
-    """The first callback of ``trainer`` with a ``cut_epoch`` attribute (the augmentation cut)."""
-    for cb in getattr(trainer, "callbacks", []) or []:
-        if hasattr(cb, "cut_epoch"):
-            return cb
-    return None
-
-
-def find_critical_period(trainer: pl.Trainer) -> Any | None:
-    """The first callback of ``trainer`` with an ``event`` attribute that is ``None`` or has
-    ``to_dict()`` (the :class:`~critical.callbacks.CriticalPeriod` detector)."""
-    for cb in getattr(trainer, "callbacks", []) or []:
-        event = getattr(cb, "event", False)
-        if event is None or callable(getattr(event, "to_dict", None)):
-            return cb
-    return None
-
-
-class _CaptureSwallowed(logging.Filter):
-    """Logger filter: keeps the exceptions codecarbon logs (with ``exc_info``) and lets through
-    only the records at or above the user's log level."""
-
-    def __init__(self, level: str) -> None:
-        super().__init__()
-        self.level = logging.getLevelName(level.upper())
-        self.errors: list[BaseException] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.exc_info[1] is not None:
-            self.errors.append(record.exc_info[1])
-        return record.levelno >= self.level
-
-
-def _describe(e: BaseException) -> str:
-    """``repr(e)`` and where it was raised (codecarbon's bare asserts say little by themselves)."""
-    frames = traceback.extract_tb(e.__traceback__)
-    if not frames:
-        return repr(e)
-    f = frames[-1]
-    return f"{e!r} at {os.path.basename(f.filename)}:{f.lineno}: {f.line}"
 
 
 def _batch_size(batch: Any) -> int | None:
@@ -191,23 +121,6 @@ def _batch_size(batch: Any) -> int | None:
             if n is not None:
                 return n
     return None
-
-
-def _sum(entries: list[dict[str, Any]], key: str) -> float | None:
-    values = [e.get(key) for e in entries]
-    if any(v is None for v in values):
-        return None
-    return float(sum(values))
-
-
-def _totals(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "epochs": len(entries),
-        "samples": int(sum(e["samples"] for e in entries)),
-    }
-    for q in ("duration_s", *_ENERGY_FIELDS, "cost"):
-        out[q] = _sum(entries, q)
-    return out
 
 
 class EnergyTracker(Callback):
@@ -271,31 +184,13 @@ class EnergyTracker(Callback):
                 f"energy-mix table (which would silently use a world average); valid codes: "
                 f"{', '.join(sorted(countries))}"
             )
-        if region is not None and not isinstance(region, str):
-            raise ValueError(f"`region` must be a string or None, got {region!r}")
-        for arg, value, strict in (
-            ("price_per_kwh", price_per_kwh, False),
-            ("measure_power_secs", measure_power_secs, True),
-            ("max_task_secs", max_task_secs, True),
-        ):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or value < 0
-                or (strict and value == 0)
-            ):
-                raise ValueError(
-                    f"`{arg}` must be a finite number {'>' if strict else '>='} 0, got {value!r}"
-                )
-        if not isinstance(currency, str) or not currency:
-            raise ValueError(f"`currency` must be a non-empty string, got {currency!r}")
-        if log_level not in LOG_LEVELS:
-            raise ValueError(f"`log_level` must be one of {list(LOG_LEVELS)}, got {log_level!r}")
-        if tracking_mode not in TRACKING_MODES:
-            raise ValueError(
-                f"`tracking_mode` must be one of {list(TRACKING_MODES)}, got {tracking_mode!r}"
-            )
+        check_str("region", region, allow_none=True)
+        check_number("price_per_kwh", price_per_kwh, minimum=0)
+        check_number("measure_power_secs", measure_power_secs, minimum=0, exclusive=True)
+        check_number("max_task_secs", max_task_secs, minimum=0, exclusive=True)
+        check_str("currency", currency)
+        check_choice("log_level", log_level, LOG_LEVELS)
+        check_choice("tracking_mode", tracking_mode, TRACKING_MODES)
         if codecarbon_kwargs is not None and not isinstance(codecarbon_kwargs, dict):
             raise ValueError(
                 f"`codecarbon_kwargs` must be a dict or None, got {codecarbon_kwargs!r}"
@@ -304,6 +199,7 @@ class EnergyTracker(Callback):
             raise ValueError(
                 f"`output_dir` must be None, 'run_dir' or a directory, got {output_dir!r}"
             )
+        check_bool("log_metrics", log_metrics)
         self.country_iso_code = country_iso_code
         self.region = region
         self.price_per_kwh = float(price_per_kwh)
@@ -323,10 +219,9 @@ class EnergyTracker(Callback):
         self.hardware: dict[str, Any] | None = None
         self.interrupted_epoch: dict[str, Any] | None = None
         self._cut: dict[str, Any] = {}
-        self._tracker: Any | None = None
+        self._session: CodecarbonSession | None = None
         self._owner = False  # this process runs a tracker (local rank 0)
         self._warned = False
-        self._task_t0: float | None = None
         self._epoch: dict[str, Any] | None = None
         self._resume_partial: dict[str, Any] | None = None
         self._fit_t0: float | None = None
@@ -345,12 +240,18 @@ class EnergyTracker(Callback):
             f"name={self.name!r})"
         )
 
-    # ------------------------------------------------------------------ codecarbon plumbing
+    @property
+    def measuring(self) -> bool:
+        """Whether a codecarbon tracker is running in this process (stopped at fit end)."""
+        return self._session is not None and self._session.running
+
+    # ------------------------------------------------------------------ codecarbon
     def _fail(self, reason: str) -> None:
         """Energy is not measured from now on; warn once."""
         if self.missing is None:
             self.missing = reason
-        self._shutdown_tracker()
+        if self._session is not None:
+            self._session.shutdown()
         if not self._warned:
             self._warned = True
             warnings.warn(
@@ -364,132 +265,53 @@ class EnergyTracker(Callback):
         if self.output_dir is None:
             return None
         if os.fspath(self.output_dir) == "run_dir":
-            from critical.callbacks.run_directory import RunDirectory
-
-            for cb in trainer.callbacks:
-                if isinstance(cb, RunDirectory) and cb.path is not None:
-                    return Path(cb.path)
-            self._warn_note(
-                "output_dir='run_dir' but the trainer has no RunDirectory; "
-                "codecarbon writes no file"
+            run = find_callback(trainer, lambda cb: callable(getattr(cb, "ensure_directory", None)))
+            if run is not None and run.path is not None:
+                return Path(run.path)
+            warnings.warn(
+                "EnergyTracker: output_dir='run_dir' but the trainer has no RunDirectory; "
+                "codecarbon writes no file",
+                UserWarning,
+                stacklevel=2,
             )
             return None
         path = Path(self.output_dir)
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _warn_note(self, message: str) -> None:
-        warnings.warn(f"EnergyTracker: {message}", UserWarning, stacklevel=2)
-
     def _start_tracker(self, trainer: pl.Trainer) -> None:
-        try:
-            from codecarbon import OfflineEmissionsTracker
-            from codecarbon.emissions_tracker import BaseEmissionsTracker
-        except Exception as e:  # noqa: BLE001 - ImportError or a broken install
-            self._fail(f"codecarbon cannot be imported: {type(e).__name__}: {e}")
-            return
-        accepted = set(inspect.signature(BaseEmissionsTracker.__init__).parameters)
-        accepted |= {"country_iso_code", "region"}
-        kwargs: dict[str, Any] = {
+        settings: dict[str, Any] = {
             "country_iso_code": self.country_iso_code,
             "measure_power_secs": self.measure_power_secs,
-            "log_level": self.log_level,
             "tracking_mode": self.tracking_mode,
             "project_name": "critical",
             "allow_multiple_runs": True,
         }
         if self.region is not None:
-            kwargs["region"] = self.region
-        out = self._resolve_output_dir(trainer)
-        if "output_methods" in accepted:
-            from codecarbon.output_methods.base_output import OutputMethod
+            settings["region"] = self.region
+        self._session = CodecarbonSession(
+            settings,
+            self.log_level,
+            self._resolve_output_dir(trainer),
+            self.codecarbon_kwargs,
+            on_fail=self._fail,
+        )
+        if self._session.start():
+            self.hardware = self._session.hardware
 
-            kwargs["output_methods"] = [OutputMethod.CSV] if out is not None else []
-        else:
-            kwargs["save_to_file"] = out is not None
-        if out is not None:
-            kwargs["output_dir"] = str(out)
-        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
-        kwargs.update(self.codecarbon_kwargs)
-        # codecarbon's constructor swallows its own exceptions (logging them at WARNING level)
-        # and returns a half-built tracker: capture them, without printing below `log_level`
-        capture = _CaptureSwallowed(self.log_level)
-        cc_logger = logging.getLogger("codecarbon")
-        cc_logger.addFilter(capture)
-        cc_logger.setLevel(logging.WARNING)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                tracker = OfflineEmissionsTracker(**kwargs)
-        except Exception as e:  # noqa: BLE001
-            self._fail(f"codecarbon's OfflineEmissionsTracker could not be constructed: {e!r}")
-            return
-        finally:
-            cc_logger.removeFilter(capture)
-            cc_logger.setLevel(self.log_level.upper())
-        if capture.errors:
-            self._tracker = tracker
-            self._fail(
-                f"codecarbon's OfflineEmissionsTracker could not be constructed: "
-                f"{_describe(capture.errors[0])}"
-            )
-            return
-        self._tracker = tracker
-        # probe: initialises hardware detection outside epoch 0 and checks the tracker works
-        if self._start_task("probe") and self._stop_task() is not None:
-            try:
-                self.hardware = dict(tracker.get_detected_hardware())
-            except Exception:  # noqa: BLE001 - informative only
-                self.hardware = None
-
-    def _start_task(self, name: str) -> bool:
-        if self._tracker is None:
-            return False
-        try:
-            self._tracker.start_task(name)
-        except Exception as e:  # noqa: BLE001
-            self._fail(f"codecarbon start_task failed: {e!r}")
-            return False
-        self._task_t0 = time.perf_counter()
-        return True
+    def _start_task(self, name: str) -> None:
+        if self._session is not None:
+            self._session.start_task(name)
 
     def _stop_task(self) -> dict[str, float] | None:
-        """Stop the running task; its energy/CO2 or None (and the tracker disabled) on failure."""
-        if self._tracker is None or self._task_t0 is None:
-            return None
-        self._task_t0 = None
-        try:
-            data = self._tracker.stop_task()
-        except Exception as e:  # noqa: BLE001
-            self._fail(f"codecarbon stop_task failed: {e!r}")
-            return None
-        try:
-            values = {
-                "energy_kwh": float(data.energy_consumed),
-                "co2_kg": float(data.emissions),
-                "cpu_energy_kwh": float(data.cpu_energy),
-                "gpu_energy_kwh": float(data.gpu_energy),
-                "ram_energy_kwh": float(data.ram_energy),
-            }
-        except Exception as e:  # noqa: BLE001 - None or a malformed result
-            self._fail(f"codecarbon stop_task returned no usable data ({data!r}: {e!r})")
-            return None
-        if not all(math.isfinite(v) and v >= 0 for v in values.values()):
-            self._fail(f"codecarbon stop_task returned invalid values {values}")
-            return None
-        return values
+        return None if self._session is None else self._session.stop_task()
 
     def _shutdown_tracker(self) -> None:
-        tracker, self._tracker = self._tracker, None
-        self._task_t0 = None
-        if tracker is None:
-            return
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                tracker.stop()
-        except Exception:  # noqa: BLE001 - nothing more to measure
-            pass
+        if self._session is not None:
+            self._session.shutdown()
+
+    def _task_running(self) -> bool:
+        return self._session is not None and self._session.task_t0 is not None
 
     def _accumulate(self, values: dict[str, float] | None) -> None:
         if self._epoch is None:
@@ -519,50 +341,18 @@ class EnergyTracker(Callback):
 
     def _boundary(self) -> dict[str, Any]:
         """``cut_epoch`` (None: no cut), where it came from, and k before/after."""
-        if self._cut.get("source") == "cutoff":
-            cut = self._cut.get("cut_epoch")
-            return {
-                "cut_epoch": None if cut is None else int(cut),
-                "source": "cutoff",
-                "multiplicity_before": self._cut.get("multiplicity_before"),
-                "multiplicity_after": self._cut.get("multiplicity_after")
-                if cut is not None
-                else None,
-            }
-        ks = [(h["epoch"], h.get("multiplicity")) for h in self.history]
-        ks = [(e, k) for e, k in ks if k is not None]
-        if ks:
-            k0 = ks[0][1]
-            for e, k in ks:
-                if k != k0:
-                    return {
-                        "cut_epoch": e,
-                        "source": "multiplicity",
-                        "multiplicity_before": k0,
-                        "multiplicity_after": k,
-                    }
-            return {
-                "cut_epoch": None,
-                "source": "multiplicity",
-                "multiplicity_before": k0,
-                "multiplicity_after": None,
-            }
-        return {
-            "cut_epoch": None,
-            "source": None,
-            "multiplicity_before": None,
-            "multiplicity_after": None,
-        }
-
-    @staticmethod
-    def _phase(epoch: int, cut_epoch: int | None) -> str:
-        return "after" if cut_epoch is not None and epoch >= cut_epoch else "before"
+        cutoff = self._cut if self._cut.get("source") == "cutoff" else None
+        return cut_boundary(self.history, cutoff)
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._fit_t0 = time.perf_counter()
         self._owner = trainer.local_rank == 0
-        if self._owner and self._tracker is None and self.missing is None:
+        if (
+            self._owner
+            and (self._session is None or not self._session.running)
+            and self.missing is None
+        ):
             self._start_tracker(trainer)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -582,7 +372,7 @@ class EnergyTracker(Callback):
         if partial is not None and partial["epoch"] == epoch:
             self._epoch["duration_before_s"] = float(partial.get("duration_s", 0.0))
             self._epoch["samples"] = int(partial.get("samples", 0))
-            for k in _ENERGY_FIELDS:
+            for k in ENERGY_FIELDS:
                 if partial.get(k) is not None:
                     self._epoch[k] = float(partial[k])
                 elif k == "energy_kwh":
@@ -602,7 +392,8 @@ class EnergyTracker(Callback):
         n = _batch_size(batch)
         if n is not None:
             self._epoch["samples"] += n
-        if self._task_t0 is not None and time.perf_counter() - self._task_t0 > self.max_task_secs:
+        t0 = None if self._session is None else self._session.task_t0
+        if t0 is not None and time.perf_counter() - t0 > self.max_task_secs:
             self._rotate()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -619,7 +410,7 @@ class EnergyTracker(Callback):
             "samples": ep["samples"],
         }
         energy_ok = self._owner and ep["energy_ok"] and self.missing is None
-        for k in _ENERGY_FIELDS:
+        for k in ENERGY_FIELDS:
             local[k] = ep.get(k, 0.0) if energy_ok else None
         self._update_cut(trainer)
         self._append_entry(trainer, pl_module, local, log=self.log_metrics, reduce=True)
@@ -637,11 +428,11 @@ class EnergyTracker(Callback):
             # one all-reduce: samples and energy summed over processes; energy only from trackers
             failed = 1.0 if (self._owner and local["energy_kwh"] is None) else 0.0
             vec = [float(local["samples"]), failed]
-            vec += [float(local[k] or 0.0) for k in _ENERGY_FIELDS]
+            vec += [float(local[k] or 0.0) for k in ENERGY_FIELDS]
             t = torch.tensor(vec, dtype=torch.float64, device=pl_module.device)
             t = trainer.strategy.reduce(t, reduce_op="sum").tolist()
             entry["samples"] = round(t[0])
-            for i, k in enumerate(_ENERGY_FIELDS):
+            for i, k in enumerate(ENERGY_FIELDS):
                 entry[k] = None if t[1] > 0 else t[2 + i]
         entry["cost"] = (
             None if entry["energy_kwh"] is None else entry["energy_kwh"] * self.price_per_kwh
@@ -649,14 +440,14 @@ class EnergyTracker(Callback):
         self.history = [h for h in self.history if h["epoch"] != entry["epoch"]]
         self.history.append(entry)
         self.history.sort(key=lambda h: h["epoch"])
-        entry["phase"] = self._phase(entry["epoch"], self._boundary()["cut_epoch"])
+        entry["phase"] = phase(entry["epoch"], self._boundary()["cut_epoch"])
         if log:
             self._log_entry(trainer, pl_module, entry)
 
     def _log_entry(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, entry: dict[str, Any]
     ) -> None:
-        total = _totals(self.history)
+        total = totals(self.history)
         metrics = {
             "duration_s": entry["duration_s"],
             "samples": float(entry["samples"]),
@@ -691,8 +482,8 @@ class EnergyTracker(Callback):
         s = self.summary()
         out: dict[str, float] = {}
         for q in QUANTITIES:
-            for phase in ("before", "after"):
-                out[f"{_PREFIX}{phase}_{q}"] = s["phases"][phase][q]
+            for name in ("before", "after"):
+                out[f"{_PREFIX}{name}_{q}"] = s["phases"][name][q]
             out[f"{_PREFIX}saving_{q}"] = (s["saving"] or {}).get(q)
             out[f"{_PREFIX}saving_fraction_{q}"] = (s["saving_fraction"] or {}).get(q)
         return {k: float(v) for k, v in out.items() if v is not None}
@@ -735,69 +526,27 @@ class EnergyTracker(Callback):
         ``interrupted_epoch``. Quantities that cannot be computed are ``None``.
         """
         boundary = self._boundary()
-        cut = boundary["cut_epoch"]
-        history = [dict(h, phase=self._phase(h["epoch"], cut)) for h in self.history]
-        before = [h for h in history if h["phase"] == "before"]
-        after = [h for h in history if h["phase"] == "after"]
-        tot_before, tot_after = _totals(before), _totals(after)
-        out: dict[str, Any] = {
+        accounts = phase_summary(self.history, boundary)
+        energy = [h.get("energy_kwh") for h in self.history]
+        return {
             "country_iso_code": self.country_iso_code,
             "region": self.region,
             "price_per_kwh": self.price_per_kwh,
             "currency": self.currency,
-            "energy_measured": bool(history) and _sum(history, "energy_kwh") is not None,
+            "energy_measured": bool(energy) and all(v is not None for v in energy),
             "missing": self.missing,
             "hardware": self.hardware,
             "fit_duration_s": self.fit_duration_s,
             "cut": boundary,
-            "total": _totals(history),
-            "phases": {"before": tot_before, "after": tot_after},
-            "per_sample_before": None,
-            "counterfactual_after": None,
-            "saving": None,
-            "saving_fraction": None,
+            **accounts,
             "interrupted_epoch": self.interrupted_epoch,
         }
-        if not before or tot_before["samples"] <= 0:
-            return out
-        per_sample = {
-            q: (None if tot_before[q] is None else tot_before[q] / tot_before["samples"])
-            for q in QUANTITIES
-        }
-        out["per_sample_before"] = per_sample
-        if not after:
-            return out
-        mean_before = tot_before["samples"] / len(before)
-        k_before = boundary["multiplicity_before"]
-        cf_samples = 0.0
-        for h in after:
-            k = h.get("multiplicity")
-            if k_before and k:
-                cf_samples += min(h["samples"] * k_before / k, mean_before)
-            else:
-                cf_samples += mean_before
-        counterfactual: dict[str, Any] = {"samples": cf_samples}
-        saving: dict[str, Any] = {}
-        fraction: dict[str, Any] = {}
-        for q in QUANTITIES:
-            ps = per_sample[q]
-            if ps is None or tot_after[q] is None:
-                counterfactual[q] = saving[q] = fraction[q] = None
-                continue
-            counterfactual[q] = ps * cf_samples
-            saving[q] = counterfactual[q] - tot_after[q]
-            baseline = tot_before[q] + counterfactual[q]
-            fraction[q] = saving[q] / baseline if baseline > 0 else None
-        out["counterfactual_after"] = counterfactual
-        out["saving"] = saving
-        out["saving_fraction"] = fraction
-        return out
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
         partial = None
         if self._epoch is not None:
-            if self._task_t0 is not None:
+            if self._task_running():
                 self._rotate()  # read the energy so far (a task split, no side effect on results)
             ep = self._epoch
             energy_ok = self._owner and ep["energy_ok"] and self.missing is None
@@ -806,7 +555,7 @@ class EnergyTracker(Callback):
                 "multiplicity": ep["multiplicity"],
                 "duration_s": ep["duration_before_s"] + time.perf_counter() - ep["t0"],
                 "samples": ep["samples"],
-                **{k: (ep.get(k, 0.0) if energy_ok else None) for k in _ENERGY_FIELDS},
+                **{k: (ep.get(k, 0.0) if energy_ok else None) for k in ENERGY_FIELDS},
             }
         return {
             "history": [dict(h) for h in self.history],

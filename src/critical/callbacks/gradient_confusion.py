@@ -9,16 +9,11 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from critical.callbacks._base import (
-    MetricCallback,
-    ProbeSchedule,
-    check_choice,
-    check_int,
-    read_into,
-)
+from critical.callbacks._base import MetricCallback, ProbeSchedule, read_into
 from critical.metrics.functional import gradient_confusion
 from critical.metrics.layers import ParamLayout, gradient_layout
 from critical.metrics.streaming import StreamingConfusion
+from critical.validation import check_choice, check_int
 
 MODES = ("stream", "exact")
 LossFn = Callable[[pl.LightningModule, Any], torch.Tensor]

@@ -6,14 +6,10 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 
-from critical.callbacks._base import (
-    MetricCallback,
-    ProbeSchedule,
-    check_int,
-    read_into,
-)
+from critical.callbacks._base import MetricCallback, ProbeSchedule, read_into
 from critical.metrics.layers import ParamLayout, gradient_layout
 from critical.metrics.streaming import StreamingCosine
+from critical.validation import check_int
 
 
 class GradientPredictability(MetricCallback):

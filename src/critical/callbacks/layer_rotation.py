@@ -8,13 +8,10 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from critical.callbacks._base import (
-    MetricCallback,
-    check_choice,
-    read_params_into,
-)
+from critical.callbacks._base import MetricCallback, read_params_into
 from critical.metrics.functional import layer_rotation
 from critical.metrics.layers import INCLUDE_CHOICES, ParamLayout, weight_layout
+from critical.validation import check_choice
 
 AGGREGATES = ("mean", "median", "max")
 

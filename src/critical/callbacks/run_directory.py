@@ -52,6 +52,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import platform
@@ -70,10 +71,22 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from critical.callbacks.energy import EnergyTracker, find_critical_period, find_cutoff
+from critical.callbacks.energy import EnergyTracker
 from critical.callbacks.robustness import RobustnessEvaluator
 from critical.data.protocol import get_multiplicity
 from critical.io import atomic_write_csv, atomic_write_json, atomic_write_text, to_jsonable
+from critical.runfiles import (
+    CONFIG,
+    CUT_EVENT,
+    ENERGY,
+    EXCEPTION,
+    METRICS_CSV,
+    METRICS_JSON,
+    ROBUSTNESS,
+    cut_from_multiplicities,
+    find_critical_period,
+    find_cutoff,
+)
 
 __all__ = ["RunDirectory", "auto_run_name"]
 
@@ -104,6 +117,28 @@ def _hparams(obj: Any) -> dict[str, Any] | None:
         return to_jsonable(dict(hp))
     except Exception:  # noqa: BLE001
         return {"repr": repr(hp)}
+
+
+def callback_settings(cb: Any) -> dict[str, Any]:
+    """A callback's class and the constructor arguments it keeps as attributes of the same name
+    (``{"class": "pkg.mod.Name", "init_args": {...}}``), for ``config.json``."""
+    cls = type(cb)
+    args: dict[str, Any] = {}
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    for name, p in params.items():
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        try:
+            value = getattr(cb, name)
+        except Exception:  # noqa: BLE001 - a property that cannot be read here
+            continue
+        if callable(value) and not isinstance(value, type):
+            value = getattr(value, "__qualname__", repr(value))
+        args[name] = to_jsonable(value)
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "init_args": args}
 
 
 def _scalar(v: Any) -> float | None:
@@ -287,7 +322,7 @@ class RunDirectory(Callback):
             self._flush_pending(trainer)
             self._write_results(trainer)
             atomic_write_text(
-                self.path / "exception.txt",
+                self.path / EXCEPTION,
                 f"{datetime.now(timezone.utc).isoformat()} epoch={trainer.current_epoch} "
                 f"global_step={trainer.global_step}\n{type(exception).__name__}: {exception}\n",
             )
@@ -328,8 +363,8 @@ class RunDirectory(Callback):
         for r in self.rows:
             for k in sorted(r):
                 keys.setdefault(k, None)
-        atomic_write_csv(self.path / "metrics.csv", self.rows, fieldnames=list(keys))
-        atomic_write_json(self.path / "metrics.json", self.rows)
+        atomic_write_csv(self.path / METRICS_CSV, self.rows, fieldnames=list(keys))
+        atomic_write_json(self.path / METRICS_JSON, self.rows)
 
     def _write_results(self, trainer: pl.Trainer) -> None:
         if not (self._is_writer and self._created and self.path is not None):
@@ -343,15 +378,13 @@ class RunDirectory(Callback):
                     if len(cb.all_results) <= 1
                     else {**cb.results, "all": cb.all_results}
                 )
-                atomic_write_json(self.path / "robustness.json", data)
+                atomic_write_json(self.path / ROBUSTNESS, data)
                 break
 
     def _write_energy(self, trainer: pl.Trainer) -> None:
         for cb in trainer.callbacks:
             if isinstance(cb, EnergyTracker):
-                atomic_write_json(
-                    self.path / "energy.json", {**cb.summary(), "history": cb.history}
-                )
+                atomic_write_json(self.path / ENERGY, {**cb.summary(), "history": cb.history})
                 return
 
     def cut_event(self, trainer: pl.Trainer) -> dict[str, Any]:
@@ -371,25 +404,13 @@ class RunDirectory(Callback):
             out["source"] = "cutoff"
         elif cutoff is None:
             # no cutoff callback: a change of k between epochs is the cut
-            ks = [
-                (r["epoch"], r.get("multiplicity"))
-                for r in self.rows
-                if r.get("multiplicity") is not None
-            ]
-            for e, k in ks[1:]:
-                if k != ks[0][1]:
-                    out.update(
-                        fired=True,
-                        cut_epoch=e,
-                        multiplicity_before=ks[0][1],
-                        multiplicity_after=k,
-                        source="multiplicity",
-                    )
-                    break
+            found = cut_from_multiplicities((r["epoch"], r.get("multiplicity")) for r in self.rows)
+            if found is not None:
+                out.update(fired=True, **found, source="multiplicity")
         return out
 
     def _write_cut_event(self, trainer: pl.Trainer) -> None:
-        atomic_write_json(self.path / "cut_event.json", self.cut_event(trainer))
+        atomic_write_json(self.path / CUT_EVENT, self.cut_event(trainer))
 
     def _write_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         dm = trainer.datamodule
@@ -445,12 +466,12 @@ class RunDirectory(Callback):
                 "multiplicity": get_multiplicity(trainer),
             },
             "trainer": trainer_cfg,
-            "callbacks": [repr(cb) for cb in trainer.callbacks],
+            "callbacks": [callback_settings(cb) for cb in trainer.callbacks],
             "loggers": loggers,
             "versions": _versions(),
         }
         self._config = config
-        atomic_write_json(self.path / "config.json", config)
+        atomic_write_json(self.path / CONFIG, config)
 
     # ------------------------------------------------------------------ checkpoint state
     @property
@@ -488,4 +509,4 @@ class RunDirectory(Callback):
         config = getattr(self, "_config", None)
         if config is not None and self._is_writer and self.path is not None:
             config["resumed_from"] = self.resumed_from  # restored after config.json was written
-            atomic_write_json(self.path / "config.json", config)
+            atomic_write_json(self.path / CONFIG, config)

@@ -174,6 +174,8 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
         )
         self.multiplicity = multiplicity
         self.augment = augment  # validated by the setter
+        # the constructor's arguments, recorded in checkpoints and in a run's config.json
+        self.save_hyperparameters()
         self._splits: dict[str, ImageData | None] | None = None
         self._device_splits: dict[str, ImageData | None] | None = None
         self._device: torch.device | None = None

@@ -92,9 +92,6 @@ class ParamLayout:
     def num_layers(self) -> int:
         return len(self.names)
 
-    def lengths_tensor(self, device: torch.device | str | None = None) -> torch.Tensor:
-        return torch.tensor(self.lengths, dtype=torch.long, device=device)
-
     def new_buffer(
         self, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
     ) -> torch.Tensor:
@@ -105,10 +102,6 @@ class ParamLayout:
         """Views of ``buffer`` shaped like each parameter (for ``torch._foreach_copy_``)."""
         chunks = torch.split(buffer, self.param_numels)
         return [c.view(p.shape) for c, p in zip(chunks, self.params)]
-
-    def layer_views(self, buffer: torch.Tensor) -> list[torch.Tensor]:
-        """Flat views of ``buffer``, one per layer."""
-        return list(torch.split(buffer, self.lengths))
 
     def signature(self) -> list[tuple[str, int]]:
         """(name, length) per layer: identifies a layout across checkpoints."""

@@ -1,0 +1,208 @@
+"""A codecarbon session for :class:`~critical.callbacks.EnergyTracker`: one
+``OfflineEmissionsTracker`` driven through codecarbon's task API, that never raises.
+
+Every epoch is a task (``start_task`` / ``stop_task``, which returns an ``EmissionsData`` delta);
+reading private attributes of a running tracker would race with codecarbon's background thread.
+Codecarbon's constructor swallows its own exceptions (logging them) and returns a half-built
+tracker: those logged exceptions are captured and reported as a failure. Any failure calls
+``on_fail(reason)`` once and shuts the tracker down; the caller decides what to tell the user.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CodecarbonSession", "known_countries"]
+
+_COUNTRIES: frozenset[str] | None = None
+
+
+def known_countries() -> frozenset[str] | None:
+    """The ISO codes of codecarbon's offline energy-mix table, or None if it cannot be read."""
+    global _COUNTRIES
+    if _COUNTRIES is None:
+        try:
+            from codecarbon.input import DataSource
+
+            _COUNTRIES = frozenset(DataSource().get_global_energy_mix_data())
+        except Exception:  # noqa: BLE001 - codecarbon missing or broken: reported at fit start
+            return None
+    return _COUNTRIES
+
+
+class _CaptureSwallowed(logging.Filter):
+    """Logger filter: keeps the exceptions codecarbon logs (with ``exc_info``) and lets through
+    only the records at or above the user's log level."""
+
+    def __init__(self, level: str) -> None:
+        super().__init__()
+        self.level = logging.getLevelName(level.upper())
+        self.errors: list[BaseException] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.errors.append(record.exc_info[1])
+        return record.levelno >= self.level
+
+
+def _describe(e: BaseException) -> str:
+    """``repr(e)`` and where it was raised (codecarbon's bare asserts say little by themselves)."""
+    frames = traceback.extract_tb(e.__traceback__)
+    if not frames:
+        return repr(e)
+    f = frames[-1]
+    return f"{e!r} at {os.path.basename(f.filename)}:{f.lineno}: {f.line}"
+
+
+class CodecarbonSession:
+    """One offline codecarbon tracker, measured task by task.
+
+    Args:
+        settings: keyword arguments for ``OfflineEmissionsTracker`` chosen by the caller
+            (``country_iso_code``, ``measure_power_secs``, ``tracking_mode``, ...); those the
+            installed codecarbon does not accept are dropped.
+        log_level: codecarbon's log level.
+        output_dir: where codecarbon writes ``emissions.csv`` (``None``: no file).
+        extra: the user's own keyword arguments, passed as given (they override ``settings``).
+        on_fail: called once with a reason when the tracker cannot be built or fails.
+
+    Attributes:
+        hardware: what codecarbon detected (``get_detected_hardware()``), after :meth:`start`.
+        task_t0: ``time.perf_counter()`` when the running task started, ``None`` when none runs.
+    """
+
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        log_level: str,
+        output_dir: Path | None,
+        extra: dict[str, Any],
+        on_fail: Callable[[str], None],
+    ) -> None:
+        self.settings = settings
+        self.log_level = log_level
+        self.output_dir = output_dir
+        self.extra = extra
+        self.on_fail = on_fail
+        self.hardware: dict[str, Any] | None = None
+        self.task_t0: float | None = None
+        self._tracker: Any | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._tracker is not None
+
+    def _fail(self, reason: str) -> None:
+        self.shutdown()
+        self.on_fail(reason)
+
+    def start(self) -> bool:
+        """Build the tracker and check it with a short probe task; False on failure."""
+        try:
+            from codecarbon import OfflineEmissionsTracker
+            from codecarbon.emissions_tracker import BaseEmissionsTracker
+        except Exception as e:  # noqa: BLE001 - ImportError or a broken install
+            self._fail(f"codecarbon cannot be imported: {type(e).__name__}: {e}")
+            return False
+        accepted = set(inspect.signature(BaseEmissionsTracker.__init__).parameters)
+        accepted |= {"country_iso_code", "region"}
+        kwargs: dict[str, Any] = {**self.settings, "log_level": self.log_level}
+        out = self.output_dir
+        if "output_methods" in accepted:
+            from codecarbon.output_methods.base_output import OutputMethod
+
+            kwargs["output_methods"] = [OutputMethod.CSV] if out is not None else []
+        else:
+            kwargs["save_to_file"] = out is not None
+        if out is not None:
+            kwargs["output_dir"] = str(out)
+        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+        kwargs.update(self.extra)
+        capture = _CaptureSwallowed(self.log_level)
+        cc_logger = logging.getLogger("codecarbon")
+        cc_logger.addFilter(capture)
+        cc_logger.setLevel(logging.WARNING)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                tracker = OfflineEmissionsTracker(**kwargs)
+        except Exception as e:  # noqa: BLE001
+            self._fail(f"codecarbon's OfflineEmissionsTracker could not be constructed: {e!r}")
+            return False
+        finally:
+            cc_logger.removeFilter(capture)
+            cc_logger.setLevel(self.log_level.upper())
+        self._tracker = tracker
+        if capture.errors:
+            self._fail(
+                f"codecarbon's OfflineEmissionsTracker could not be constructed: "
+                f"{_describe(capture.errors[0])}"
+            )
+            return False
+        # probe: initialises hardware detection outside epoch 0 and checks the tracker works
+        if not (self.start_task("probe") and self.stop_task() is not None):
+            return False
+        try:
+            self.hardware = dict(tracker.get_detected_hardware())
+        except Exception:  # noqa: BLE001 - informative only
+            self.hardware = None
+        return True
+
+    def start_task(self, name: str) -> bool:
+        if self._tracker is None:
+            return False
+        try:
+            self._tracker.start_task(name)
+        except Exception as e:  # noqa: BLE001
+            self._fail(f"codecarbon start_task failed: {e!r}")
+            return False
+        self.task_t0 = time.perf_counter()
+        return True
+
+    def stop_task(self) -> dict[str, float] | None:
+        """Stop the running task: its energy and CO2 (kWh, kg; total and per component), or
+        ``None`` when no task runs or codecarbon failed (then the session is shut down)."""
+        if self._tracker is None or self.task_t0 is None:
+            return None
+        self.task_t0 = None
+        try:
+            data = self._tracker.stop_task()
+        except Exception as e:  # noqa: BLE001
+            self._fail(f"codecarbon stop_task failed: {e!r}")
+            return None
+        try:
+            values = {
+                "energy_kwh": float(data.energy_consumed),
+                "co2_kg": float(data.emissions),
+                "cpu_energy_kwh": float(data.cpu_energy),
+                "gpu_energy_kwh": float(data.gpu_energy),
+                "ram_energy_kwh": float(data.ram_energy),
+            }
+        except Exception as e:  # noqa: BLE001 - None or a malformed result
+            self._fail(f"codecarbon stop_task returned no usable data ({data!r}: {e!r})")
+            return None
+        if not all(math.isfinite(v) and v >= 0 for v in values.values()):
+            self._fail(f"codecarbon stop_task returned invalid values {values}")
+            return None
+        return values
+
+    def shutdown(self) -> None:
+        tracker, self._tracker = self._tracker, None
+        self.task_t0 = None
+        if tracker is None:
+            return
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tracker.stop()
+        except Exception:  # noqa: BLE001 - nothing more to measure
+            pass

@@ -9,7 +9,12 @@ import torch
 from helpers import TinyDataModule, TinyModule, tiny_trainer
 from lightning.pytorch.callbacks import Callback
 
-from critical.callbacks import GradientConfusion, GradientPredictability, LayerRotation
+from critical.callbacks import (
+    GradientConfusion,
+    GradientNorm,
+    GradientPredictability,
+    LayerRotation,
+)
 from critical.metrics import gradient_confusion, gradient_layout, layer_rotation, weight_layout
 
 
@@ -224,3 +229,28 @@ def test_reduced_precision_cpu_state(tmp_path):
     ref = layer_rotation(theta0, theta, weight_layout(module).lengths).mean().item()
     assert lr.history[-1]["layer_rotation"] == pytest.approx(ref, abs=5e-3)
     assert math.isfinite(gc.history[-1]["gradient_confusion/mean"])
+
+
+def test_gradient_norm_matches_the_gradients_it_read(tmp_path):
+    """GradientNorm's epoch value is the RMS of the probed steps' whole-model gradient norms."""
+    seen = []
+
+    class Spy(Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            g = torch.cat(
+                [p.grad.reshape(-1) for p in pl_module.parameters() if p.grad is not None]
+            )
+            seen.append(float(g.norm()))
+
+    gn = GradientNorm(max_probes=1000, log_layers=True)
+    trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[Spy(), gn])
+    trainer.fit(TinyModule(lr=0.05), TinyDataModule(n=64))
+    per_epoch = len(seen) // 2
+    for e in range(2):
+        norms = torch.tensor(seen[e * per_epoch : (e + 1) * per_epoch], dtype=torch.float64)
+        assert gn.history[e]["gradient_norm"] == pytest.approx(
+            float(norms.square().mean().sqrt()), rel=1e-5
+        )
+    layers = gn.history[-1]["layers"]["gradient_norm"]
+    assert len(layers) == len(gn.layer_names) and all(v > 0 for v in layers)
+    assert "critical/gradient_norm" in trainer.callback_metrics

@@ -4,6 +4,7 @@ from critical.callbacks.augmentation_cutoff import AugmentationCutoff
 from critical.callbacks.critical_period import CriticalPeriod
 from critical.callbacks.energy import EnergyTracker
 from critical.callbacks.gradient_confusion import GradientConfusion
+from critical.callbacks.gradient_norm import GradientNorm
 from critical.callbacks.gradient_predictability import GradientPredictability
 from critical.callbacks.layer_rotation import LayerRotation
 from critical.callbacks.robustness import RobustnessEvaluator
@@ -14,6 +15,7 @@ __all__ = [
     "CriticalPeriod",
     "EnergyTracker",
     "GradientConfusion",
+    "GradientNorm",
     "GradientPredictability",
     "LayerRotation",
     "RobustnessEvaluator",

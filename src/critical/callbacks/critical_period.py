@@ -20,12 +20,13 @@ Listener = Callable[[CriticalPeriodEvent, "pl.Trainer", "pl.LightningModule"], N
 def known_metric_names() -> dict[str, str]:
     """Short metric name -> the callback class that provides it."""
     from critical.callbacks.gradient_confusion import GradientConfusion
+    from critical.callbacks.gradient_norm import GradientNorm
     from critical.callbacks.gradient_predictability import GradientPredictability
     from critical.callbacks.layer_rotation import LayerRotation
 
     return {
         name: cls.__name__
-        for cls in (GradientConfusion, GradientPredictability, LayerRotation)
+        for cls in (GradientConfusion, GradientNorm, GradientPredictability, LayerRotation)
         for name in cls.metric_names
     }
 

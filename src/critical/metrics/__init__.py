@@ -3,7 +3,9 @@
 * gradient confusion (Sankararaman et al., ICML 2020): pairwise cosines of mini-batch gradients;
 * gradient predictability (after Chen, Yuille & Zhou, ICLR 2023): cosine of consecutive steps'
   gradients;
-* layer rotation (Carbonnelle & De Vleeschouwer, 2019): ``1 - cos(theta_0, theta_e)`` per layer.
+* layer rotation (Carbonnelle & De Vleeschouwer, 2019): ``1 - cos(theta_0, theta_e)`` per layer;
+* gradient norm: root-mean-square mini-batch gradient norm, a proxy for the trace of the Fisher
+  information (Achille et al., ICLR 2019) and Accordion's regime signal (Agarwal et al., 2021).
 """
 
 from critical.metrics.functional import (
@@ -25,7 +27,7 @@ from critical.metrics.layers import (
     gradient_layout,
     weight_layout,
 )
-from critical.metrics.streaming import StreamingConfusion, StreamingCosine
+from critical.metrics.streaming import StreamingConfusion, StreamingCosine, StreamingNorm
 
 __all__ = [
     "INCLUDE_CHOICES",
@@ -35,6 +37,7 @@ __all__ = [
     "ParamLayout",
     "StreamingConfusion",
     "StreamingCosine",
+    "StreamingNorm",
     "cosine",
     "gradient_confusion",
     "gradient_layout",

@@ -103,6 +103,16 @@ class ParamLayout:
         chunks = torch.split(buffer, self.param_numels)
         return [c.view(p.shape) for c, p in zip(chunks, self.params)]
 
+    def layer_of_param(self) -> list[int]:
+        """The index of the layer each parameter belongs to, in flat order."""
+        out: list[int] = []
+        it = iter(self.param_numels)
+        for layer, length in enumerate(self.lengths):
+            while length > 0:
+                length -= next(it)
+                out.append(layer)
+        return out
+
     def signature(self) -> list[tuple[str, int]]:
         """(name, length) per layer: identifies a layout across checkpoints."""
         return list(zip(self.names, self.lengths))

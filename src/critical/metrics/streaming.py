@@ -24,7 +24,7 @@ import torch
 
 from critical.metrics.functional import mean_pairwise_cosine_from_sum, segment_sum
 
-__all__ = ["StreamingConfusion", "StreamingCosine"]
+__all__ = ["StreamingConfusion", "StreamingCosine", "StreamingNorm"]
 
 
 def _where_pos_inv(x: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
@@ -281,6 +281,77 @@ class StreamingCosine:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sum.copy_(state["sum"])
         self.sum_layer.copy_(state["sum_layer"])
+        n, skipped = state["counts"].to(self.device)
+        self.n.fill_(n)
+        self.skipped.fill_(skipped)
+
+
+class StreamingNorm:
+    """Root-mean-square norm of probed gradients, whole model and per layer, from per-parameter
+    norms (no copy of the gradients: ``update`` takes the norms ``torch._foreach_norm`` gives).
+
+    The mean squared mini-batch gradient norm is a proxy for the trace of the (empirical) Fisher
+    information (Achille et al., ICLR 2019) scaled by the batch size; its epoch-to-epoch relative
+    change is Accordion's regime signal (Agarwal et al., MLSys 2021). Probes with a non-finite
+    norm are skipped and counted.
+
+    Args:
+        layer_of_param: for each parameter, the index of its layer (``L`` layers).
+        device: device of the state (must match the norms passed to ``update``).
+
+    Example:
+        >>> import torch
+        >>> acc = StreamingNorm(layer_of_param=[0, 0, 1])
+        >>> acc.update(torch.tensor([3.0, 0.0, 4.0]))
+        >>> acc.update(torch.tensor([float("nan"), 0.0, 0.0]))
+        >>> r = acc.compute()
+        >>> r["count"], r["skipped"], r["norm"], r["layer_norm"]
+        (1, 1, 5.0, [3.0, 4.0])
+    """
+
+    def __init__(
+        self, layer_of_param: Sequence[int], device: torch.device | str | None = None
+    ) -> None:
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        idx = [int(i) for i in layer_of_param]
+        if not idx or min(idx) < 0:
+            raise ValueError(f"`layer_of_param` must be non-negative layer indices, got {idx!r}")
+        self.num_layers = max(idx) + 1
+        self._index = torch.tensor(idx, dtype=torch.long, device=self.device)
+        self.sum_sq = torch.zeros(self.num_layers, dtype=torch.float64, device=self.device)
+        self.n = torch.zeros((), dtype=torch.long, device=self.device)
+        self.skipped = torch.zeros((), dtype=torch.long, device=self.device)
+
+    def reset(self) -> None:
+        for t in (self.sum_sq, self.n, self.skipped):
+            t.zero_()
+
+    @torch.no_grad()
+    def update(self, param_norms: torch.Tensor) -> None:
+        """Add one probe: ``param_norms`` holds the norm of every parameter's gradient."""
+        sq = param_norms.to(torch.float64).square()
+        layer_sq = torch.zeros_like(self.sum_sq).index_add_(0, self._index, sq)
+        valid = torch.isfinite(layer_sq.sum())
+        self.sum_sq.add_(torch.where(valid, layer_sq, torch.zeros_like(layer_sq)))
+        self.n.add_(valid.long())
+        self.skipped.add_((~valid).long())
+
+    def compute(self) -> dict[str, Any]:
+        n = int(self.n)
+        out: dict[str, Any] = {"count": n, "skipped": int(self.skipped)}
+        if n == 0:
+            out.update(norm=float("nan"), layer_norm=_nan_list(self.num_layers))
+            return out
+        mean_sq = self.sum_sq / n
+        out["norm"] = float(mean_sq.sum().sqrt())
+        out["layer_norm"] = [float(v) for v in mean_sq.sqrt()]
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sum_sq": self.sum_sq, "counts": torch.stack([self.n, self.skipped])}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sum_sq.copy_(state["sum_sq"])
         n, skipped = state["counts"].to(self.device)
         self.n.fill_(n)
         self.skipped.fill_(skipped)

@@ -1,0 +1,446 @@
+"""Plots (PNG + PDF each): :func:`plot_curves`, :func:`plot_pareto`,
+:func:`plot_accuracy_vs_cut` from a :class:`~critical.report.stats.Summary`, :func:`plot_run` for
+one run directory, and :func:`pareto_front`.
+
+matplotlib is imported here only, lazily (object-oriented API, no pyplot, no display). A plot
+whose data are absent raises :class:`NoDataError`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from critical.io import PathLike, atomic_write_bytes
+from critical.report.runs import _POLICY_RANK, POLICIES, Run, _finite, load_run
+from critical.report.stats import Group, Summary
+from critical.report.tables import _unit
+
+__all__ = [
+    "NoDataError",
+    "pareto_front",
+    "plot_accuracy_vs_cut",
+    "plot_curves",
+    "plot_pareto",
+    "plot_run",
+]
+
+#: ``critical/`` columns that are control signals, not training-dynamics metrics
+_CONTROL_COLUMNS = (
+    "critical/critical_period_over",
+    "critical/critical_period_epoch",
+    "critical/multiplicity",
+)
+
+
+class NoDataError(ValueError):
+    """Raised by a plot function when the data it needs are absent (the plot is skipped)."""
+
+
+def _slug(s: str) -> str:
+    """A file-name-safe form of a model name (``"runs"`` for untagged runs)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_-") or "runs"
+
+
+def _figure(nrows: int = 1, ncols: int = 1, width: float = 6.4, height: float = 4.0):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, [ax for row in axes for ax in row]
+
+
+def _integer_ticks(axis: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _save(fig: Any, base: Path) -> list[Path]:
+    """``base.png`` and ``base.pdf``, each written atomically."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        buf = io.BytesIO()
+        kw = {"dpi": 150} if ext == "png" else {"metadata": {"CreationDate": None}}
+        fig.savefig(buf, format=ext, **kw)
+        path = base.with_name(base.name + "." + ext)
+        atomic_write_bytes(path, buf.getvalue(), fsync=False)
+        paths.append(path)
+    return paths
+
+
+def _metric_columns(columns: Iterable[str]) -> list[str]:
+    """Whole-model training-dynamics columns: ``critical/...`` minus control signals and
+    per-layer columns (a column ``X/<layer>`` whose ``X`` is itself a candidate, or one of the
+    known metrics)."""
+    known = (
+        "critical/gradient_confusion/mean",
+        "critical/gradient_confusion/min",
+        "critical/gradient_predictability",
+        "critical/layer_rotation",
+    )
+    cand = [c for c in columns if c.startswith("critical/") and c not in _CONTROL_COLUMNS]
+    roots = set(cand) | set(known)
+    out = [c for c in cand if not any(c.startswith(r + "/") for r in roots if r != c)]
+    return sorted(out, key=lambda c: (known.index(c) if c in known else len(known), c))
+
+
+def _mean_curve(runs: Sequence[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Epochs, mean and std (0 for one run) over ``runs`` of column ``key``, epoch-aligned."""
+    by_epoch: dict[float, list[float]] = {}
+    for r in runs:
+        e, v = r.column(key)
+        for ei, vi in zip(e, v):
+            by_epoch.setdefault(float(ei), []).append(float(vi))
+    es = np.asarray(sorted(by_epoch), dtype=float)
+    mean = np.asarray([np.mean(by_epoch[e]) for e in es], dtype=float)
+    std = np.asarray(
+        [np.std(by_epoch[e], ddof=1) if len(by_epoch[e]) > 1 else 0.0 for e in es], dtype=float
+    )
+    return es, mean, std
+
+
+def _short(key: str) -> str:
+    return key.removeprefix("critical/")
+
+
+def _runs_for_curves(summary: Summary, model: str) -> tuple[Group | None, list[Run]]:
+    mgroups = [g for g in summary.groups if g.model == model]
+    cands = [g for g in mgroups if g.policy == "always"] + [
+        g for g in mgroups if g.policy != "always"
+    ]
+    for g in cands:
+        runs = g.complete or [r for r in g.runs if r.rows]
+        if any(r.rows for r in runs):
+            return g, runs
+    return None, []
+
+
+def plot_curves(
+    summary: Summary, out_dir: PathLike, messages: list[str] | None = None
+) -> list[Path]:
+    """Per model, ``curves_<model>.{png,pdf}``: each training-dynamics metric and the
+    validation accuracy against epoch, mean ± std over the complete seeds of the always-k group
+    (else of the model's first group with rows), with every complete detector run's cut epoch as
+    a vertical line at the epoch boundary (``cut_epoch - 0.5``), one colour per detector group,
+    and the fixed cuts as light dotted lines.
+
+    Raises:
+        NoDataError: no model has metric rows.
+    """
+    out_dir = Path(out_dir)
+    paths: list[Path] = []
+    for model in summary.models:
+        group, runs = _runs_for_curves(summary, model)
+        if group is None:
+            if messages is not None:
+                messages.append(f"curves: {model}: no metric rows; skipped")
+            continue
+        cols: dict[str, None] = {}
+        for r in runs:
+            cols.update(dict.fromkeys(_metric_columns(r.columns())))
+        keys = [*cols, summary.accuracy_key]
+        n = len(keys)
+        ncols = 2 if n > 1 else 1
+        nrows = math.ceil(n / ncols)
+        fig, axes = _figure(nrows, ncols, width=5.0, height=3.2)
+        mgroups = [g for g in summary.groups if g.model == model]
+        detectors = [g for g in mgroups if g.policy == "detector"]
+        fixed_cuts = sorted(
+            {g.cut_at for g in mgroups if g.policy == "fixed" and g.cut_at is not None}
+        )
+        colors = [f"C{i + 1}" for i in range(len(detectors))]
+        for ax, key in zip(axes, keys):
+            e, m, s = _mean_curve(runs, key)
+            if e.size:
+                ax.plot(e, m, color="C0", marker=".", label=f"{group.label} (n={len(runs)})")
+                if len(runs) > 1:
+                    ax.fill_between(e, m - s, m + s, color="C0", alpha=0.2, linewidth=0)
+            if key == summary.accuracy_key:
+                for g, c in zip(detectors, colors):
+                    de, dm, _ = _mean_curve(g.complete, key)
+                    if de.size:
+                        ax.plot(de, dm, color=c, linewidth=1, label=g.label)
+            for i, c in enumerate(fixed_cuts):
+                ax.axvline(
+                    c - 0.5,
+                    color="0.6",
+                    linestyle=":",
+                    alpha=0.6,
+                    label="fixed cuts" if i == 0 else None,
+                )
+            for g, c in zip(detectors, colors):
+                cuts = [r.cut_epoch for r in g.complete if r.cut_epoch is not None]
+                for j, cut in enumerate(cuts):
+                    ax.axvline(
+                        cut - 0.5,
+                        color=c,
+                        linestyle="--",
+                        alpha=0.8,
+                        label=f"cut: {g.label}" if j == 0 else None,
+                    )
+            ax.set_title(_short(key), fontsize=10)
+            ax.set_xlabel("epoch")
+            _integer_ticks(ax.xaxis)
+            ax.grid(alpha=0.3)
+        for ax in axes[n:]:
+            ax.set_visible(False)
+        for ax in {id(axes[0]): axes[0], id(axes[n - 1]): axes[n - 1]}.values():
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+        fig.suptitle(f"{model}: training dynamics ({group.label}, mean ± std over seeds)")
+        paths += _save(fig, out_dir / f"curves_{_slug(model)}")
+    if not paths:
+        raise NoDataError("curves: no run has metric rows; no metric-curve plot")
+    return paths
+
+
+def pareto_front(x: Sequence[float], y: Sequence[float]) -> list[int]:
+    """Indices of the points not dominated when lower ``x`` and higher ``y`` are better (a point
+    is dominated by one with ``x' <= x`` and ``y' >= y``, one strictly), sorted by ``x``.
+
+    Example:
+        >>> pareto_front([1.0, 2.0, 3.0, 2.5], [0.5, 0.8, 0.9, 0.7])
+        [0, 1, 2]
+    """
+    pts = sorted(range(len(x)), key=lambda i: (x[i], -y[i]))
+    front, best = [], -math.inf
+    for i in pts:
+        if y[i] > best:
+            front.append(i)
+            best = y[i]
+    return front
+
+
+def plot_pareto(
+    summary: Summary, out_dir: PathLike, messages: list[str] | None = None
+) -> list[Path]:
+    """``pareto.{png,pdf}``: mean accuracy against mean energy per group (error bars: std over
+    seeds), one panel per model, points labelled, the Pareto front (lower energy, higher
+    accuracy) drawn as a step line. Without energy measurements the x axis is wall time.
+
+    Raises:
+        NoDataError: no group has both an accuracy and an energy (or time).
+    """
+    xkey = "energy_kwh"
+    if not any(_finite(g.mean("acc")) and _finite(g.mean(xkey)) for g in summary.groups):
+        xkey = "time_s"
+        if messages is not None and summary.groups:
+            messages.append("pareto: no energy measured; the x axis is wall time")
+    panels = []
+    for model in summary.models:
+        gs = [g for g in summary.groups if g.model == model]
+        gs = [g for g in gs if _finite(g.mean("acc")) and _finite(g.mean(xkey))]
+        if gs:
+            panels.append((model, gs))
+    if not panels:
+        raise NoDataError("pareto: no group has both an accuracy and an energy/time; skipped")
+    fig, axes = _figure(1, len(panels), width=6.0, height=4.5)
+    for ax, (model, gs) in zip(axes, panels):
+        top = max(abs(g.mean(xkey)) for g in gs)
+        unit, scale = _unit(xkey, top, summary.currency)
+        xs = [g.mean(xkey) * scale for g in gs]
+        ys = [100 * g.mean("acc") for g in gs]
+        xerr = [_zero(g.stats[xkey].std) * scale for g in gs]
+        yerr = [100 * _zero(g.stats["acc"].std) for g in gs]
+        for i, g in enumerate(gs):
+            ax.errorbar(
+                xs[i],
+                ys[i],
+                xerr=xerr[i],
+                yerr=yerr[i],
+                fmt="o",
+                capsize=3,
+                color=f"C{_POLICY_RANK.get(g.policy or '', len(POLICIES))}",
+            )
+            ax.annotate(
+                g.label, (xs[i], ys[i]), textcoords="offset points", xytext=(4, 4), fontsize=7
+            )
+        front = pareto_front(xs, ys)
+        fx = [xs[i] for i in front]
+        fy = [ys[i] for i in front]
+        ax.step(fx, fy, where="post", color="k", alpha=0.5, linewidth=1, label="Pareto front")
+        ax.set_xlabel(f"{'energy' if xkey == 'energy_kwh' else 'wall time'} ({unit})")
+        ax.set_ylabel(f"accuracy (%) [{summary.accuracy_key}]")
+        ax.set_title(model if model != "-" else "runs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, Path(out_dir) / "pareto")
+
+
+def _zero(v: float) -> float:
+    return v if _finite(v) else 0.0
+
+
+def plot_accuracy_vs_cut(
+    summary: Summary, out_dir: PathLike, messages: list[str] | None = None
+) -> list[Path]:
+    """``accuracy_vs_cut.{png,pdf}``, one panel per model with fixed cuts or detector groups:
+    the fixed cuts' mean accuracy against their cut epoch as a line with a ± std band,
+    always-k and k1 as horizontal lines (the tolerance below always-k dotted), detector groups as
+    points at their mean cut epoch (error bars: std of cut epoch and accuracy), the oracle cut
+    starred.
+
+    Raises:
+        NoDataError: no model has fixed cuts or detector groups with an accuracy.
+    """
+    panels = []
+    for model in summary.models:
+        gs = [g for g in summary.groups if g.model == model and _finite(g.mean("acc"))]
+        fixed = sorted(
+            (g for g in gs if g.policy == "fixed" and g.cut_at is not None), key=lambda g: g.cut_at
+        )
+        det = [g for g in gs if g.policy == "detector" and _finite(g.mean("cut_epoch"))]
+        if messages is not None:
+            for g in gs:
+                if g.policy == "detector" and g not in det:
+                    messages.append(f"accuracy_vs_cut: {model}/{g.label} never cut; not drawn")
+        if fixed or det:
+            panels.append((model, gs, fixed, det))
+        elif messages is not None and gs:
+            messages.append(f"accuracy_vs_cut: {model}: no fixed cuts or detector cuts; skipped")
+    if not panels:
+        raise NoDataError("accuracy_vs_cut: no fixed cuts or detector cuts; skipped")
+    fig, axes = _figure(1, len(panels), width=6.0, height=4.5)
+    for ax, (model, gs, fixed, det) in zip(axes, panels):
+        if fixed:
+            x = np.asarray([g.cut_at for g in fixed], dtype=float)
+            m = np.asarray([100 * g.mean("acc") for g in fixed])
+            s = np.asarray([100 * _zero(g.stats["acc"].std) for g in fixed])
+            ax.plot(x, m, "o-", color="C2", label="fixed cut")
+            ax.fill_between(x, m - s, m + s, color="C2", alpha=0.2, linewidth=0)
+        for g in gs:
+            if g.policy not in ("always", "k1"):
+                continue
+            m = 100 * g.mean("acc")
+            s = 100 * _zero(g.stats["acc"].std)
+            c = "C0" if g.policy == "always" else "C1"
+            ax.axhline(m, color=c, linestyle="-" if g.policy == "always" else "--", label=g.label)
+            if s > 0:
+                ax.axhspan(m - s, m + s, color=c, alpha=0.1, linewidth=0)
+        o = summary.oracles.get(model) or {}
+        if o.get("baseline_acc") is not None:
+            ax.axhline(
+                100 * o["baseline_acc"] - summary.tolerance,
+                color="C0",
+                linestyle=":",
+                alpha=0.6,
+                label=f"{o['baseline']} − {summary.tolerance:g} pts",
+            )
+        if o.get("oracle") is not None:
+            ax.plot(
+                [o["oracle_cut"]],
+                [100 * o["oracle_acc"]],
+                "*",
+                color="k",
+                markersize=12,
+                label=f"oracle cut ({o['oracle']})",
+                zorder=5,
+            )
+        for i, g in enumerate(det):
+            cx, cy = g.mean("cut_epoch"), 100 * g.mean("acc")
+            ax.errorbar(
+                cx,
+                cy,
+                xerr=_zero(g.stats["cut_epoch"].std),
+                yerr=100 * _zero(g.stats["acc"].std),
+                fmt="D",
+                capsize=3,
+                color=f"C{3 + i}",
+                label=g.label,
+            )
+        ax.set_xlabel("cut epoch (first epoch at k = 1)")
+        _integer_ticks(ax.xaxis)
+        ax.set_ylabel(f"accuracy (%) [{summary.accuracy_key}]")
+        ax.set_title(model if model != "-" else "runs")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, Path(out_dir) / "accuracy_vs_cut")
+
+
+def plot_run(run_dir: PathLike) -> list[Path]:
+    """Draw one run: one panel per training-dynamics metric, accuracy (``val/acc``, ``test/acc``
+    and ``train/acc`` when logged; ``train/loss`` on a second axis), and k per epoch, the cut
+    marked by a vertical line at the epoch boundary before the first epoch at the reduced k.
+    Saved as ``run_dir/plot.png`` and ``run_dir/plot.pdf``; returns their paths.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` is not a directory.
+        ValueError: the run has no metric rows.
+
+    Example::
+
+        >>> from critical.report import plot_run
+        >>> plot_run("runs/my-run")  # doctest: +SKIP
+        [PosixPath('runs/my-run/plot.png'), PosixPath('runs/my-run/plot.pdf')]
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    run = load_run(run_dir)
+    if not run.rows:
+        raise ValueError(f"{run_dir}: no metric rows (metrics.json / metrics.csv); nothing to plot")
+    columns = run.columns()
+    metrics = _metric_columns(columns)
+    acc_keys = [k for k in ("val/acc", "test/acc", "train/acc") if k in columns]
+    k_key = "multiplicity" if any(_finite(r.get("multiplicity")) for r in run.rows) else None
+    panels: list[tuple[str, Callable[[Any], None]]] = []
+    for key in metrics:
+        panels.append((_short(key), lambda ax, key=key: ax.plot(*run.column(key), ".-")))
+
+    def draw_acc(ax: Any) -> None:
+        for i, key in enumerate(acc_keys):
+            e, v = run.column(key)
+            ax.plot(e, 100 * v, ".-", color=f"C{i}", label=key)
+        ax.set_ylabel("accuracy (%)")
+        if "train/loss" in columns:
+            ax2 = ax.twinx()
+            ax2.plot(*run.column("train/loss"), color="0.5", linestyle="--", label="train/loss")
+            ax2.set_ylabel("train/loss")
+            ax2.legend(fontsize=7, loc="center right")
+        if acc_keys:
+            ax.legend(fontsize=7, loc="lower right")
+
+    if acc_keys or "train/loss" in columns:
+        panels.append(("accuracy", draw_acc))
+    if k_key is not None:
+
+        def draw_k(ax: Any) -> None:
+            ax.step(*run.column(k_key), "o-", where="mid")
+            _integer_ticks(ax.yaxis)
+
+        panels.append(("multiplicity k", draw_k))
+    n = len(panels)
+    if n == 0:
+        raise ValueError(
+            f"{run_dir}: the metric rows hold no training-dynamics metric, accuracy, loss or "
+            "multiplicity; nothing to plot"
+        )
+    ncols = 2 if n > 1 else 1
+    fig, axes = _figure(math.ceil(n / ncols), ncols, width=5.0, height=3.2)
+    cut = run.cut_epoch
+    ce = run.cut_event or {}
+    kb, ka = ce.get("multiplicity_before"), ce.get("multiplicity_after")
+    cut_label = f"cut (k {kb}→{ka})" if kb is not None and ka is not None else "cut"
+    for ax, (title, draw) in zip(axes, panels):
+        draw(ax)
+        if cut is not None:
+            ax.axvline(cut - 0.5, color="C3", linestyle="--", label=cut_label)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        _integer_ticks(ax.xaxis)
+        ax.grid(alpha=0.3)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    if cut is not None:
+        axes[0].legend(fontsize=7)
+    title = run.name if run.label == run.name else f"{run.name} ({run.label})"
+    fig.suptitle(f"{title} — {run.status}" if run.status != "complete" else title)
+    return _save(fig, run_dir / "plot")

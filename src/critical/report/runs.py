@@ -1,0 +1,358 @@
+"""Run directories as read from disk: :class:`Run`, :func:`load_run`, :func:`load_runs`.
+
+Which files a run directory holds, how its status (one of :data:`STATUSES`) is decided and how
+its tags, policy and cut epoch are read are defined in the :mod:`critical.report` docstring.
+Also holds the number helpers (``_num``, ``_int``, ``_finite``) the rest of the package shares.
+No matplotlib, no Lightning.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from critical.io import PathLike
+
+__all__ = ["POLICIES", "STATUSES", "Run", "load_run", "load_runs"]
+
+STATUSES = ("complete", "incomplete", "failed", "missing")
+POLICIES = ("always", "k1", "fixed", "detector")
+_POLICY_RANK = {p: i for i, p in enumerate(POLICIES)}
+
+
+# ----------------------------------------------------------------------------------------------
+# small helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _num(v: Any) -> float | None:
+    """A finite float from a number or a numeric string, else None."""
+    if v is None or isinstance(v, bool):
+        return None
+    if isinstance(v, str):
+        v = v.strip()
+        if not v:
+            return None
+        try:
+            v = float(v)
+        except ValueError:
+            return None
+    if not isinstance(v, (int, float)):
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _int(v: Any) -> int | None:
+    f = _num(v)
+    return None if f is None or f != int(f) else int(f)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _read_json(path: Path, problems: list[str], required: bool) -> Any:
+    if not path.is_file():
+        if required:
+            problems.append(f"no {path.name}")
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        problems.append(f"{path.name} unreadable ({type(err).__name__}: {err})")
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# runs
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One run directory (or a sweep entry without one), as read from disk.
+
+    Attributes:
+        name: the directory's path relative to the reports' root (POSIX separators).
+        path: the directory.
+        tags: ``config.json["tags"]`` (completed by the ``sweep.json`` entry's tags).
+        config: ``config.json`` (``{}`` when absent).
+        rows: per-epoch metric rows (``metrics.json``, else ``metrics.csv``), numbers as floats
+            (``None`` for empty cells), sorted by ``epoch``.
+        cut_event, energy, robustness: the JSON files' contents, ``None`` when absent.
+        status: one of :data:`STATUSES`.
+        problems: what makes the run non-complete (and anything unreadable), human-readable.
+    """
+
+    name: str
+    path: Path
+    tags: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    cut_event: dict[str, Any] | None = None
+    energy: dict[str, Any] | None = None
+    robustness: dict[str, Any] | None = None
+    status: str = "complete"
+    problems: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ tags
+    @property
+    def model(self) -> str:
+        m = self.tags.get("model")
+        return str(m) if m not in (None, "") else "-"
+
+    @property
+    def policy(self) -> str | None:
+        """The ``policy`` tag, else read from a ``label`` tag; ``None`` for an untagged run."""
+        p = self.tags.get("policy")
+        if p not in (None, ""):
+            return str(p)
+        label = self.tags.get("label")
+        if not isinstance(label, str):
+            return None
+        if label.startswith("always"):
+            return "always"
+        if label == "k1":
+            return "k1"
+        if label.startswith("fixed"):
+            return "fixed"
+        if label.startswith("detector"):
+            return "detector"
+        return None
+
+    @property
+    def label(self) -> str:
+        """The ``label`` tag; else one made from the policy tags; else the run's name."""
+        label = self.tags.get("label")
+        if label not in (None, ""):
+            return str(label)
+        p = self.tags.get("policy")
+        if p == "always" and self.tags.get("k") is not None:
+            return f"always-k{self.tags['k']}"
+        if p == "fixed" and self.tags.get("cut_at") is not None:
+            return f"fixed@{self.tags['cut_at']}"
+        if p in POLICIES:
+            return str(p)
+        return self.name
+
+    @property
+    def seed(self) -> int | None:
+        return _int(self.tags.get("seed"))
+
+    @property
+    def k(self) -> int | None:
+        return _int(self.tags.get("k"))
+
+    @property
+    def cut_at(self) -> int | None:
+        """The ``cut_at`` tag, else the ``N`` of a ``fixed@N`` label."""
+        c = _int(self.tags.get("cut_at"))
+        if c is None and self.policy == "fixed":
+            m = re.match(r"fixed@(\d+)$", self.label)
+            c = int(m.group(1)) if m else None
+        return c
+
+    @property
+    def max_epochs(self) -> int | None:
+        trainer = self.config.get("trainer") if isinstance(self.config, dict) else None
+        m = _int((trainer or {}).get("max_epochs")) if isinstance(trainer, dict) else None
+        return m if m is not None and m > 0 else None
+
+    # ------------------------------------------------------------------ values
+    def column(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(epochs, values)`` of the rows where ``key`` has a number."""
+        pts = [(r["epoch"], r.get(key)) for r in self.rows if _finite(r.get(key))]
+        if not pts:
+            return np.zeros(0), np.zeros(0)
+        e, v = zip(*pts)
+        return np.asarray(e, dtype=float), np.asarray(v, dtype=float)
+
+    def columns(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for r in self.rows:
+            for k in r:
+                seen.setdefault(k, None)
+        return list(seen)
+
+    def final(self, key: str) -> float | None:
+        """The last number of column ``key`` (by epoch), or None."""
+        for r in reversed(self.rows):
+            v = r.get(key)
+            if _finite(v):
+                return float(v)
+        return None
+
+    @property
+    def cut_epoch(self) -> int | None:
+        """First epoch trained at the reduced k (see the :mod:`critical.report` docstring), None
+        if no cut."""
+        ce = self.cut_event or {}
+        if ce.get("fired") is not False and _int(ce.get("cut_epoch")) is not None:
+            return _int(ce.get("cut_epoch"))
+        cut = (self.energy or {}).get("cut")
+        if isinstance(cut, dict) and _int(cut.get("cut_epoch")) is not None:
+            return _int(cut.get("cut_epoch"))
+        ks = [(r["epoch"], r.get("multiplicity")) for r in self.rows]
+        ks = [(e, k) for e, k in ks if _finite(k)]
+        for e, k in ks[1:]:
+            if k != ks[0][1]:
+                return int(e)
+        return None
+
+    def total(self, quantity: str) -> float | None:
+        """``energy.json["total"][quantity]`` (``duration_s``, ``energy_kwh``, ``co2_kg``,
+        ``cost``); wall time falls back to the sum of the ``energy/duration_s`` column."""
+        tot = (self.energy or {}).get("total")
+        v = _num(tot.get(quantity)) if isinstance(tot, dict) else None
+        if v is None and quantity == "duration_s":
+            _, d = self.column("energy/duration_s")
+            v = float(d.sum()) if d.size else None
+        return v
+
+    def robust_accuracies(self) -> dict[str, float]:
+        """Every ``*_acc`` number at the top level of ``robustness.json``."""
+        rob = self.robustness if isinstance(self.robustness, dict) else {}
+        return {k: float(v) for k, v in rob.items() if k.endswith("_acc") and _finite(v)}
+
+
+def _read_rows(path: Path, problems: list[str]) -> list[dict[str, Any]]:
+    raw: Any = None
+    if (path / "metrics.json").is_file():
+        raw = _read_json(path / "metrics.json", problems, required=False)
+    if not isinstance(raw, list) and (path / "metrics.csv").is_file():
+        try:
+            with open(path / "metrics.csv", encoding="utf-8", newline="") as f:
+                raw = list(csv.DictReader(f))
+        except (OSError, csv.Error) as err:
+            problems.append(f"metrics.csv unreadable ({err})")
+    if not isinstance(raw, list):
+        return []
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for r in raw:
+        if not isinstance(r, dict):
+            continue
+        epoch = _int(r.get("epoch"))
+        if epoch is None:
+            continue
+        row = {str(k): _num(v) for k, v in r.items()}
+        row["epoch"] = epoch
+        by_epoch[epoch] = row
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _exception_summary(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except OSError as err:
+        return f"crashed (exception.txt unreadable: {err})"
+    if not lines:
+        return "crashed (exception.txt is empty)"
+    msg = lines[1] if len(lines) > 1 else lines[0]
+    where = re.search(r"epoch=\d+", lines[0]) if len(lines) > 1 else None
+    msg = msg if len(msg) <= 200 else msg[:197] + "..."
+    return f"crashed: {msg}" + (f" ({where.group(0)})" if where else "")
+
+
+def load_run(path: PathLike, *, name: str | None = None) -> Run:
+    """Read one run directory; ``name`` defaults to the directory's name.
+
+    Never raises for a broken run: what is missing or unreadable goes to ``Run.problems`` and
+    sets ``Run.status`` (see the :mod:`critical.report` docstring).
+    """
+    path = Path(path)
+    run = Run(name=name or path.name, path=path)
+    if not path.is_dir():
+        run.status = "missing"
+        run.problems.append("no run directory")
+        return run
+    problems = run.problems
+    config = _read_json(path / "config.json", problems, required=True)
+    run.config = config if isinstance(config, dict) else {}
+    tags = run.config.get("tags")
+    run.tags = dict(tags) if isinstance(tags, dict) else {}
+    run.rows = _read_rows(path, problems)
+    ce = _read_json(path / "cut_event.json", problems, required=False)
+    run.cut_event = ce if isinstance(ce, dict) else None
+    energy = _read_json(path / "energy.json", problems, required=True)
+    run.energy = energy if isinstance(energy, dict) else None
+    rob = _read_json(path / "robustness.json", problems, required=True)
+    run.robustness = rob if isinstance(rob, dict) else None
+    if not run.rows:
+        problems.append("no metric rows")
+    elif run.max_epochs is not None and len(run.rows) < run.max_epochs:
+        problems.append(f"{len(run.rows)}/{run.max_epochs} epochs")
+    if (path / "exception.txt").exists():
+        run.status = "failed"
+        problems.insert(0, _exception_summary(path / "exception.txt"))
+    else:
+        run.status = "incomplete" if problems else "complete"
+    return run
+
+
+def load_runs(root: PathLike) -> list[Run]:
+    """Every run below ``root``: each directory holding a ``config.json`` (at any depth, hidden
+    directories skipped), plus every entry of every ``sweep.json`` below ``root`` (names relative
+    to the ``sweep.json``'s directory) that has no such directory (status ``"missing"``, or
+    ``"incomplete"``/``"failed"`` when the directory exists without a ``config.json``). A sweep
+    entry's tags fill in the tags its run's ``config.json`` lacks. Sorted by name.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a directory.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"runs directory {root} does not exist or is not a directory")
+
+    def visible(p: Path) -> bool:
+        return not any(part.startswith(".") for part in p.relative_to(root).parts)
+
+    def rel(p: Path) -> str:
+        r = p.relative_to(root).as_posix()
+        return r if r != "." else p.resolve().name
+
+    runs: dict[Path, Run] = {}
+    for cfg in sorted(root.rglob("config.json")):
+        if visible(cfg) and cfg.is_file():
+            d = cfg.parent
+            runs[d.resolve()] = load_run(d, name=rel(d))
+    for sj in sorted(root.rglob("sweep.json")):
+        if not visible(sj):
+            continue
+        try:
+            with open(sj, encoding="utf-8") as f:
+                sweep = json.load(f)
+            entries = sweep["runs"]
+            if not isinstance(entries, list):
+                raise TypeError("'runs' is not a list")
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            warnings.warn(
+                f"{sj}: not a readable sweep file ({err}); its runs are not checked", stacklevel=2
+            )
+            continue
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                warnings.warn(f"{sj}: skipped a malformed entry {entry!r}", stacklevel=2)
+                continue
+            d = sj.parent / entry["name"]
+            etags = entry.get("tags") if isinstance(entry.get("tags"), dict) else {}
+            if etags.get("sweep") is None and isinstance(sweep.get("name"), str):
+                etags = {**etags, "sweep": sweep["name"]}
+            key = d.resolve()
+            if key not in runs:
+                run = load_run(d, name=(sj.parent.relative_to(root) / entry["name"]).as_posix())
+                if run.status == "missing":
+                    run.problems = [f"no run directory (listed in {sj.relative_to(root)})"]
+                runs[key] = run
+            run = runs[key]
+            run.tags = {**etags, **run.tags}
+    return sorted(runs.values(), key=lambda r: r.name)

@@ -1,0 +1,63 @@
+"""Seeded, stratified train / validation splits (:func:`stratified_split`)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["stratified_split"]
+
+
+# --------------------------------------------------------------------------------------------
+# stratified split
+# --------------------------------------------------------------------------------------------
+def stratified_split(
+    labels: Tensor,
+    val_size: int | float,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Seeded, stratified split of ``range(len(labels))`` into sorted (train, val) indices.
+
+    ``val_size`` is a count (int) or a fraction in [0, 1) (float). Each class contributes
+    its share of ``val_size`` (largest-remainder rounding, so the total is exact); the choice
+    within a class is a seeded permutation, so the split depends only on ``(labels, val_size,
+    seed)``.
+
+    Example:
+        >>> y = torch.tensor([0] * 8 + [1] * 4)
+        >>> tr, va = stratified_split(y, val_size=3, seed=0)
+        >>> len(tr), y[va].bincount().tolist()
+        (9, [2, 1])
+    """
+    labels = torch.as_tensor(labels).cpu().to(torch.int64)
+    n = labels.numel()
+    if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
+        msg = f"val_size must be an int count or a float fraction, got {val_size!r}"
+        raise ValueError(msg)
+    if isinstance(val_size, float):
+        if not 0.0 <= val_size < 1.0:
+            raise ValueError(f"a float val_size must be a fraction in [0, 1), got {val_size!r}")
+        n_val = round(val_size * n)
+    else:
+        if not 0 <= val_size < max(n, 1):
+            raise ValueError(f"an int val_size must be in [0, {n - 1}], got {val_size!r}")
+        n_val = val_size
+    if n_val == 0:
+        return torch.arange(n), torch.zeros(0, dtype=torch.int64)
+    classes, counts = torch.unique(labels, return_counts=True)
+    exact = counts.double() * n_val / n
+    quota = exact.floor().long()
+    remainder = n_val - int(quota.sum())
+    if remainder > 0:
+        order = torch.argsort(-(exact - quota.double()), stable=True)
+        quota[order[:remainder]] += 1
+    g = torch.Generator().manual_seed(int(seed))
+    val_parts = []
+    for c, q in zip(classes.tolist(), quota.tolist()):
+        members = (labels == c).nonzero().squeeze(1)
+        perm = torch.randperm(members.numel(), generator=g)
+        val_parts.append(members[perm[:q]])
+    val_idx = torch.cat(val_parts).sort().values
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[val_idx] = False
+    return mask.nonzero().squeeze(1), val_idx

@@ -105,6 +105,14 @@ def write_run(
         "module": {"class": "tests.TinyModule", "hparams": {"lr": 0.1}},
         "datamodule": {"class": "tests.TinyDataModule", "hparams": {}, "multiplicity": k},
         "trainer": {"max_epochs": max_epochs, "precision": "32-true"},
+        # as `critical fit` runs have them: their result files are expected
+        "callbacks": [
+            {"class": "critical.callbacks.energy.EnergyTracker", "init_args": {}},
+            {
+                "class": "critical.callbacks.robustness.RobustnessEvaluator",
+                "init_args": {"when": "fit_end"},
+            },
+        ],
     }
     if tags is not None:
         config["tags"] = tags

@@ -9,7 +9,7 @@ callback option is settable from YAML or flags::
     critical fit --config experiments/cifar10_resnet18.yaml --cutoff.policy fixed --cutoff.epoch 30
     critical fit --print_config          # every option with its default
 
-Callback keys: ``gradient_confusion``, ``gradient_predictability``, ``layer_rotation``,
+Callback keys: ``gradient_confusion``, ``gradient_norm``, ``gradient_predictability``, ``layer_rotation``,
 ``critical_period``, ``cutoff``, ``energy``, ``robustness``, ``run`` (the run directory). The
 model's ``num_classes``, ``in_chans``, ``img_size``, ``mean`` and ``std`` follow the data.
 
@@ -52,6 +52,7 @@ def _cli_classes():
         CriticalPeriod,
         EnergyTracker,
         GradientConfusion,
+        GradientNorm,
         GradientPredictability,
         LayerRotation,
         RobustnessEvaluator,
@@ -81,6 +82,7 @@ def _cli_classes():
         def add_arguments_to_parser(self, parser) -> None:
             for cls, key in (
                 (GradientConfusion, "gradient_confusion"),
+                (GradientNorm, "gradient_norm"),
                 (GradientPredictability, "gradient_predictability"),
                 (LayerRotation, "layer_rotation"),
                 (CriticalPeriod, "critical_period"),

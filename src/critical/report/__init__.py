@@ -21,10 +21,12 @@ No Lightning import: numpy, matplotlib (object-oriented API, Agg canvas, no disp
 
 Run status
 ----------
+As :func:`critical.runfiles.run_status` decides it, the one rule ``critical sweep`` uses too:
 ``complete``; ``failed`` (``exception.txt`` exists); ``incomplete`` (no metric rows, fewer epoch
-rows than ``config.json["trainer"]["max_epochs"]``, no ``energy.json``, no ``robustness.json``,
-or an unreadable / missing ``config.json``); ``missing`` (listed in a ``sweep.json``, no
-directory). Only complete runs enter the statistics; every other run is listed in the report
+rows than ``config.json["trainer"]["max_epochs"]``, a result file of a callback the run had
+missing -- ``energy.json`` with an EnergyTracker, ``robustness.json`` with a RobustnessEvaluator
+evaluating at fit end -- or an unreadable / missing file); ``missing`` (listed in a
+``sweep.json``, no directory). Only complete runs enter the statistics; every other run is listed in the report
 with its problems, and counted in its group's ``n`` as ``complete/all``.
 
 Groups and tags

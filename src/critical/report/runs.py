@@ -8,7 +8,6 @@ No matplotlib, no Lightning.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -20,6 +19,19 @@ from typing import Any
 import numpy as np
 
 from critical.io import PathLike
+from critical.runfiles import (
+    CONFIG,
+    CUT_EVENT,
+    ENERGY,
+    EXCEPTION,
+    ROBUSTNESS,
+    as_int,
+    cut_epoch,
+    num,
+    read_json,
+    read_rows,
+    run_status,
+)
 
 __all__ = ["POLICIES", "STATUSES", "Run", "load_run", "load_runs"]
 
@@ -33,44 +45,12 @@ _POLICY_RANK = {p: i for i, p in enumerate(POLICIES)}
 # ----------------------------------------------------------------------------------------------
 
 
-def _num(v: Any) -> float | None:
-    """A finite float from a number or a numeric string, else None."""
-    if v is None or isinstance(v, bool):
-        return None
-    if isinstance(v, str):
-        v = v.strip()
-        if not v:
-            return None
-        try:
-            v = float(v)
-        except ValueError:
-            return None
-    if not isinstance(v, (int, float)):
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
-def _int(v: Any) -> int | None:
-    f = _num(v)
-    return None if f is None or f != int(f) else int(f)
+_num = num
+_int = as_int
 
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _read_json(path: Path, problems: list[str], required: bool) -> Any:
-    if not path.is_file():
-        if required:
-            problems.append(f"no {path.name}")
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as err:
-        problems.append(f"{path.name} unreadable ({type(err).__name__}: {err})")
-        return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,18 +176,7 @@ class Run:
     def cut_epoch(self) -> int | None:
         """First epoch trained at the reduced k (see the :mod:`critical.report` docstring), None
         if no cut."""
-        ce = self.cut_event or {}
-        if ce.get("fired") is not False and _int(ce.get("cut_epoch")) is not None:
-            return _int(ce.get("cut_epoch"))
-        cut = (self.energy or {}).get("cut")
-        if isinstance(cut, dict) and _int(cut.get("cut_epoch")) is not None:
-            return _int(cut.get("cut_epoch"))
-        ks = [(r["epoch"], r.get("multiplicity")) for r in self.rows]
-        ks = [(e, k) for e, k in ks if _finite(k)]
-        for e, k in ks[1:]:
-            if k != ks[0][1]:
-                return int(e)
-        return None
+        return cut_epoch(self.cut_event, self.energy, self.rows)
 
     def total(self, quantity: str) -> float | None:
         """``energy.json["total"][quantity]`` (``duration_s``, ``energy_kwh``, ``co2_kg``,
@@ -223,31 +192,6 @@ class Run:
         """Every ``*_acc`` number at the top level of ``robustness.json``."""
         rob = self.robustness if isinstance(self.robustness, dict) else {}
         return {k: float(v) for k, v in rob.items() if k.endswith("_acc") and _finite(v)}
-
-
-def _read_rows(path: Path, problems: list[str]) -> list[dict[str, Any]]:
-    raw: Any = None
-    if (path / "metrics.json").is_file():
-        raw = _read_json(path / "metrics.json", problems, required=False)
-    if not isinstance(raw, list) and (path / "metrics.csv").is_file():
-        try:
-            with open(path / "metrics.csv", encoding="utf-8", newline="") as f:
-                raw = list(csv.DictReader(f))
-        except (OSError, csv.Error) as err:
-            problems.append(f"metrics.csv unreadable ({err})")
-    if not isinstance(raw, list):
-        return []
-    by_epoch: dict[int, dict[str, Any]] = {}
-    for r in raw:
-        if not isinstance(r, dict):
-            continue
-        epoch = _int(r.get("epoch"))
-        if epoch is None:
-            continue
-        row = {str(k): _num(v) for k, v in r.items()}
-        row["epoch"] = epoch
-        by_epoch[epoch] = row
-    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def _exception_summary(path: Path) -> str:
@@ -276,26 +220,23 @@ def load_run(path: PathLike, *, name: str | None = None) -> Run:
         run.problems.append("no run directory")
         return run
     problems = run.problems
-    config = _read_json(path / "config.json", problems, required=True)
+    config = read_json(path / CONFIG, problems, required=True)
     run.config = config if isinstance(config, dict) else {}
     tags = run.config.get("tags")
     run.tags = dict(tags) if isinstance(tags, dict) else {}
-    run.rows = _read_rows(path, problems)
-    ce = _read_json(path / "cut_event.json", problems, required=False)
+    run.rows = read_rows(path, problems)
+    ce = read_json(path / CUT_EVENT, problems)
     run.cut_event = ce if isinstance(ce, dict) else None
-    energy = _read_json(path / "energy.json", problems, required=True)
+    energy = read_json(path / ENERGY, problems)
     run.energy = energy if isinstance(energy, dict) else None
-    rob = _read_json(path / "robustness.json", problems, required=True)
+    rob = read_json(path / ROBUSTNESS, problems)
     run.robustness = rob if isinstance(rob, dict) else None
-    if not run.rows:
-        problems.append("no metric rows")
-    elif run.max_epochs is not None and len(run.rows) < run.max_epochs:
-        problems.append(f"{len(run.rows)}/{run.max_epochs} epochs")
-    if (path / "exception.txt").exists():
-        run.status = "failed"
-        problems.insert(0, _exception_summary(path / "exception.txt"))
-    else:
-        run.status = "incomplete" if problems else "complete"
+    status = run_status(path, config=run.config, rows=run.rows)
+    problems.extend(p for p in status.problems if p not in problems)
+    # an unreadable file is a problem even when the run finished
+    run.status = "incomplete" if status.complete and problems else status.status
+    if status.status == "failed":
+        problems.insert(0, _exception_summary(path / EXCEPTION))
     return run
 
 

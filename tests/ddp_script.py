@@ -88,7 +88,9 @@ def main_imagedm(out_dir):
 
 def main(out_dir):
     L.seed_everything(0)
-    cp = CriticalPeriod("scripted", threshold=0.1, patience=2, min_epochs=0)
+    cp = CriticalPeriod(
+        "scripted", mode="absolute", threshold=0.1, patience=2, min_epochs=0, guard_learning=False
+    )
     metric_cbs = [GradientConfusion(), GradientPredictability(), LayerRotation()]
     rec = Record()
     trainer = L.Trainer(

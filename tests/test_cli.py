@@ -20,6 +20,8 @@ TINY = [
     "--critical_period.min_epochs=1",
     "--critical_period.patience=1",
     "--critical_period.threshold=0.5",
+    "--critical_period.mode=absolute",
+    "--critical_period.guard_learning=false",
 ]
 
 

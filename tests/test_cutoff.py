@@ -48,7 +48,9 @@ def fit(tmp_path, callbacks, epochs=6, module=None, dm=None, **kw):
 
 
 def test_detector_fires_at_expected_epoch_and_k_drops_next_epoch(tmp_path):
-    cp = CriticalPeriod("scripted", threshold=0.1, patience=2, min_epochs=0)
+    cp = CriticalPeriod(
+        "scripted", mode="absolute", threshold=0.1, patience=2, min_epochs=0, guard_learning=False
+    )
     seen = []
     cp.add_listener(lambda ev, trainer, module: seen.append((ev.epoch, trainer.current_epoch)))
     cut = AugmentationCutoff()
@@ -65,7 +67,9 @@ def test_detector_fires_at_expected_epoch_and_k_drops_next_epoch(tmp_path):
 
 
 def test_detector_on_real_metric_callbacks_any_order(tmp_path):
-    cp = CriticalPeriod("layer_rotation", threshold=10.0, patience=1)  # huge threshold: fires early
+    cp = CriticalPeriod(
+        "layer_rotation", threshold=10.0, patience=1, min_epochs=1, guard_learning=False
+    )  # huge threshold: fires early
     cut = AugmentationCutoff()
     _, counter, _ = fit(tmp_path, [cut, cp, LayerRotation()], epochs=4, module=TinyModule())
     # rotation exists from epoch 0; first change at epoch 1; min_epochs=1 by default
@@ -74,7 +78,7 @@ def test_detector_on_real_metric_callbacks_any_order(tmp_path):
 
 
 def test_deadline_forces_the_cut(tmp_path):
-    cp = CriticalPeriod("scripted", threshold=1e-9, patience=1, deadline=2)
+    cp = CriticalPeriod("scripted", threshold=1e-9, patience=1, min_epochs=0, deadline=2)
     cut = AugmentationCutoff()
     _, counter, _ = fit(tmp_path, [cp, cut], epochs=4)
     assert cp.event.reason == "deadline" and cp.event.epoch == 1
@@ -158,7 +162,14 @@ def _callbacks():
     return [
         LayerRotation(),
         GradientPredictability(),
-        CriticalPeriod("scripted", threshold=0.1, patience=2, min_epochs=0),
+        CriticalPeriod(
+            "scripted",
+            mode="absolute",
+            threshold=0.1,
+            patience=2,
+            min_epochs=0,
+            guard_learning=False,
+        ),
         AugmentationCutoff(),
     ]
 
@@ -207,3 +218,68 @@ def test_fixed_cut_branches_off_an_always_k_checkpoint(tmp_path):
     dm = TinyDataModule(n=64, batch_size=16, multiplicity=3)
     trainer.fit(TinyModule(), dm, ckpt_path=str(tmp_path / "ckpt" / "epoch=1.ckpt"))
     assert branch.cut_epoch == 2 and counter.k == [1, 1, 1] and counter.planned == [4, 4, 4]
+
+
+class StepCounter(Callback):
+    def __init__(self):
+        self.steps = 0
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.steps += 1
+
+
+def test_a_metric_name_typo_fails_before_the_first_step(tmp_path):
+    steps = StepCounter()
+    with pytest.raises(ValueError, match="did you mean 'layer_rotation'"):
+        fit(tmp_path, [LayerRotation(), CriticalPeriod("layer_rotaton"), steps], epochs=1)
+    assert steps.steps == 0
+
+
+class Exploding(TinyModule):
+    """Training goes to NaN from epoch 1 (a learning rate far too large, scripted)."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if self.current_epoch >= 1 else loss
+
+
+class FlatThenNaN(Exploding):
+    def training_step(self, batch, batch_idx):
+        self.log("scripted", 1.0, on_step=False, on_epoch=True)
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_diverged_run_is_never_declared_stable_and_says_so(tmp_path):
+    # a flat metric, a deadline, no still-learning guard: only the finite guard stands in the way
+    cp = CriticalPeriod(
+        "scripted",
+        mode="absolute",
+        threshold=10.0,
+        patience=1,
+        min_epochs=2,
+        deadline=4,
+        guard_learning=False,
+    )
+    with pytest.warns(UserWarning, match=r"diverged in epoch 1 \(training loss is nan"):
+        trainer, _, dm = fit(tmp_path, [cp, AugmentationCutoff()], module=FlatThenNaN())
+    assert cp.event is None and cp.diverged["epoch"] == 1
+    assert cp.diverged["cause"] == "training loss is nan; the weights are not finite"
+    assert dm.multiplicity == 3 and trainer.callback_metrics["critical/critical_period_over"] == 0
+
+
+def test_the_guard_reads_the_loss_training_step_returns(tmp_path):
+    cp = CriticalPeriod("scripted", guard_lr=False)
+    seen = []
+
+    class Spy(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append((trainer.current_epoch, float(outputs["loss"])))
+
+    trainer, _, _ = fit(tmp_path, [cp, Spy()], epochs=2)
+    for e in range(2):
+        mean = sum(v for ep, v in seen if ep == e) / sum(1 for ep, _ in seen if ep == e)
+        assert cp.detector.history[e]["loss"] == pytest.approx(mean, rel=1e-5)
+    assert trainer.callback_metrics["critical/train_loss"] == pytest.approx(
+        cp.detector.history[-1]["loss"]
+    )
+    assert trainer.callback_metrics["critical/lr"] > 0

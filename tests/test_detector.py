@@ -4,7 +4,16 @@ import math
 
 import pytest
 
-from critical.detector import CriticalPeriodEvent, StabilityDetector
+from critical.detector import DEFAULTS, CriticalPeriodEvent, StabilityDetector, replay
+
+
+def StabilityDetector_(*args, **kwargs):
+    kwargs.setdefault("mode", "absolute")
+    kwargs.setdefault("min_epochs", 0)
+    kwargs.setdefault("guard_learning", False)
+    kwargs.setdefault("guard_lr", False)
+    kwargs.setdefault("guard_finite", False)
+    return StabilityDetector(*args, **kwargs)
 
 
 def run(det, seq, name="m"):
@@ -16,7 +25,7 @@ def run(det, seq, name="m"):
 
 
 def test_fires_after_patience_stable_epochs():
-    det = StabilityDetector("m", threshold=0.1, patience=2)
+    det = StabilityDetector_("m", threshold=0.1, patience=2)
     ev = run(det, [0.0, 1.0, 1.5, 1.55, 1.6, 1.62, 1.63])
     # changes: 1.0, 0.5, 0.05 (stable 1), 0.05 (stable 2) -> fires at epoch 4
     assert ev.epoch == 4 and ev.reason == "stable" and ev.metrics == ("m",)
@@ -26,28 +35,28 @@ def test_fires_after_patience_stable_epochs():
 
 
 def test_patience_resets_on_a_large_change():
-    det = StabilityDetector("m", threshold=0.1, patience=2)
+    det = StabilityDetector_("m", threshold=0.1, patience=2)
     ev = run(det, [1.0, 1.01, 2.0, 2.01, 2.02])
     assert ev.epoch == 4
 
 
 def test_relative_mode():
-    det = StabilityDetector("m", threshold=0.05, mode="relative", patience=1)
+    det = StabilityDetector_("m", threshold=0.05, mode="relative", patience=1)
     # 100 -> 104: 4% (stable); absolute change 4 would not be stable at 0.05
     assert run(det, [50.0, 100.0, 104.0]).epoch == 2
 
 
 def test_relative_mode_near_zero_is_guarded():
-    det = StabilityDetector("m", threshold=0.1, mode="relative", patience=1)
+    det = StabilityDetector_("m", threshold=0.1, mode="relative", patience=1)
     assert run(det, [0.0, 0.0]).epoch == 1  # 0/eps = 0: no division by zero
-    det = StabilityDetector("m", threshold=0.1, mode="relative", patience=1)
+    det = StabilityDetector_("m", threshold=0.1, mode="relative", patience=1)
     assert run(det, [0.0, 1e-3, -1e-3, 2e-3]) is None  # relative swings near zero never settle
 
 
 def test_min_epochs_and_deadline():
-    det = StabilityDetector("m", threshold=0.1, patience=1, min_epochs=4)
+    det = StabilityDetector_("m", threshold=0.1, patience=1, min_epochs=4)
     assert run(det, [1.0, 1.0, 1.0, 1.0, 1.0]).epoch == 3  # 4 completed epochs
-    det = StabilityDetector("m", threshold=0.1, patience=1, deadline=3)
+    det = StabilityDetector_("m", threshold=0.1, patience=1, deadline=3)
     ev = run(det, [0.0, 1.0, 2.0, 3.0, 4.0])
     assert ev.epoch == 2 and ev.reason == "deadline"
 
@@ -55,25 +64,25 @@ def test_min_epochs_and_deadline():
 def test_combine_any_and_all():
     seqs = {"a": [0.0, 1.0, 1.0, 1.0, 1.0, 1.0], "b": [0.0, 1.0, 2.0, 3.0, 3.0, 3.0]}
     for combine, epoch in (("any", 2), ("all", 4)):
-        det = StabilityDetector(["a", "b"], threshold=0.1, patience=1, combine=combine)
+        det = StabilityDetector_(["a", "b"], threshold=0.1, patience=1, combine=combine)
         ev = next(
             e for e in (det.update(i, {k: v[i] for k, v in seqs.items()}) for i in range(6)) if e
         )
         assert ev.epoch == epoch
-    det = StabilityDetector(["a", "b"], threshold={"a": 0.01, "b": 2.0}, patience=1)
+    det = StabilityDetector_(["a", "b"], threshold={"a": 0.01, "b": 2.0}, patience=1)
     assert det.update(0, {"a": 0, "b": 0}) is None
     assert det.update(1, {"a": 1, "b": 1}).metrics == ("b",)
 
 
 def test_window_smoothing_tames_noise():
     noisy = [0.5 + (0.1 if e % 2 else -0.1) for e in range(10)]
-    assert run(StabilityDetector("m", threshold=0.05, patience=2), noisy) is None
-    ev = run(StabilityDetector("m", threshold=0.05, patience=2, window=2), noisy)
+    assert run(StabilityDetector_("m", threshold=0.05, patience=2), noisy) is None
+    ev = run(StabilityDetector_("m", threshold=0.05, patience=2, window=2), noisy)
     assert ev is not None and ev.epoch == 3
 
 
 def test_missing_or_nan_values_reset_the_streak():
-    det = StabilityDetector("m", threshold=0.1, patience=2)
+    det = StabilityDetector_("m", threshold=0.1, patience=2)
     assert det.update(0, {"m": 1.0}) is None
     assert det.update(1, {"m": 1.0}) is None
     assert det.update(2, {"m": math.nan}) is None
@@ -85,14 +94,14 @@ def test_missing_or_nan_values_reset_the_streak():
 
 def test_state_roundtrip_continues_identically():
     seq = [0.0, 1.0, 1.5, 1.55, 1.6, 1.62]
-    a = StabilityDetector("m", threshold=0.1, patience=2, window=2)
+    a = StabilityDetector_("m", threshold=0.1, patience=2, window=2)
     for e, v in enumerate(seq[:3]):
         a.update(e, {"m": v})
-    b = StabilityDetector("m", threshold=0.1, patience=2, window=2)
+    b = StabilityDetector_("m", threshold=0.1, patience=2, window=2)
     b.load_state_dict(a.state_dict())
     out = [[d.update(e, {"m": v}) for e, v in enumerate(seq) if e >= 3] for d in (a, b)]
     assert out[0] == out[1]
-    c = StabilityDetector("m", threshold=0.1)
+    c = StabilityDetector_("m", threshold=0.1)
     c.load_state_dict(a.state_dict())
     assert c.event == a.event and isinstance(c.event, CriticalPeriodEvent)
     with pytest.raises(ValueError, match="same metrics"):
@@ -102,11 +111,11 @@ def test_state_roundtrip_continues_identically():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(threshold=0.0), "positive"),
-        (dict(threshold=-1.0), "positive"),
-        (dict(threshold=float("nan")), "positive"),
+        (dict(threshold=0.0), "> 0"),
+        (dict(threshold=-1.0), "> 0"),
+        (dict(threshold=float("nan")), "> 0"),
         (dict(patience=0), "patience"),
-        (dict(mode="percent"), r"\['absolute', 'relative'\]"),
+        (dict(mode="percent"), r"\['scaled', 'absolute', 'relative'\]"),
         (dict(combine="most"), r"\['any', 'all'\]"),
         (dict(window=0), "window"),
         (dict(min_epochs=5, deadline=3), "deadline"),
@@ -115,6 +124,116 @@ def test_state_roundtrip_continues_identically():
 )
 def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        StabilityDetector("m", **kwargs)
+        StabilityDetector_("m", **kwargs)
     with pytest.raises(ValueError, match="metrics"):
-        StabilityDetector([])
+        StabilityDetector_([])
+
+
+# ------------------------------------------------------------------ the scaled rule (default)
+
+
+def _scaled(**kwargs):
+    kwargs.setdefault("guard_learning", False)
+    kwargs.setdefault("guard_lr", False)
+    return StabilityDetector("m", **kwargs)
+
+
+def test_defaults_are_the_scaled_rule_with_every_guard_on():
+    det = StabilityDetector("m")
+    assert det.mode == "scaled" and det.guard_finite and det.guard_learning and det.guard_lr
+    assert det.settings()["threshold"] == DEFAULTS["threshold"]
+
+
+def test_scaled_rule_fires_at_the_knee_of_a_saturating_curve():
+    knee = [1 - 0.5**e for e in range(12)]  # halves its remaining distance every epoch
+    assert run(_scaled(), knee).epoch == 5
+
+
+def test_scaled_rule_never_calls_a_straight_line_flat():
+    """A first-epoch jump then a steady drift (layer rotation at a large learning rate) is not
+    a flat metric, however small the drift is in absolute terms."""
+    jump_then_drift = [0.686 + 0.0013 * e for e in range(30)]
+    assert run(_scaled(), jump_then_drift) is None
+    assert run(StabilityDetector_("m", threshold=0.01), jump_then_drift).epoch == 2  # the old rule
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 250.0])
+def test_scaled_rule_ignores_the_metric_s_units(scale):
+    curve = [scale * (3 - 2 * 0.6**e) for e in range(20)]
+    assert run(_scaled(), curve).epoch == run(_scaled(), [3 - 2 * 0.6**e for e in range(20)]).epoch
+
+
+# ------------------------------------------------------------------ guards
+
+
+def test_a_diverged_run_is_never_stable_nor_cut_by_the_deadline():
+    det = StabilityDetector("m", deadline=5, guard_learning=False)
+    flat = [1.0] * 10
+    for e, v in enumerate(flat):
+        assert det.update(e, {"m": v}, loss=math.nan if e >= 1 else 2.0) is None
+    assert det.diverged == {"epoch": 1, "cause": "training loss is nan"}
+    assert all("finite" in h["blocked"] for h in det.history[1:])
+    det = StabilityDetector("m", guard_learning=False)
+    assert run(det, [1.0, 1.0, math.inf, 1.0, 1.0, 1.0, 1.0]) is None
+    assert det.diverged["epoch"] == 2
+    det = StabilityDetector("m", guard_learning=False)
+    det.update(0, {"m": 1.0}, finite=False, cause="the weights are not finite")
+    assert det.diverged == {"epoch": 0, "cause": "the weights are not finite"}
+
+
+def test_still_learning_guard_blocks_while_the_loss_falls_fast():
+    """The failure the guard exists for: a metric flat from epoch 1 while the loss still falls
+    about 5% per epoch (then slows to 1% per epoch)."""
+    loss = [6.33, 2.16, 2.02, 1.93, 1.84, 1.75, 1.67, 1.60, 1.58, 1.56, 1.545, 1.53, 1.515]
+    det = StabilityDetector("m", mode="absolute", threshold=0.01, guard_lr=False)
+    fired = None
+    for e, lv in enumerate(loss):
+        fired = det.update(e, {"m": 0.7}, loss=lv) or fired
+    assert "learning" in det.history[5]["blocked"]
+    assert fired is not None and fired.epoch == 11  # loss_window 3: 1.60 -> 1.545 is < 2%/epoch
+    assert all("learning" not in h["blocked"] for h in det.history[11:])
+
+
+def test_lr_guard_blocks_warmup_and_the_epochs_after_a_step_drop():
+    lrs = [0.01, 0.05, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.01]
+    det = StabilityDetector("m", mode="absolute", threshold=0.5, min_epochs=0, guard_learning=False)
+    blocked = []
+    for e, lr in enumerate(lrs):
+        det.update(e, {"m": 1.0}, lr=lr)
+        blocked.append("lr" in det.history[-1]["blocked"])
+        det.event = None  # keep watching every epoch
+    assert blocked == [False, True, True, False, False, False, True, True, False, False]
+
+
+def test_replay_on_logged_rows_matches_the_live_detector():
+    rows = [
+        {
+            "epoch": e,
+            "critical/m": 1 - 0.7**e,
+            "critical/train_loss": 1 + 0.8**e,
+            "critical/lr": 0.1,
+        }
+        for e in range(30)
+    ]
+    live = StabilityDetector("m")
+    event = None
+    for r in rows:
+        event = event or live.update(
+            r["epoch"], {"m": r["critical/m"]}, loss=r["critical/train_loss"], lr=0.1
+        )
+    replayed = replay(rows, "critical/m")
+    assert replayed.event == event and event is not None
+    assert replay(rows, "m", threshold=1e-6).event is None
+
+
+def test_state_roundtrip_keeps_the_guards_state():
+    a = StabilityDetector("m")
+    for e in range(4):
+        a.update(e, {"m": e}, loss=1.0 / (e + 1), lr=0.1)
+    b = StabilityDetector("m")
+    b.load_state_dict(a.state_dict())
+    for e in range(4, 20):
+        x = a.update(e, {"m": 4}, loss=0.2, lr=0.1)
+        y = b.update(e, {"m": 4}, loss=0.2, lr=0.1)
+        assert x == y
+    assert a.event is not None and a.history == b.history

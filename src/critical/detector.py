@@ -1,34 +1,58 @@
 """The stability detector: decides when the critical period of training is over.
 
 Plain Python, no Lightning and no torch: it is fed one value per watched metric per completed
-epoch and says when those values have stopped changing. The Lightning side lives in
-:class:`critical.callbacks.CriticalPeriod`.
+epoch (plus the epoch's training loss and learning rate, for the guards) and says when the
+metrics have stopped changing *and* nothing says the cut would be unsafe. The Lightning side
+lives in :class:`critical.callbacks.CriticalPeriod`; :func:`replay` runs the same detector over a
+run's logged ``metrics.csv`` rows (how sweeps evaluate detectors without training them).
 
 Rule
 ----
 For each watched metric the detector keeps the epoch values ``v_e`` (optionally smoothed by a
-trailing moving average over ``window`` epochs) and the change between consecutive epochs:
+trailing moving average over ``window`` epochs) and measures the change between consecutive
+epochs in one of three ways (``mode``):
 
-* ``mode="absolute"``: ``delta_e = |v_e - v_{e-1}|``
-* ``mode="relative"``: ``delta_e = |v_e - v_{e-1}| / max(|v_{e-1}|, eps)``
+* ``"scaled"`` (default): the change against the metric's own scale,
+  ``r_e = n * |v_e - v_{e-1}| / (max(v) - min(v))`` over the ``n + 1`` values seen so far: the
+  slope of the curve on axes normalised by the range seen so far and by the epochs elapsed, so
+  ``r = 1`` is Fukase et al.'s 45-degree slope, a straight line always reads 1, and a curve that
+  has bent over reads less. Unitless, and the same for a metric scaled by any factor, for any
+  learning rate, model or schedule length. A curve that jumped in its first epoch and then
+  drifts linearly (layer rotation at a large learning rate) reads ~1, not "flat".
+* ``"absolute"``: ``|v_e - v_{e-1}|`` (right for metrics with a known scale).
+* ``"relative"``: ``|v_e - v_{e-1}| / max(|v_{e-1}|, eps)`` (Accordion's rule on the gradient
+  norm is ``mode="relative", threshold=0.5, patience=1``).
 
-An epoch is *stable* for a metric when ``delta_e < threshold``. A metric is *settled* after
-``patience`` consecutive stable epochs. The detector fires at the end of the first epoch in
-which the settled metrics satisfy ``combine`` ("any": one of them, "all": every one of them) and
-at least ``min_epochs`` epochs have completed. If ``deadline`` is given it fires at the end of
-epoch ``deadline`` at the latest, with reason ``"deadline"``.
+An epoch is *stable* for a metric when the change is below ``threshold``. A metric is *settled*
+after ``patience`` consecutive stable epochs. The detector fires at the end of the first epoch in
+which the settled metrics satisfy ``combine`` ("any" or "all"), at least ``min_epochs`` epochs
+have completed and no guard objects. With ``deadline`` it fires at the end of epoch ``deadline``
+at the latest (reason ``"deadline"``), unless the run has diverged.
+
+Guards (on by default, each switchable)
+---------------------------------------
+A flat metric can lie: it saturates after a large first-epoch move, the network dies, the run
+diverges to NaN, or the learning rate is tiny during warm-up. While a guard objects, an epoch is
+not stable for any metric (streaks restart):
+
+* ``guard_finite``: a non-finite training loss, weights (``finite=False``) or watched metric
+  marks the run *diverged*; a diverged run is never declared stable (nor cut by the deadline).
+* ``guard_learning``: the training loss is still improving fast: over the last ``loss_window``
+  epochs it fell by more than ``loss_rate`` per epoch, relative to its value ``loss_window``
+  epochs ago (``(L_{e-w} - L_e) / (w * L_{e-w}) > loss_rate``). Needs ``loss_window + 1`` epochs
+  of loss; until then it objects.
+* ``guard_lr``: the learning rate rose since the previous epoch (warm-up), or fell by more than
+  half within the last ``lr_cooldown`` epochs (a step drop; a smooth cosine only halves in its
+  last few epochs).
 
 Epochs are counted as *completed training epochs*: the end of Lightning's ``current_epoch == e``
-is the point where ``e + 1`` epochs have completed. The threshold is a per-epoch change, so it
-does not depend on the total number of epochs of the run.
-
-Relative thresholds are meaningless for metrics that hover near zero (the mean pairwise gradient
-cosine often does): use ``mode="absolute"`` (the default) or a smoothing ``window`` for those.
+is the point where ``e + 1`` epochs have completed.
 
 Example:
     >>> from critical.detector import StabilityDetector
-    >>> det = StabilityDetector(["loss"], threshold=0.05, patience=2)
-    >>> [det.update(e, {"loss": v}) is not None for e, v in enumerate([1.0, 0.5, 0.48, 0.47])]
+    >>> det = StabilityDetector(["m"], mode="absolute", threshold=0.05, min_epochs=1,
+    ...                         guard_learning=False, guard_lr=False)
+    >>> [det.update(e, {"m": v}) is not None for e, v in enumerate([1.0, 0.5, 0.48, 0.47])]
     [False, False, False, True]
     >>> det.event.epoch, det.event.reason
     (3, 'stable')
@@ -41,26 +65,42 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from critical.validation import check_int
+from critical.validation import check_bool, check_choice, check_int, check_number
 
-__all__ = ["COMBINES", "DEFAULTS", "MODES", "CriticalPeriodEvent", "StabilityDetector"]
+__all__ = [
+    "COMBINES",
+    "DEFAULTS",
+    "MODES",
+    "CriticalPeriodEvent",
+    "StabilityDetector",
+    "replay",
+]
 
-MODES = ("absolute", "relative")
+MODES = ("scaled", "absolute", "relative")
 COMBINES = ("any", "all")
 
-#: The detector's defaults, the one source for :class:`StabilityDetector`,
+#: The detector's defaults: the one source for :class:`StabilityDetector`,
 #: :class:`~critical.callbacks.CriticalPeriod` and ``critical sweep`` (whose detector entries
-#: accept exactly these keys).
+#: accept exactly these keys). Fixed before the study in docs/results.md.
 DEFAULTS: dict[str, Any] = {
     "monitor": "layer_rotation",
-    "threshold": 0.01,
-    "mode": "absolute",
+    "mode": "scaled",
+    "threshold": 0.3,
     "patience": 2,
-    "min_epochs": 1,
+    "min_epochs": 3,
     "deadline": None,
     "combine": "any",
     "window": 1,
+    "guard_finite": True,
+    "guard_learning": True,
+    "loss_window": 3,
+    "loss_rate": 0.02,
+    "guard_lr": True,
+    "lr_cooldown": 2,
 }
+
+#: guard names, as they appear in ``history[i]["blocked"]``
+GUARDS = ("finite", "learning", "lr")
 
 
 @dataclass(frozen=True)
@@ -98,134 +138,225 @@ class CriticalPeriodEvent:
         )
 
 
-class StabilityDetector:
-    """Fires once when watched metrics stop changing between epochs.
+def _finite(v: Any) -> bool:
+    return v is not None and not isinstance(v, bool) and math.isfinite(float(v))
 
-    Args:
+
+class StabilityDetector:
+    """Fires once when watched metrics stop changing between epochs and no guard objects.
+
+    Args (defaults in :data:`DEFAULTS`):
         metrics: names of the watched metrics (at least one).
-        threshold: a positive change below which an epoch counts as stable; a single float, or a
+        mode: ``"scaled"``, ``"absolute"`` or ``"relative"`` change (module docstring).
+        threshold: a positive change below which an epoch counts as stable; a single number, or a
             mapping from metric name to its own threshold.
-        mode: ``"absolute"`` or ``"relative"`` change (see the module docstring).
         patience: consecutive stable epochs needed (>= 1).
         min_epochs: never fire before this many epochs have completed (>= 0).
         deadline: fire at the end of this many completed epochs at the latest (``None``: never
             forced). Must be >= ``min_epochs``.
         combine: ``"any"`` (one settled metric suffices) or ``"all"``.
-        window: trailing moving-average length applied to each metric before differencing
-            (1 = no smoothing).
+        window: trailing moving-average length applied to each metric before differencing.
+        guard_finite, guard_learning, guard_lr: the guards (module docstring).
+        loss_window: epochs over which the training loss's improvement is measured (>= 1).
+        loss_rate: the relative improvement per epoch above which the loss counts as still
+            improving (> 0).
+        lr_cooldown: epochs after a learning-rate drop during which no cut is made (>= 0).
         eps: floor of the denominator in relative mode.
+
+    Attributes:
+        history: one entry per update: ``epoch``, ``values``, ``changes``, ``blocked`` (the
+            guards that objected), ``loss``, ``lr``.
+        event: the :class:`CriticalPeriodEvent`, once fired.
+        diverged: ``{"epoch", "cause"}`` from the first epoch with a non-finite loss, weights or
+            metric (with ``guard_finite``), else ``None``.
     """
 
     def __init__(
         self,
         metrics: str | Sequence[str],
         *,
-        threshold: float | Mapping[str, float] = DEFAULTS["threshold"],
         mode: str = DEFAULTS["mode"],
+        threshold: float | Mapping[str, float] = DEFAULTS["threshold"],
         patience: int = DEFAULTS["patience"],
         min_epochs: int = DEFAULTS["min_epochs"],
         deadline: int | None = DEFAULTS["deadline"],
         combine: str = DEFAULTS["combine"],
         window: int = DEFAULTS["window"],
+        guard_finite: bool = DEFAULTS["guard_finite"],
+        guard_learning: bool = DEFAULTS["guard_learning"],
+        loss_window: int = DEFAULTS["loss_window"],
+        loss_rate: float = DEFAULTS["loss_rate"],
+        guard_lr: bool = DEFAULTS["guard_lr"],
+        lr_cooldown: int = DEFAULTS["lr_cooldown"],
         eps: float = 1e-12,
     ) -> None:
-        if isinstance(metrics, str):
-            metrics = [metrics]
-        metrics = list(metrics)
-        if not metrics or not all(isinstance(m, str) and m for m in metrics):
+        names = [metrics] if isinstance(metrics, str) else list(metrics)
+        if not names or not all(isinstance(m, str) and m for m in names):
             raise ValueError(f"`metrics` must be one or more non-empty names, got {metrics!r}")
-        if len(set(metrics)) != len(metrics):
-            raise ValueError(f"`metrics` has duplicates: {metrics!r}")
-        self.metrics: list[str] = metrics
+        if len(set(names)) != len(names):
+            raise ValueError(f"`metrics` has duplicates: {names!r}")
+        self.metrics: list[str] = names
 
         if isinstance(threshold, Mapping):
-            unknown = set(threshold) - set(metrics)
-            missing = set(metrics) - set(threshold)
+            unknown, missing = set(threshold) - set(names), set(names) - set(threshold)
             if unknown or missing:
                 raise ValueError(
-                    f"`threshold` mapping must name exactly the watched metrics {metrics}; "
+                    f"`threshold` mapping must name exactly the watched metrics {names}; "
                     f"unknown: {sorted(unknown)}, missing: {sorted(missing)}"
                 )
-            thresholds = {m: threshold[m] for m in metrics}
+            thresholds = {m: threshold[m] for m in names}
         else:
-            thresholds = dict.fromkeys(metrics, threshold)
-        for m, t in thresholds.items():
-            if (
-                isinstance(t, bool)
-                or not isinstance(t, (int, float))
-                or not math.isfinite(t)
-                or t <= 0
-            ):
-                raise ValueError(
-                    f"`threshold` for {m!r} must be a positive finite number, got {t!r}"
-                )
-        self.thresholds: dict[str, float] = {m: float(t) for m, t in thresholds.items()}
-
-        if mode not in MODES:
-            raise ValueError(f"`mode` must be one of {list(MODES)}, got {mode!r}")
-        if combine not in COMBINES:
-            raise ValueError(f"`combine` must be one of {list(COMBINES)}, got {combine!r}")
-        self.mode = mode
-        self.combine = combine
+            thresholds = dict.fromkeys(names, threshold)
+        self.thresholds: dict[str, float] = {
+            m: check_number(f"threshold for {m!r}", t, minimum=0, exclusive=True)
+            for m, t in thresholds.items()
+        }
+        self.mode = check_choice("mode", mode, MODES)
+        self.combine = check_choice("combine", combine, COMBINES)
         self.patience = check_int("patience", patience, 1)
         self.min_epochs = check_int("min_epochs", min_epochs, 0)
         self.window = check_int("window", window, 1)
-        if deadline is not None:
-            check_int("deadline", deadline, 1)
-            if deadline < min_epochs:
-                raise ValueError(f"`deadline` ({deadline}) must be >= `min_epochs` ({min_epochs})")
-        self.deadline = deadline
-        if not (isinstance(eps, (int, float)) and eps > 0):
-            raise ValueError(f"`eps` must be positive, got {eps!r}")
-        self.eps = float(eps)
+        self.deadline = check_int("deadline", deadline, 1, allow_none=True)
+        if deadline is not None and deadline < min_epochs:
+            raise ValueError(f"`deadline` ({deadline}) must be >= `min_epochs` ({min_epochs})")
+        self.guard_finite = check_bool("guard_finite", guard_finite)
+        self.guard_learning = check_bool("guard_learning", guard_learning)
+        self.loss_window = check_int("loss_window", loss_window, 1)
+        self.loss_rate = check_number("loss_rate", loss_rate, minimum=0, exclusive=True)
+        self.guard_lr = check_bool("guard_lr", guard_lr)
+        self.lr_cooldown = check_int("lr_cooldown", lr_cooldown, 0)
+        self.eps = check_number("eps", eps, minimum=0, exclusive=True)
 
-        self.history: list[dict[str, Any]] = []  # one entry per update: epoch, values, changes
-        self._raw: dict[str, list[float]] = {m: [] for m in metrics}
-        self._smoothed: dict[str, list[float]] = {m: [] for m in metrics}
-        self._streak: dict[str, int] = dict.fromkeys(metrics, 0)
+        self.history: list[dict[str, Any]] = []
+        self._raw: dict[str, list[float]] = {m: [] for m in names}
+        self._smoothed: dict[str, list[float]] = {m: [] for m in names}
+        self._streak: dict[str, int] = dict.fromkeys(names, 0)
+        self._losses: list[float] = []
+        self._lrs: list[float] = []
+        self._last_drop: int | None = None
         self.event: CriticalPeriodEvent | None = None
+        self.diverged: dict[str, Any] | None = None
 
     @property
     def fired(self) -> bool:
         return self.event is not None
 
-    def _change(self, prev: float, cur: float) -> float:
-        diff = abs(cur - prev)
+    def settings(self) -> dict[str, Any]:
+        """The constructor's arguments (what ``config.json`` and sweeps record)."""
+        out = {"monitor": list(self.metrics), "mode": self.mode}
+        thresholds = set(self.thresholds.values())
+        out["threshold"] = thresholds.pop() if len(thresholds) == 1 else dict(self.thresholds)
+        for key in DEFAULTS:
+            if key not in out and key != "monitor":
+                out[key] = getattr(self, key)
+        return out
+
+    # ------------------------------------------------------------------ the rule
+    def _change(self, m: str) -> float:
+        sm = self._smoothed[m]
+        diff = abs(sm[-1] - sm[-2])
         if self.mode == "absolute":
             return diff
-        return diff / max(abs(prev), self.eps)
+        if self.mode == "relative":
+            return diff / max(abs(sm[-2]), self.eps)
+        scale = max(sm) - min(sm)
+        return 0.0 if scale <= 0 else diff * (len(sm) - 1) / scale
 
-    def update(self, epoch: int, values: Mapping[str, float]) -> CriticalPeriodEvent | None:
-        """Feed the values of one completed epoch; returns the event the first time it fires.
+    def _guards(self, epoch: int, loss: float | None, lr: float | None) -> list[str]:
+        blocked = []
+        if self.guard_finite and self.diverged is not None:
+            blocked.append("finite")
+        if self.guard_learning:
+            w = self.loss_window
+            losses = self._losses
+            if len(losses) <= w or not all(_finite(v) for v in losses[-w - 1 :]):
+                blocked.append("learning")
+            else:
+                old, new = losses[-w - 1], losses[-1]
+                if old > 0 and (old - new) / (w * old) > self.loss_rate:
+                    blocked.append("learning")
+        if self.guard_lr and lr is not None and len(self._lrs) >= 2:
+            prev, cur = self._lrs[-2], self._lrs[-1]
+            if cur > prev * (1 + 1e-9):  # warm-up
+                blocked.append("lr")
+            elif self._last_drop is not None and epoch - self._last_drop < self.lr_cooldown:
+                blocked.append("lr")
+        return blocked
 
-        Metrics missing from ``values`` or with a non-finite value are not recorded for this
-        epoch and reset their stable streak (a gap is not evidence of stability). After the
-        detector has fired, further updates are recorded in the history but fire nothing.
+    def update(
+        self,
+        epoch: int,
+        values: Mapping[str, float | None],
+        *,
+        loss: float | None = None,
+        lr: float | None = None,
+        finite: bool = True,
+        cause: str | None = None,
+    ) -> CriticalPeriodEvent | None:
+        """Feed one completed epoch; returns the event the first time the detector fires.
+
+        Args:
+            epoch: the epoch that just ended.
+            values: the watched metrics' values (missing or non-finite: not recorded, and the
+                metric's stable streak restarts).
+            loss: the epoch's training loss (for ``guard_learning`` and ``guard_finite``).
+            lr: the epoch's learning rate (for ``guard_lr``).
+            finite: ``False`` when the weights (or anything else the caller checked) are not
+                finite; ``cause`` says what.
         """
         epoch = int(epoch)
+        if self.guard_finite and self.diverged is None:
+            causes = []
+            if loss is not None and not _finite(loss):
+                causes.append(f"training loss is {loss}")
+            if not finite:
+                causes.append(cause or "not finite")
+            causes += [
+                f"{m} is {values[m]}"
+                for m in self.metrics
+                if values.get(m) is not None and not _finite(values[m])
+            ]
+            if causes:
+                self.diverged = {"epoch": epoch, "cause": "; ".join(causes)}
+        if loss is not None:
+            self._losses.append(float(loss))
+        if lr is not None and _finite(lr):
+            self._lrs.append(float(lr))
+            if len(self._lrs) >= 2 and self._lrs[-1] < 0.5 * self._lrs[-2]:
+                self._last_drop = epoch
+        blocked = self._guards(epoch, loss, lr)
+
         changes: dict[str, float] = {}
         recorded: dict[str, float] = {}
         for m in self.metrics:
             v = values.get(m)
-            if v is None or not math.isfinite(float(v)):
+            if not _finite(v):
                 self._streak[m] = 0
                 continue
-            v = float(v)
-            recorded[m] = v
+            assert v is not None
+            recorded[m] = float(v)
             raw = self._raw[m]
-            raw.append(v)
+            raw.append(float(v))
             tail = raw[-self.window :]
-            smoothed = sum(tail) / len(tail)
-            sm = self._smoothed[m]
-            sm.append(smoothed)
+            self._smoothed[m].append(sum(tail) / len(tail))
             # a change is only meaningful once the moving average is over a full window
             if len(raw) > self.window:
-                c = self._change(sm[-2], sm[-1])
+                c = self._change(m)
                 changes[m] = c
-                self._streak[m] = self._streak[m] + 1 if c < self.thresholds[m] else 0
+                stable = c < self.thresholds[m] and not blocked
+                self._streak[m] = self._streak[m] + 1 if stable else 0
             else:
                 self._streak[m] = 0
-        self.history.append({"epoch": epoch, "values": recorded, "changes": changes})
+        self.history.append(
+            {
+                "epoch": epoch,
+                "values": recorded,
+                "changes": changes,
+                "blocked": blocked,
+                "loss": loss if _finite(loss) else None,
+                "lr": lr if _finite(lr) else None,
+            }
+        )
         if self.event is not None:
             return None
 
@@ -233,21 +364,26 @@ class StabilityDetector:
         settled = tuple(m for m in self.metrics if self._streak[m] >= self.patience)
         ok = bool(settled) if self.combine == "any" else len(settled) == len(self.metrics)
         last_values = {m: self._smoothed[m][-1] for m in self.metrics if self._smoothed[m]}
-        if ok and completed >= self.min_epochs:
+        if ok and not blocked and completed >= self.min_epochs:
             self.event = CriticalPeriodEvent(epoch, "stable", settled, last_values, changes)
-        elif self.deadline is not None and completed >= self.deadline:
+        elif self.deadline is not None and completed >= self.deadline and self.diverged is None:
             self.event = CriticalPeriodEvent(
                 epoch, "deadline", tuple(self.metrics), last_values, changes
             )
         return self.event
 
+    # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
         return {
             "history": [dict(h) for h in self.history],
             "raw": {m: list(v) for m, v in self._raw.items()},
             "smoothed": {m: list(v) for m, v in self._smoothed.items()},
             "streak": dict(self._streak),
+            "losses": list(self._losses),
+            "lrs": list(self._lrs),
+            "last_drop": self._last_drop,
             "event": None if self.event is None else self.event.to_dict(),
+            "diverged": self.diverged,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -261,12 +397,52 @@ class StabilityDetector:
         self._raw = {m: list(state.get("raw", {}).get(m, [])) for m in self.metrics}
         self._smoothed = {m: list(state.get("smoothed", {}).get(m, [])) for m in self.metrics}
         self._streak = {m: int(state.get("streak", {}).get(m, 0)) for m in self.metrics}
+        self._losses = [float(v) for v in state.get("losses", [])]
+        self._lrs = [float(v) for v in state.get("lrs", [])]
+        self._last_drop = state.get("last_drop")
         ev = state.get("event")
         self.event = None if ev is None else CriticalPeriodEvent.from_dict(ev)
+        self.diverged = state.get("diverged")
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(metrics={self.metrics}, thresholds={self.thresholds}, "
-            f"mode={self.mode!r}, patience={self.patience}, min_epochs={self.min_epochs}, "
-            f"deadline={self.deadline}, combine={self.combine!r}, window={self.window})"
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({args})"
+
+
+def replay(
+    rows: Sequence[Mapping[str, Any]],
+    monitor: str | Sequence[str] = DEFAULTS["monitor"],
+    *,
+    loss_key: str = "critical/train_loss",
+    lr_key: str = "critical/lr",
+    prefix: str = "critical/",
+    **settings: Any,
+) -> StabilityDetector:
+    """Run a detector over a run's per-epoch rows (``metrics.csv`` / ``metrics.json`` as read
+    by :func:`critical.runfiles.read_rows`) and return it (``.event`` holds the decision).
+
+    Metrics are read from the ``prefix + name`` columns, the loss and the learning rate from
+    ``loss_key`` and ``lr_key`` (logged by :class:`~critical.callbacks.CriticalPeriod`). A
+    detector replayed on the always-k run of a seed decides what the live detector would have
+    decided in that run, since before its cut a detector run *is* the always-k run.
+
+    Example:
+        >>> rows = [{"epoch": e, "critical/m": 1 - 0.5 ** e} for e in range(8)]
+        >>> replay(rows, "m", guard_learning=False, guard_lr=False).event.epoch
+        5
+    """
+    names = [monitor] if isinstance(monitor, str) else list(monitor)
+    names = [n[len(prefix) :] if n.startswith(prefix) else n for n in names]
+    det = StabilityDetector(names, **settings)
+    for row in sorted(rows, key=lambda r: r["epoch"]):
+        values = {m: row.get(prefix + m) for m in names}
+        loss = row.get(loss_key)
+        det.update(
+            int(row["epoch"]),
+            values,
+            loss=None if loss is None else float(loss),
+            lr=row.get(lr_key),
         )
+        if det.fired:
+            break
+    return det

@@ -3,16 +3,20 @@ listeners (e.g. :class:`~critical.callbacks.AugmentationCutoff`) when the critic
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from typing_extensions import override
 
 from critical.callbacks._base import PREFIX, MetricCallback
 from critical.detector import DEFAULTS, CriticalPeriodEvent, StabilityDetector
+from critical.validation import check_bool, check_str
 
 Listener = Callable[[CriticalPeriodEvent, "pl.Trainer", "pl.LightningModule"], None]
 
@@ -31,46 +35,56 @@ def known_metric_names() -> dict[str, str]:
     }
 
 
-class CriticalPeriod(Callback):
-    """Declares the critical period over when the watched metrics stop changing.
+def _strip(name: str) -> str:
+    return name[len(PREFIX) :] if name.startswith(PREFIX) else name
 
-    At the end of every training epoch it reads the watched metrics, feeds them to a
-    :class:`~critical.detector.StabilityDetector` and, the first time the detector fires, records
-    a :class:`~critical.detector.CriticalPeriodEvent` (epoch, reason, values, changes), logs it and
-    calls every listener registered with :meth:`add_listener`. See
-    :mod:`critical.detector` for the rule (threshold on the per-epoch change, absolute or
-    relative, ``patience``, ``min_epochs``, ``deadline``, ``combine``, ``window``).
+
+class CriticalPeriod(Callback):
+    """Declares the critical period over when the watched metrics stop changing and nothing says
+    the model is still learning fast, warming up or diverging.
+
+    At the end of every training epoch it reads the watched metrics, the epoch's training loss
+    and learning rate, and whether the weights are finite, and feeds them to a
+    :class:`~critical.detector.StabilityDetector`. The first time the detector fires it records a
+    :class:`~critical.detector.CriticalPeriodEvent`, logs it and calls every listener registered
+    with :meth:`add_listener`. See :mod:`critical.detector` for the rule (``mode``: the change on
+    the metric's own scale by default, or absolute / relative; ``threshold``, ``patience``,
+    ``min_epochs``, ``deadline``, ``combine``, ``window``) and the guards (``guard_finite``,
+    ``guard_learning``, ``guard_lr``), all on by default.
 
     Metrics are named as the metric callbacks log them, with or without the ``critical/`` prefix
-    (``"layer_rotation"``, ``"gradient_predictability"``, ``"gradient_confusion/mean"``, ...); the
-    values are pulled from those callbacks, so callback order does not matter. Any other logged
-    metric (e.g. ``"train/loss"``) is read from ``trainer.callback_metrics``.
+    (``"layer_rotation"``, ``"gradient_norm"``, ``"gradient_predictability"``,
+    ``"gradient_confusion/mean"``); they are pulled from those callbacks, so callback order does
+    not matter. Any other logged metric (e.g. ``"val/acc"``) is read from
+    ``trainer.callback_metrics``. Names are checked at fit start.
+
+    The training loss is, by default, the epoch mean of what ``training_step`` returns (summed on
+    the device, no host synchronisation per step); ``loss="train/loss"`` reads a metric the module
+    logs instead. The learning rate is the largest of the first optimizer's parameter groups at
+    epoch start. A non-finite loss, weights or metric marks the run as diverged: a warning names
+    the epoch and the cause, and the critical period is never declared over on it.
 
     Under DDP, rank 0's values are broadcast before the detector runs, so every rank fires in the
     same epoch with the same event.
 
     Logged (prefix ``critical/``): ``critical_period_over`` (0 before the event, 1 from the
-    firing epoch on) and ``critical_period_epoch`` once fired.
+    firing epoch on), ``critical_period_epoch`` once fired, ``train_loss`` and ``lr`` (what the
+    guards read, so :func:`critical.detector.replay` can re-run the detector on ``metrics.csv``).
 
     Args:
         monitor: metric name or names.
-        threshold: per-epoch change below which an epoch is stable (float, or a mapping from
-            metric to threshold).
-        mode: ``"absolute"`` (default; right for metrics near zero) or ``"relative"``.
-        patience: consecutive stable epochs needed.
-        min_epochs: earliest number of completed epochs at which it may fire.
-        deadline: number of completed epochs at which it fires anyway (``None``: never forced).
-        combine: ``"any"`` or ``"all"`` of the metrics must settle.
-        window: trailing moving average over this many epochs before differencing.
-        strict: raise if a monitored metric is not available at epoch end (else warn-free skip,
-            which resets the metric's streak).
+        mode, threshold, patience, min_epochs, deadline, combine, window: the rule.
+        guard_finite, guard_learning, loss_window, loss_rate, guard_lr, lr_cooldown: the guards.
+        loss: a logged metric to use as the training loss (default: ``training_step``'s output).
+        strict: raise if a monitored metric is not available at epoch end (else skip the epoch,
+            which restarts the metric's streak).
         verbose: print a line when the critical period ends.
         name: distinguishes two instances in checkpoints.
 
     Example:
         >>> import lightning as L
         >>> from critical.callbacks import CriticalPeriod, LayerRotation
-        >>> cp = CriticalPeriod(monitor="layer_rotation", threshold=0.01, patience=2)
+        >>> cp = CriticalPeriod(monitor="layer_rotation")
         >>> cp.add_listener(lambda event, trainer, module: print("cut after epoch", event.epoch))
         >>> trainer = L.Trainer(callbacks=[LayerRotation(), cp], logger=False)
     """
@@ -78,39 +92,64 @@ class CriticalPeriod(Callback):
     def __init__(
         self,
         monitor: str | Sequence[str] = DEFAULTS["monitor"],
-        threshold: float | Mapping[str, float] = DEFAULTS["threshold"],
         mode: str = DEFAULTS["mode"],
+        threshold: float | Mapping[str, float] = DEFAULTS["threshold"],
         patience: int = DEFAULTS["patience"],
         min_epochs: int = DEFAULTS["min_epochs"],
         deadline: int | None = DEFAULTS["deadline"],
         combine: str = DEFAULTS["combine"],
         window: int = DEFAULTS["window"],
+        guard_finite: bool = DEFAULTS["guard_finite"],
+        guard_learning: bool = DEFAULTS["guard_learning"],
+        loss_window: int = DEFAULTS["loss_window"],
+        loss_rate: float = DEFAULTS["loss_rate"],
+        guard_lr: bool = DEFAULTS["guard_lr"],
+        lr_cooldown: int = DEFAULTS["lr_cooldown"],
+        loss: str | None = None,
         strict: bool = True,
         verbose: bool = True,
         name: str | None = None,
     ) -> None:
         names = [monitor] if isinstance(monitor, str) else list(monitor)
-        short = [n[len(PREFIX) :] if n.startswith(PREFIX) else n for n in names]
+        self.monitor = [_strip(n) for n in names]
         if isinstance(threshold, Mapping):
-            threshold = {
-                (k[len(PREFIX) :] if k.startswith(PREFIX) else k): v for k, v in threshold.items()
-            }
+            threshold = {_strip(k): v for k, v in threshold.items()}
         self.detector = StabilityDetector(
-            short,
-            threshold=threshold,
+            self.monitor,
             mode=mode,
+            threshold=threshold,
             patience=patience,
             min_epochs=min_epochs,
             deadline=deadline,
             combine=combine,
             window=window,
+            guard_finite=guard_finite,
+            guard_learning=guard_learning,
+            loss_window=loss_window,
+            loss_rate=loss_rate,
+            guard_lr=guard_lr,
+            lr_cooldown=lr_cooldown,
         )
-        self.monitor = short
-        self.strict = strict
-        self.verbose = verbose
+        self.loss = check_str("loss", loss, allow_none=True)
+        self.strict = check_bool("strict", strict)
+        self.verbose = check_bool("verbose", verbose)
         self.name = name
         self._listeners: list[Listener] = []
         self._providers: dict[str, MetricCallback] = {}
+        self._loss_sum: torch.Tensor | None = None
+        self._loss_n = 0
+        self._lr: float | None = None
+        self._warned_diverged = False
+
+    def settings(self) -> dict[str, Any]:
+        """The constructor's arguments (recorded in a run's ``config.json``)."""
+        return {
+            **self.detector.settings(),
+            "loss": self.loss,
+            "strict": self.strict,
+            "verbose": self.verbose,
+            "name": self.name,
+        }
 
     # ----------------------------------------------------------------- public API
     @property
@@ -121,6 +160,11 @@ class CriticalPeriod(Callback):
     @property
     def fired(self) -> bool:
         return self.detector.fired
+
+    @property
+    def diverged(self) -> dict[str, Any] | None:
+        """``{"epoch", "cause"}`` once a non-finite loss, weights or metric was seen."""
+        return self.detector.diverged
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event, trainer, pl_module)`` when the critical period ends (once).
@@ -137,13 +181,15 @@ class CriticalPeriod(Callback):
             self._listeners.remove(listener)
 
     @property
+    @override
     def state_key(self) -> str:
         return self._generate_state_key(monitor=tuple(self.monitor), name=self.name)
 
     # ----------------------------------------------------------------- hooks
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         known = known_metric_names()
-        metric_cbs = [cb for cb in trainer.callbacks if isinstance(cb, MetricCallback)]
+        metric_cbs = [cb for cb in trainer.callbacks if isinstance(cb, MetricCallback)]  # type: ignore[attr-defined]
         self._providers = {}
         for m in self.monitor:
             provider = next((cb for cb in metric_cbs if m in cb.metric_names), None)
@@ -154,6 +200,52 @@ class CriticalPeriod(Callback):
                     f"CriticalPeriod monitors {m!r}, which the {known[m]} callback computes, but no "
                     f"{known[m]} is in the Trainer's callbacks: add `{known[m]}()` to them"
                 )
+            else:
+                close = difflib.get_close_matches(m, list(known), n=1, cutoff=0.75)
+                if close:
+                    raise ValueError(
+                        f"CriticalPeriod monitors {m!r}, which no callback computes: did you mean "
+                        f"{close[0]!r}? The library's metrics: {', '.join(sorted(known))}; any "
+                        "other name must be a metric your module logs"
+                    )
+
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._loss_sum, self._loss_n = None, 0
+        lrs = [
+            float(g["lr"]) for opt in trainer.optimizers[:1] for g in opt.param_groups if "lr" in g
+        ]
+        self._lr = max(lrs) if lrs else None
+
+    @override
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if self.loss is not None:
+            return
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            loss = loss.detach().float().reshape(())
+            self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+            self._loss_n += 1
+
+    def _epoch_loss(self, trainer: pl.Trainer) -> float | None:
+        if self.loss is not None:
+            raw = trainer.callback_metrics.get(self.loss)
+            if raw is None and self.strict:
+                raise RuntimeError(
+                    f"CriticalPeriod could not find the loss metric {self.loss!r}; available: "
+                    f"{sorted(trainer.callback_metrics)}"
+                )
+            return None if raw is None else float(raw)
+        if self._loss_sum is None or self._loss_n == 0:
+            return None
+        return float(self._loss_sum) / self._loss_n  # one sync, at epoch end
 
     def _read(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         values: dict[str, float] = {}
@@ -166,19 +258,49 @@ class CriticalPeriod(Callback):
                 if raw is None and self.strict:
                     raise RuntimeError(
                         f"CriticalPeriod could not find the monitored metric {m!r}; available: "
-                        f"{sorted(trainer.callback_metrics)}. Pass strict=False to skip missing epochs."
+                        f"{sorted(trainer.callback_metrics)}. Pass strict=False to skip missing "
+                        "epochs."
                     )
                 v = None if raw is None else float(raw)
-            if v is not None and math.isfinite(v):
+            if v is not None:
                 values[m] = float(v)
         return values
 
+    @staticmethod
+    @torch.no_grad()
+    def _weights_finite(pl_module: pl.LightningModule) -> bool:
+        params = [p.detach() for p in pl_module.parameters()]
+        if not params:
+            return True
+        norms = torch._foreach_norm(params)
+        return bool(torch.isfinite(torch.stack([n.float() for n in norms])).all())
+
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        values = self._read(trainer, pl_module)
+        state = {
+            "values": self._read(trainer, pl_module),
+            "loss": self._epoch_loss(trainer),
+            "lr": self._lr,
+            "finite": self._weights_finite(pl_module),
+        }
         if trainer.world_size > 1:
-            values = trainer.strategy.broadcast(values, src=0)
+            state = trainer.strategy.broadcast(state, src=0)
         was_fired = self.detector.fired
-        event = self.detector.update(trainer.current_epoch, values)
+        event = self.detector.update(
+            trainer.current_epoch,
+            state["values"],
+            loss=state["loss"],
+            lr=state["lr"],
+            finite=state["finite"],
+            cause=None if state["finite"] else "the weights are not finite",
+        )
+        if self.detector.diverged is not None and not self._warned_diverged:
+            self._warned_diverged = True
+            d = self.detector.diverged
+            rank_zero_warn(
+                f"CriticalPeriod: the run diverged in epoch {d['epoch']} ({d['cause']}); the "
+                "critical period is never declared over on a diverged run, so k is not cut"
+            )
         if event is not None and not was_fired:
             if self.verbose:
                 vals = ", ".join(f"{k}={v:.4g}" for k, v in event.values.items())
@@ -191,13 +313,19 @@ class CriticalPeriod(Callback):
         metrics = {PREFIX + "critical_period_over": float(self.detector.fired)}
         if self.detector.event is not None:
             metrics[PREFIX + "critical_period_epoch"] = float(self.detector.event.epoch)
+        for key in ("loss", "lr"):
+            v = state[key]
+            if v is not None and math.isfinite(v):
+                metrics[PREFIX + ("train_loss" if key == "loss" else "lr")] = float(v)
         pl_module.log_dict(
             metrics, on_step=False, on_epoch=True, sync_dist=False, rank_zero_only=False
         )
 
     # ----------------------------------------------------------------- checkpoint
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"detector": self.detector.state_dict(), "monitor": list(self.monitor)}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.detector.load_state_dict(state_dict["detector"])

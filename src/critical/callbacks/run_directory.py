@@ -121,8 +121,12 @@ def _hparams(obj: Any) -> dict[str, Any] | None:
 
 def callback_settings(cb: Any) -> dict[str, Any]:
     """A callback's class and the constructor arguments it keeps as attributes of the same name
-    (``{"class": "pkg.mod.Name", "init_args": {...}}``), for ``config.json``."""
+    (``{"class": "pkg.mod.Name", "init_args": {...}}``), for ``config.json``; a callback with a
+    ``settings()`` method reports its own."""
     cls = type(cb)
+    own = getattr(cb, "settings", None)
+    if callable(own):
+        return {"class": f"{cls.__module__}.{cls.__qualname__}", "init_args": to_jsonable(own())}
     args: dict[str, Any] = {}
     try:
         params = inspect.signature(cls.__init__).parameters
@@ -395,6 +399,9 @@ class RunDirectory(Callback):
         if event is not None:
             out["fired"] = True
             out["event"] = to_jsonable(event.to_dict() if hasattr(event, "to_dict") else event)
+        diverged = getattr(cp, "diverged", None) if cp is not None else None
+        if diverged is not None:
+            out["diverged"] = to_jsonable(diverged)
         cutoff = find_cutoff(trainer)
         if cutoff is not None and getattr(cutoff, "cut_epoch", None) is not None:
             out["fired"] = True

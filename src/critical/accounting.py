@@ -59,9 +59,10 @@ Record = Mapping[str, Any]
 def _sum(entries: Sequence[Record], key: str) -> float | None:
     """The sum of ``key`` over ``entries``; ``None`` if any entry lacks a value."""
     values = [e.get(key) for e in entries]
-    if any(v is None for v in values):
+    present = [v for v in values if v is not None]
+    if len(present) < len(values):
         return None
-    return float(sum(values))
+    return float(sum(present))
 
 
 def totals(entries: Sequence[Record]) -> dict[str, Any]:

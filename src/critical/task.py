@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.data import AttributeDict
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
 
 from critical.models import create_model
 
@@ -149,7 +152,8 @@ class EpochSchedule:
         if self.name == "cosine":
             if epoch < self.warmup_epochs:
                 return warm
-            span = self.total_epochs - self.warmup_epochs  # type: ignore[operator]
+            assert self.total_epochs is not None  # __init__: the cosine schedule needs it
+            span = self.total_epochs - self.warmup_epochs
             t = min(1.0, (epoch - self.warmup_epochs) / span)
             return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
         if self.name == "multistep":
@@ -233,6 +237,10 @@ class ImageClassifier(L.LightningModule):
         ['train/acc', 'train/loss']
     """
 
+    # buffers (``register_buffer`` in ``__init__``)
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self,
         model: str = "resnet18_cifar",
@@ -309,10 +317,17 @@ class ImageClassifier(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
 
+    @property
+    def _hp(self) -> AttributeDict:
+        """``self.hparams``, as ``save_hyperparameters`` stores them (Lightning types the property
+        as a plain ``MutableMapping``, without attribute access)."""
+        return cast(AttributeDict, self.hparams)
+
     # ------------------------------------------------------------------ model
+    @override
     def configure_model(self) -> None:
         """Compile the network in place when ``compile=True`` (once)."""
-        if self.hparams.compile and not self._compiled:
+        if self._hp.compile and not self._compiled:
             self.net.compile()
             self._compiled = True
 
@@ -323,10 +338,11 @@ class ImageClassifier(L.LightningModule):
         elif not x.is_floating_point():
             raise TypeError(f"images must be float in [0, 1] or uint8, got dtype {x.dtype}")
         x = (x - self.mean) / self.std
-        if self.hparams.channels_last and x.dim() == 4:
+        if self._hp.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for images ``x`` (B, C, H, W) in [0, 1] (float) or [0, 255] (uint8)."""
         return self.net(self.normalize(x))
@@ -335,7 +351,7 @@ class ImageClassifier(L.LightningModule):
     def _step(self, batch: Any, stage: str) -> torch.Tensor:
         x, y = batch[0], batch[1]
         logits = self(x)
-        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+        smoothing = self._hp.label_smoothing if stage == "train" else 0.0
         loss = nn.functional.cross_entropy(logits, y, label_smoothing=smoothing)
         acc = getattr(self, f"{stage}_acc")
         acc(logits.detach(), y)
@@ -357,23 +373,27 @@ class ImageClassifier(L.LightningModule):
         )
         return loss
 
+    @override
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
 
+    @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")
 
+    @override
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "test")
 
+    @override
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self(x)
 
     # ------------------------------------------------------------------ optimization
     def _schedule_epochs(self) -> int | None:
-        if self.hparams.schedule_epochs is not None:
-            return int(self.hparams.schedule_epochs)
+        if self._hp.schedule_epochs is not None:
+            return int(self._hp.schedule_epochs)
         trainer = self._trainer
         max_epochs = getattr(trainer, "max_epochs", None) if trainer is not None else None
         if max_epochs is None or max_epochs < 1:
@@ -386,20 +406,22 @@ class ImageClassifier(L.LightningModule):
         Unless ``decay_norm_and_bias=True`` or ``weight_decay == 0``, in which case it is one
         group.
         """
-        wd = float(self.hparams.weight_decay)
+        wd = float(self._hp.weight_decay)
         params = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
-        if self.hparams.decay_norm_and_bias or wd == 0:
+        if self._hp.decay_norm_and_bias or wd == 0:
             return [{"params": [p for _, p in params], "weight_decay": wd}]
-        skip = set()
-        if hasattr(self.net, "no_weight_decay"):
-            skip = set(self.net.no_weight_decay())
+        skip: set[str] = set()
+        no_weight_decay = getattr(self.net, "no_weight_decay", None)  # timm models may have it
+        if no_weight_decay is not None:
+            skip = set(no_weight_decay())
         decay = [p for n, p in params if p.ndim > 1 and n not in skip]
         no_decay = [p for n, p in params if p.ndim <= 1 or n in skip]
         groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
         return [g for g in groups if g["params"]]
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
+    @override
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        hp = self._hp
         if hp.optimizer == "sgd":
             opt: torch.optim.Optimizer = torch.optim.SGD(
                 self.param_groups(), lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov

@@ -4,17 +4,22 @@ per-epoch finalisation, logging and history, and checkpoint state."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
+from typing_extensions import override
 
 from critical.metrics.layers import ParamLayout
 from critical.validation import check_bool
 
 PREFIX = "critical/"
+
+#: what :meth:`MetricCallback._compute_epoch` returns: ``(scalars, layer_values, info)``
+EpochValues: TypeAlias = tuple[dict[str, float], dict[str, list[float]], dict[str, Any]]
+
 _DTYPES = {
     "float32": torch.float32,
     "float64": torch.float64,
@@ -48,7 +53,7 @@ def read_into(layout: ParamLayout, views: list[torch.Tensor]) -> None:
         if pairs:
             torch._foreach_copy_([v for v, _ in pairs], [g for _, g in pairs])
         return
-    torch._foreach_copy_(views, grads)
+    torch._foreach_copy_(views, cast(list[torch.Tensor], grads))  # no None left (checked above)
 
 
 @torch.no_grad()
@@ -113,9 +118,7 @@ class MetricCallback(Callback):
         self._warned: set[str] = set()
 
     # ----------------------------------------------------------------- subclass API
-    def _compute_epoch(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule
-    ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, Any]]:
+    def _compute_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EpochValues:
         raise NotImplementedError
 
     def _extra_state(self) -> dict[str, Any]:
@@ -131,6 +134,7 @@ class MetricCallback(Callback):
             rank_zero_warn(message)
 
     @property
+    @override
     def state_key(self) -> str:
         return self._generate_state_key(name=self.name, **self._state_key_fields())
 
@@ -169,6 +173,7 @@ class MetricCallback(Callback):
         self.history.append(entry)
         return dict(finite)
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         values = self.finalize_epoch(trainer, pl_module)
         if not values:
@@ -181,6 +186,7 @@ class MetricCallback(Callback):
                         metrics[f"{PREFIX}{key}/{lname}"] = v
         pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=True)
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "history": [dict(h) for h in self.history],
@@ -189,6 +195,7 @@ class MetricCallback(Callback):
             **self._extra_state(),
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [dict(h) for h in state_dict.get("history", [])]
         self.layer_names = list(state_dict.get("layer_names", []))

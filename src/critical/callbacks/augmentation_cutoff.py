@@ -8,6 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from typing_extensions import override
 
 from critical.callbacks._base import PREFIX
 from critical.callbacks.critical_period import CriticalPeriod
@@ -99,6 +100,7 @@ class AugmentationCutoff(Callback):
         self._resume_epoch: int | None = None
 
     @property
+    @override
     def state_key(self) -> str:
         return self._generate_state_key(
             policy=self.policy, epoch=self.epoch, fraction=self.fraction
@@ -110,6 +112,7 @@ class AugmentationCutoff(Callback):
         return self.cut_epoch is not None
 
     # ----------------------------------------------------------------- setup
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
 
@@ -128,6 +131,7 @@ class AugmentationCutoff(Callback):
             )
         return data
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._data = self._resolve_data(trainer)
         if self.multiplicity_before is None:
@@ -135,7 +139,7 @@ class AugmentationCutoff(Callback):
         if self.policy == "detector":
             cp = self.critical_period
             if cp is None:
-                found = [cb for cb in trainer.callbacks if isinstance(cb, CriticalPeriod)]
+                found = [cb for cb in trainer.callbacks if isinstance(cb, CriticalPeriod)]  # type: ignore[attr-defined]  # undeclared: Lightning sets it on the Trainer
                 if len(found) != 1:
                     raise ValueError(
                         "AugmentationCutoff(policy='detector') needs exactly one CriticalPeriod "
@@ -152,6 +156,7 @@ class AugmentationCutoff(Callback):
                     raise ValueError(
                         "AugmentationCutoff(fraction=...) needs Trainer(max_epochs=...)"
                     )
+                assert self.fraction is not None  # __init__: exactly one of epoch / fraction
                 at = round(self.fraction * trainer.max_epochs)
             self._fixed_at = at
             start = self._resume_epoch or 0
@@ -163,6 +168,7 @@ class AugmentationCutoff(Callback):
         # `cut_epoch` (the trainer's epoch counter itself is restored only after this hook).
         self._apply()
 
+    @override
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
@@ -205,12 +211,13 @@ class AugmentationCutoff(Callback):
             changed = True
         trainer = self._trainer
         if changed and trainer is not None and self._restore_reload is None:
-            self._restore_reload = trainer.reload_dataloaders_every_n_epochs
-            trainer.reload_dataloaders_every_n_epochs = 1
+            self._restore_reload = trainer.reload_dataloaders_every_n_epochs  # type: ignore[attr-defined]  # undeclared: Lightning sets it on the Trainer
+            trainer.reload_dataloaders_every_n_epochs = 1  # type: ignore[attr-defined]  # undeclared: Lightning sets it on the Trainer
 
+    @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._restore_reload is not None:  # the rebuild happened just before this hook
-            trainer.reload_dataloaders_every_n_epochs = self._restore_reload
+            trainer.reload_dataloaders_every_n_epochs = self._restore_reload  # type: ignore[attr-defined]  # undeclared: Lightning sets it on the Trainer
             self._restore_reload = None
             before = self._batches_before_cut
             now = trainer.num_training_batches
@@ -227,26 +234,27 @@ class AugmentationCutoff(Callback):
                 )
         self._epoch_k = int(self._data.multiplicity) if self._data is not None else None
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if (
-            self.policy == "fixed"
-            and self.cut_epoch is None
-            and trainer.current_epoch + 1 >= self._fixed_at
-        ):
-            self._decide(trainer, trainer.current_epoch + 1, f"fixed at epoch {self._fixed_at}")
+        if self.policy == "fixed" and self.cut_epoch is None:
+            assert self._fixed_at is not None  # set by on_fit_start while the cut is undecided
+            if trainer.current_epoch + 1 >= self._fixed_at:
+                self._decide(trainer, trainer.current_epoch + 1, f"fixed at epoch {self._fixed_at}")
         if self._epoch_k is not None:
             pl_module.log(
                 PREFIX + "multiplicity", float(self._epoch_k), on_step=False, on_epoch=True
             )
 
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._restore_reload is not None:
-            trainer.reload_dataloaders_every_n_epochs = self._restore_reload
+            trainer.reload_dataloaders_every_n_epochs = self._restore_reload  # type: ignore[attr-defined]  # undeclared: Lightning sets it on the Trainer
             self._restore_reload = None
         if self.critical_period is not None:
             self.critical_period.remove_listener(self._on_critical_period_end)
 
     # ----------------------------------------------------------------- checkpoint
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "cut_epoch": self.cut_epoch,
@@ -255,6 +263,7 @@ class AugmentationCutoff(Callback):
             "reason": self.reason,
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.cut_epoch = state_dict.get("cut_epoch")
         self.multiplicity_before = state_dict.get("multiplicity_before")

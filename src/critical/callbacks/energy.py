@@ -81,6 +81,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
 
 from critical.accounting import (
     ENERGY_FIELDS,
@@ -228,6 +229,7 @@ class EnergyTracker(Callback):
 
     # ------------------------------------------------------------------ identity
     @property
+    @override
     def state_key(self) -> str:
         return self._generate_state_key(name=self.name)
 
@@ -345,6 +347,7 @@ class EnergyTracker(Callback):
         return cut_boundary(self.history, cutoff)
 
     # ------------------------------------------------------------------ hooks
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._fit_t0 = time.perf_counter()
         self._owner = trainer.local_rank == 0
@@ -355,6 +358,7 @@ class EnergyTracker(Callback):
         ):
             self._start_tracker(trainer)
 
+    @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
         partial, self._resume_partial = self._resume_partial, None
@@ -379,6 +383,7 @@ class EnergyTracker(Callback):
                     self._epoch["energy_ok"] = False
         self._start_task(f"epoch_{epoch}")
 
+    @override
     def on_train_batch_end(
         self,
         trainer: pl.Trainer,
@@ -396,6 +401,7 @@ class EnergyTracker(Callback):
         if t0 is not None and time.perf_counter() - t0 > self.max_task_secs:
             self._rotate()
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._epoch is None:
             return
@@ -430,10 +436,10 @@ class EnergyTracker(Callback):
             vec = [float(local["samples"]), failed]
             vec += [float(local[k] or 0.0) for k in ENERGY_FIELDS]
             t = torch.tensor(vec, dtype=torch.float64, device=pl_module.device)
-            t = trainer.strategy.reduce(t, reduce_op="sum").tolist()
-            entry["samples"] = round(t[0])
+            sums: list[float] = trainer.strategy.reduce(t, reduce_op="sum").tolist()
+            entry["samples"] = round(sums[0])
             for i, k in enumerate(ENERGY_FIELDS):
-                entry[k] = None if t[1] > 0 else t[2 + i]
+                entry[k] = None if sums[1] > 0 else sums[2 + i]
         entry["cost"] = (
             None if entry["energy_kwh"] is None else entry["energy_kwh"] * self.price_per_kwh
         )
@@ -464,6 +470,7 @@ class EnergyTracker(Callback):
             metrics, on_step=False, on_epoch=True, sync_dist=trainer.world_size > 1, batch_size=1
         )
 
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._update_cut(trainer)
         if self._fit_t0 is not None:
@@ -480,7 +487,7 @@ class EnergyTracker(Callback):
         ``energy/saving_<q>`` and ``energy/saving_fraction_<q>`` for q in ``duration_s``,
         ``energy_kwh``, ``co2_kg``, ``cost`` (those that exist)."""
         s = self.summary()
-        out: dict[str, float] = {}
+        out: dict[str, float | None] = {}
         for q in QUANTITIES:
             for name in ("before", "after"):
                 out[f"{_PREFIX}{name}_{q}"] = s["phases"][name][q]
@@ -488,6 +495,7 @@ class EnergyTracker(Callback):
             out[f"{_PREFIX}saving_fraction_{q}"] = (s["saving_fraction"] or {}).get(q)
         return {k: float(v) for k, v in out.items() if v is not None}
 
+    @override
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
@@ -508,6 +516,7 @@ class EnergyTracker(Callback):
         self._update_cut(trainer)
         self._shutdown_tracker()
 
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._shutdown_tracker()
 
@@ -543,6 +552,7 @@ class EnergyTracker(Callback):
         }
 
     # ------------------------------------------------------------------ checkpoint state
+    @override
     def state_dict(self) -> dict[str, Any]:
         partial = None
         if self._epoch is not None:
@@ -565,6 +575,7 @@ class EnergyTracker(Callback):
             "partial_epoch": partial,
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [dict(h) for h in state_dict.get("history", [])]
         self._cut = dict(state_dict.get("cut", {}))

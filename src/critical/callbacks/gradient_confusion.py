@@ -8,8 +8,9 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from typing_extensions import override
 
-from critical.callbacks._base import MetricCallback, ProbeSchedule, read_into
+from critical.callbacks._base import EpochValues, MetricCallback, ProbeSchedule, read_into
 from critical.metrics.functional import gradient_confusion
 from critical.metrics.layers import ParamLayout, gradient_layout
 from critical.metrics.streaming import StreamingConfusion
@@ -106,10 +107,12 @@ class GradientConfusion(MetricCallback):
         self._views: list[torch.Tensor] = []
         self._step = 0
 
+    @override
     def _state_key_fields(self) -> dict[str, Any]:
         return {"mode": self.mode}
 
     # ------------------------------------------------------------------ setup
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._layout = gradient_layout(pl_module)
         self.layer_names = list(self._layout.names)
@@ -126,9 +129,11 @@ class GradientConfusion(MetricCallback):
                 "optimization: their training_step steps the optimizer itself"
             )
 
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.mode == "exact" and self.probe_batches is None:
             loader = trainer.train_dataloader
+            assert loader is not None  # built by Lightning before on_train_start
             batches = list(islice(iter(loader), self.exact_batches))
             if len(batches) < 2:
                 raise ValueError(
@@ -137,6 +142,7 @@ class GradientConfusion(MetricCallback):
                 )
             self.probe_batches = batches
 
+    @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._step = 0
         self._schedule.start_epoch(trainer)
@@ -144,18 +150,22 @@ class GradientConfusion(MetricCallback):
             self._acc.reset()
 
     # ------------------------------------------------------------------ hot path
+    @override
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         step, self._step = self._step, self._step + 1
         if self._acc is None or not self._schedule.is_probe(step):
             return
+        assert self._layout is not None and self._buffer is not None  # set with _acc
         read_into(self._layout, self._views)
         self._acc.update(self._buffer)
 
     # ------------------------------------------------------------------ epoch end
-    def _compute_epoch(self, trainer, pl_module):
+    @override
+    def _compute_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EpochValues:
         if self.mode == "stream":
+            assert self._acc is not None  # built in on_fit_start in stream mode
             out = self._acc.compute()
         else:
             out = self._exact(trainer, pl_module)
@@ -175,12 +185,14 @@ class GradientConfusion(MetricCallback):
     def _loss(self, pl_module: pl.LightningModule, batch: Any, idx: int) -> torch.Tensor:
         if self.loss_fn is not None:
             return self.loss_fn(pl_module, batch)
-        pl_module.log = lambda *a, **k: None  # silence the training step's own logging
-        pl_module.log_dict = lambda *a, **k: None
+        # silence the training step's own logging: instance attributes shadow the class's methods
+        quiet: Any = pl_module
+        quiet.log = lambda *a, **k: None
+        quiet.log_dict = lambda *a, **k: None
         try:
             out = pl_module.training_step(batch, idx)
         finally:
-            del pl_module.log, pl_module.log_dict  # back to the class methods
+            del quiet.log, quiet.log_dict  # back to the class methods
         loss = out["loss"] if isinstance(out, dict) else out
         if not isinstance(loss, torch.Tensor):
             raise ValueError(
@@ -189,17 +201,16 @@ class GradientConfusion(MetricCallback):
         return loss
 
     def _exact(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
-        layout = self._layout
+        layout, probe_batches = self._layout, self.probe_batches
+        assert layout is not None and probe_batches is not None  # on_fit_start, on_train_start
         dev = self._state_device(pl_module)
-        grads = torch.zeros(
-            len(self.probe_batches), layout.numel, dtype=self.state_dtype, device=dev
-        )
+        grads = torch.zeros(len(probe_batches), layout.numel, dtype=self.state_dtype, device=dev)
         saved = {k: v.detach().clone() for k, v in pl_module.named_buffers()}
         was_training = pl_module.training
         pl_module.train()
         try:
             with torch.enable_grad():
-                for i, batch in enumerate(self.probe_batches):
+                for i, batch in enumerate(probe_batches):
                     batch = trainer.strategy.batch_to_device(batch)
                     with trainer.precision_plugin.train_step_context():
                         loss = self._loss(pl_module, batch, i)
@@ -235,6 +246,7 @@ class GradientConfusion(MetricCallback):
                 "layer_min": [nan] * L,
             }
         r = gradient_confusion(kept, layout.lengths)
+        assert r.layer_mean is not None and r.layer_min is not None  # given layer lengths
         return {
             "count": int(kept.shape[0]),
             "skipped": skipped,

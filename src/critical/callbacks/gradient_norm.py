@@ -4,12 +4,11 @@ information (Achille et al., ICLR 2019) and the signal of Accordion's critical-r
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning.pytorch as pl
 import torch
+from typing_extensions import override
 
-from critical.callbacks._base import MetricCallback, ProbeSchedule
+from critical.callbacks._base import EpochValues, MetricCallback, ProbeSchedule
 from critical.metrics.layers import ParamLayout, gradient_layout
 from critical.metrics.streaming import StreamingNorm
 from critical.validation import check_int
@@ -59,17 +58,20 @@ class GradientNorm(MetricCallback):
         self._acc: StreamingNorm | None = None
         self._step = 0
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._layout = gradient_layout(pl_module)
         self.layer_names = list(self._layout.names)
         self._acc = StreamingNorm(self._layout.layer_of_param(), pl_module.device)
 
+    @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._step = 0
         self._schedule.start_epoch(trainer)
         if self._acc is not None:
             self._acc.reset()
 
+    @override
     @torch.no_grad()
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
@@ -78,14 +80,14 @@ class GradientNorm(MetricCallback):
         if self._acc is None or self._layout is None or not self._schedule.is_probe(step):
             return
         grads = [p.grad for p in self._layout.params]
-        if any(g is None for g in grads):
+        present = [g for g in grads if g is not None]
+        if len(present) < len(grads):
             return  # no fresh gradient for every parameter: not a probe
-        norms = torch._foreach_norm([g.to_dense() if g.is_sparse else g for g in grads])
+        norms = torch._foreach_norm([g.to_dense() if g.is_sparse else g for g in present])
         self._acc.update(torch.stack(norms))
 
-    def _compute_epoch(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule
-    ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, Any]]:
+    @override
+    def _compute_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EpochValues:
         assert self._acc is not None
         out = self._acc.compute()
         if out["skipped"]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 import torch
+from typing_extensions import override
 
-from critical.callbacks._base import MetricCallback, ProbeSchedule, read_into
+from critical.callbacks._base import EpochValues, MetricCallback, ProbeSchedule, read_into
 from critical.metrics.layers import ParamLayout, gradient_layout
 from critical.metrics.streaming import StreamingCosine
 from critical.validation import check_int
@@ -63,6 +64,7 @@ class GradientPredictability(MetricCallback):
         self._prev_step: int | None = None
         self._step = 0
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._layout = gradient_layout(pl_module)
         self.layer_names = list(self._layout.names)
@@ -71,12 +73,15 @@ class GradientPredictability(MetricCallback):
         self._views = [self._layout.param_views(b) for b in self._bufs]
         self._acc = StreamingCosine(self._layout.lengths, dev)
 
+    @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._step = 0
         self._prev_step = None
         self._schedule.start_epoch(trainer)
+        assert self._acc is not None  # built in on_fit_start
         self._acc.reset()
 
+    @override
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
@@ -85,6 +90,7 @@ class GradientPredictability(MetricCallback):
         if not (closes_pair or self._schedule.is_probe(step)):
             return
         cur, prev = self._cur, 1 - self._cur
+        assert self._layout is not None and self._acc is not None  # built in on_fit_start
         read_into(self._layout, self._views[cur])
         self._norms[cur] = self._acc.layer_norms(self._bufs[cur])
         if closes_pair:
@@ -94,7 +100,9 @@ class GradientPredictability(MetricCallback):
         self._prev_step = step if self._schedule.is_probe(step) else None
         self._cur = 1 - self._cur
 
-    def _compute_epoch(self, trainer, pl_module):
+    @override
+    def _compute_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EpochValues:
+        assert self._acc is not None  # built in on_fit_start
         out = self._acc.compute()
         if out["skipped"]:
             self.warn_once(

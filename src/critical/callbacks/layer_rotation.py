@@ -3,12 +3,14 @@ away from their initialization."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from typing_extensions import override
 
-from critical.callbacks._base import MetricCallback, read_params_into
+from critical.callbacks._base import EpochValues, MetricCallback, read_params_into
 from critical.metrics.functional import layer_rotation
 from critical.metrics.layers import INCLUDE_CHOICES, ParamLayout, weight_layout
 from critical.validation import check_choice
@@ -63,26 +65,32 @@ class LayerRotation(MetricCallback):
         self.theta0: torch.Tensor | None = None
         self._theta0_signature: list[tuple[str, int]] | None = None
 
+    @override
     def _state_key_fields(self) -> dict[str, Any]:
         return {"include": self.include}
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._layout = weight_layout(pl_module, self.include)
         self.layer_names = list(self._layout.names)
         if self.theta0 is not None:
             self._check_signature()
 
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         dev = self._state_device(pl_module)
+        layout = self._layout
+        assert layout is not None  # built in on_fit_start
         if self.theta0 is None:  # a fresh run; a resumed one restored theta_0 from the checkpoint
-            self.theta0 = self._layout.new_buffer(self.state_dtype, dev)
-            read_params_into(self._layout, self._layout.param_views(self.theta0))
-            self._theta0_signature = self._layout.signature()
+            self.theta0 = layout.new_buffer(self.state_dtype, dev)
+            read_params_into(layout, layout.param_views(self.theta0))
+            self._theta0_signature = layout.signature()
         else:
             self._check_signature()
             self.theta0 = self.theta0.to(device=dev, dtype=self.state_dtype)
 
     def _check_signature(self) -> None:
+        assert self._layout is not None  # built in on_fit_start
         if (
             self._theta0_signature is not None
             and self._theta0_signature != self._layout.signature()
@@ -92,26 +100,34 @@ class LayerRotation(MetricCallback):
                 "layers; resume with the same model and `include`"
             )
 
+    @override
     @torch.no_grad()
-    def _compute_epoch(self, trainer, pl_module):
-        theta = self._layout.new_buffer(torch.float32, self.theta0.device)
-        read_params_into(self._layout, self._layout.param_views(theta))
-        per_layer = layer_rotation(self.theta0.float(), theta, self._layout.lengths)
-        agg = {"mean": per_layer.mean, "median": per_layer.median, "max": per_layer.max}[
-            self.aggregate
-        ]
+    def _compute_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EpochValues:
+        layout, theta0 = self._layout, self.theta0
+        assert layout is not None and theta0 is not None  # on_fit_start, on_train_start
+        theta = layout.new_buffer(torch.float32, theta0.device)
+        read_params_into(layout, layout.param_views(theta))
+        per_layer = layer_rotation(theta0.float(), theta, layout.lengths)
+        aggregates: dict[str, Callable[[], torch.Tensor]] = {
+            "mean": per_layer.mean,
+            "median": per_layer.median,
+            "max": per_layer.max,
+        }
+        agg = aggregates[self.aggregate]
         return (
             {"layer_rotation": float(agg())},
             {"layer_rotation": per_layer.tolist()},
             {},
         )
 
+    @override
     def _extra_state(self) -> dict[str, Any]:
         return {
             "theta0": None if self.theta0 is None else self.theta0.detach().cpu(),
             "theta0_signature": self._theta0_signature,
         }
 
+    @override
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         t = state.get("theta0")
         self.theta0 = None if t is None else t.clone()

@@ -55,6 +55,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
+from typing_extensions import override
 
 from critical.robustness import ATTACKS, CORRUPTIONS, SEVERITIES, evaluate_robustness
 
@@ -124,14 +125,14 @@ class RobustnessEvaluator(Callback):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{arg}` must be an integer >= 1, got {value!r}")
-        for arg, value in (("eps", eps), ("pgd_step_size", pgd_step_size)):
+        for arg, num in (("eps", eps), ("pgd_step_size", pgd_step_size)):
             if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or not 0 <= value <= 1
+                isinstance(num, bool)
+                or not isinstance(num, (int, float))
+                or not math.isfinite(num)
+                or not 0 <= num <= 1
             ):
-                raise ValueError(f"`{arg}` must be a number in [0, 1] (pixel units), got {value!r}")
+                raise ValueError(f"`{arg}` must be a number in [0, 1] (pixel units), got {num!r}")
         attacks = [attacks] if isinstance(attacks, str) else list(attacks)
         bad = [a for a in attacks if a not in ATTACKS]
         if bad:
@@ -173,6 +174,7 @@ class RobustnessEvaluator(Callback):
         self.all_results: dict[str, dict[str, Any]] = {}
 
     @property
+    @override
     def state_key(self) -> str:
         return self._generate_state_key(name=self.name)
 
@@ -214,7 +216,7 @@ class RobustnessEvaluator(Callback):
             loader = self._first(trainer.val_dataloaders)
             if loader is not None:
                 return loader
-        dm = trainer.datamodule
+        dm = trainer.datamodule  # type: ignore[attr-defined]  # undeclared: Lightning sets it on the Trainer
         method = f"{kind}_dataloader"
         if dm is None or not is_overridden(method, dm, parent=pl.LightningDataModule):
             return None
@@ -234,7 +236,7 @@ class RobustnessEvaluator(Callback):
         images with the smallest random keys are kept), so a loader sorted by class, such as a
         stratified validation split of an ImageFolder, still gives a representative sample."""
         g = torch.Generator().manual_seed(self.seed)
-        kx = ky = kk = None
+        kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         for batch in loader:
             if not isinstance(batch, (list, tuple)) or len(batch) < 2:
                 raise ValueError(
@@ -245,14 +247,16 @@ class RobustnessEvaluator(Callback):
             if x.dtype == torch.uint8:
                 x = x.float() / 255
             keys = torch.rand(len(x), generator=g)
-            if kx is not None:
+            if kept is not None:
+                kx, ky, kk = kept
                 x, y, keys = torch.cat([kx, x]), torch.cat([ky, y]), torch.cat([kk, keys])
             if len(keys) > self.num_images:
                 keep = torch.topk(keys, self.num_images, largest=False).indices
                 x, y, keys = x[keep], y[keep], keys[keep]
-            kx, ky, kk = x, y, keys
-        if kx is None or len(kx) == 0:
+            kept = x, y, keys
+        if kept is None or len(kept[0]) == 0:
             raise ValueError("RobustnessEvaluator: the evaluation dataloader is empty")
+        kx, ky, kk = kept
         order = torch.argsort(kk)
         return kx[order], ky[order].long()
 
@@ -323,6 +327,7 @@ class RobustnessEvaluator(Callback):
         return {k: float(v) for k, v in metrics.items()}
 
     # ------------------------------------------------------------------ hooks
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.when not in ("fit_end", "both"):
             return
@@ -333,6 +338,7 @@ class RobustnessEvaluator(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
 
+    @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.when not in ("test_end", "both"):
             return
@@ -344,9 +350,11 @@ class RobustnessEvaluator(Callback):
         )
 
     # ------------------------------------------------------------------ checkpoint state
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"results": self.results, "all_results": dict(self.all_results)}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.results = state_dict.get("results")
         self.all_results = dict(state_dict.get("all_results", {}))

@@ -70,6 +70,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from typing_extensions import override
 
 from critical.callbacks.energy import EnergyTracker
 from critical.callbacks.robustness import RobustnessEvaluator
@@ -128,10 +129,11 @@ def callback_settings(cb: Any) -> dict[str, Any]:
     if callable(own):
         return {"class": f"{cls.__module__}.{cls.__qualname__}", "init_args": to_jsonable(own())}
     args: dict[str, Any] = {}
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(cls.__init__).parameters
     except (TypeError, ValueError):
-        params = {}  # type: ignore[assignment]
+        params = {}
     for name, p in params.items():
         if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
@@ -230,15 +232,18 @@ class RunDirectory(Callback):
             return False
         strategy = trainer.strategy
         if self.auto_name:
-            name = None
+            name: str | None = None
             if trainer.global_rank == 0:
                 name = self.path.name if self.path is not None else auto_run_name()
                 while (self.root / name).exists():
                     name = auto_run_name()
             self.name = strategy.broadcast(name, src=0)
+            assert self.name is not None  # rank 0 always names it
             self.path = self.root / self.name
+        path = self.path
+        assert path is not None  # given in __init__, or named just above
         # rank 0 decides, so every rank raises (or not) together
-        exists = strategy.broadcast(self.path.exists() if trainer.global_rank == 0 else None, src=0)
+        exists = strategy.broadcast(path.exists() if trainer.global_rank == 0 else None, src=0)
         if exists:
             raise FileExistsError(
                 f"run directory {self.path} already exists; runs never overwrite each other: "
@@ -246,7 +251,7 @@ class RunDirectory(Callback):
             )
         if self._is_writer:
             self.root.mkdir(parents=True, exist_ok=True)
-            self.path.mkdir(exist_ok=False)
+            path.mkdir(exist_ok=False)
             rank_zero_info(f"RunDirectory: writing this run to {self.path}")
         self._created = True
         return True
@@ -270,6 +275,7 @@ class RunDirectory(Callback):
             trainer.loggers = [*trainer.loggers, self._added_logger]
 
     # ------------------------------------------------------------------ hooks
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
         self._is_writer = trainer.global_rank == 0
@@ -280,6 +286,7 @@ class RunDirectory(Callback):
             self._write_config(trainer, pl_module, stage)
             self._write_cut_event(trainer)
 
+    @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._flush_pending(trainer)
         self._pending = {
@@ -289,10 +296,12 @@ class RunDirectory(Callback):
             "validated": False,
         }
 
+    @override
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
             self._before_val = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
 
+    @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
@@ -302,21 +311,26 @@ class RunDirectory(Callback):
         if self._pending is not None:
             self._pending["validated"] = True
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending is not None:
             self._pending["done"] = True
 
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._flush_pending(trainer)
         self._write_results(trainer)
 
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after every callback's on_train_end (e.g. the robustness evaluation)
         self._write_results(trainer)
 
+    @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write_results(trainer)
 
+    @override
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
@@ -375,7 +389,7 @@ class RunDirectory(Callback):
             return
         self._write_cut_event(trainer)
         self._write_energy(trainer)
-        for cb in trainer.callbacks:
+        for cb in trainer.callbacks:  # type: ignore[attr-defined]  # undeclared: Lightning sets it on the Trainer
             if isinstance(cb, RobustnessEvaluator) and cb.results is not None:
                 data = (
                     cb.results
@@ -386,7 +400,8 @@ class RunDirectory(Callback):
                 break
 
     def _write_energy(self, trainer: pl.Trainer) -> None:
-        for cb in trainer.callbacks:
+        assert self.path is not None  # callers write only once the directory exists
+        for cb in trainer.callbacks:  # type: ignore[attr-defined]  # undeclared: Lightning sets it on the Trainer
             if isinstance(cb, EnergyTracker):
                 atomic_write_json(self.path / ENERGY, {**cb.summary(), "history": cb.history})
                 return
@@ -417,10 +432,12 @@ class RunDirectory(Callback):
         return out
 
     def _write_cut_event(self, trainer: pl.Trainer) -> None:
+        assert self.path is not None  # callers write only once the directory exists
         atomic_write_json(self.path / CUT_EVENT, self.cut_event(trainer))
 
     def _write_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        dm = trainer.datamodule
+        assert self.path is not None  # called once the directory exists
+        dm = trainer.datamodule  # type: ignore[attr-defined]  # undeclared: Lightning sets it on the Trainer
         strategy = trainer.strategy
         trainer_cfg = {
             "max_epochs": trainer.max_epochs,
@@ -440,8 +457,8 @@ class RunDirectory(Callback):
             "limit_val_batches": trainer.limit_val_batches,
             "check_val_every_n_epoch": trainer.check_val_every_n_epoch,
             "val_check_interval": trainer.val_check_interval,
-            "reload_dataloaders_every_n_epochs": trainer.reload_dataloaders_every_n_epochs,
-            "log_every_n_steps": trainer.log_every_n_steps,
+            "reload_dataloaders_every_n_epochs": trainer.reload_dataloaders_every_n_epochs,  # type: ignore[attr-defined]  # undeclared: Lightning sets it on the Trainer
+            "log_every_n_steps": trainer.log_every_n_steps,  # type: ignore[attr-defined]  # undeclared: Lightning sets it on the Trainer
             "default_root_dir": trainer.default_root_dir,
         }
         loggers = []
@@ -473,7 +490,7 @@ class RunDirectory(Callback):
                 "multiplicity": get_multiplicity(trainer),
             },
             "trainer": trainer_cfg,
-            "callbacks": [callback_settings(cb) for cb in trainer.callbacks],
+            "callbacks": [callback_settings(cb) for cb in trainer.callbacks],  # type: ignore[attr-defined]  # undeclared: Lightning sets it on the Trainer
             "loggers": loggers,
             "versions": _versions(),
         }
@@ -482,9 +499,11 @@ class RunDirectory(Callback):
 
     # ------------------------------------------------------------------ checkpoint state
     @property
+    @override
     def state_key(self) -> str:
         return self._generate_state_key(root=os.fspath(self.root))
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         # a checkpoint taken at the end of an epoch (ModelCheckpoint runs after every other
         # callback) holds that epoch's row too, so a run resumed from it misses no epoch
@@ -495,6 +514,7 @@ class RunDirectory(Callback):
         pending = self._pending
         early = pending is not None and pending["validated"] and not pending["done"]
         if early and not self._warned_early_checkpoint:
+            assert pending is not None  # implied by `early`
             self._warned_early_checkpoint = True
             rank_zero_warn(
                 f"RunDirectory: a checkpoint was taken at validation end of epoch "
@@ -509,6 +529,7 @@ class RunDirectory(Callback):
             "path": None if self.path is None else str(self.path),
         }
 
+    @override
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         # a resumed run writes a new directory that starts with the rows of the old one
         self.rows = [dict(r) for r in state_dict.get("rows", [])]

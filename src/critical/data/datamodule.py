@@ -46,11 +46,12 @@ Example:
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, TypedDict
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
 
 from critical.data.augment import BatchAugment
 from critical.data.datasets import (
@@ -71,6 +72,15 @@ from critical.data.loader import (
 from critical.data.protocol import MultiplicityMixin
 
 __all__ = ["ImageDataModule"]
+
+
+class _Splits(TypedDict):
+    """A dataset's splits: every dataset has a training and a (possibly empty) validation split;
+    only some have an official test split."""
+
+    train: ImageData
+    val: ImageData
+    test: ImageData | None
 
 
 class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
@@ -176,18 +186,20 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
         self.augment = augment  # validated by the setter
         # the constructor's arguments, recorded in checkpoints and in a run's config.json
         self.save_hyperparameters()
-        self._splits: dict[str, ImageData | None] | None = None
-        self._device_splits: dict[str, ImageData | None] | None = None
+        self._splits: _Splits | None = None
+        self._device_splits: _Splits | None = None
         self._device: torch.device | None = None
         self._stats: tuple[list[float], list[float]] | None = None
         self._prepared: tuple[ImageData, ImageData | None] | None = None
 
     # ---------------------------------------------------------------- multiplicity protocol
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         """``multiplicity`` and ``augment``, saved in Lightning checkpoints."""
         return {"multiplicity": self._multiplicity, "augment": self._augment}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore ``multiplicity`` and ``augment`` from a checkpoint."""
         if "multiplicity" in state_dict:
@@ -248,12 +260,12 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
     @property
     def train_data(self) -> ImageData:
         """The training split (on the data device after ``setup``)."""
-        return self._current()["train"]  # type: ignore[return-value]
+        return self._current()["train"]
 
     @property
     def val_data(self) -> ImageData:
         """The validation split (possibly empty)."""
-        return self._current()["val"]  # type: ignore[return-value]
+        return self._current()["val"]
 
     @property
     def test_data(self) -> ImageData | None:
@@ -269,6 +281,7 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
     def _root(self) -> str | None:
         return os.path.expanduser(self.root) if self.root else None
 
+    @override
     def prepare_data(self) -> None:
         """Download CIFAR (``download=True``) or build the ImageFolder cache, once per node."""
         if self.dataset in ("cifar10", "cifar100") and self.download:
@@ -276,11 +289,11 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
             load_cifar(self.dataset, root, train=True, download=True)
             load_cifar(self.dataset, root, train=False, download=True)
         elif self.dataset == "folder":
-            load_image_folder(
-                self._root(), cache_dir=self.cache_dir, image_size=self.image_size_option
-            )
+            folder = self._root()
+            assert folder is not None  # __init__ requires root for dataset="folder"
+            load_image_folder(folder, cache_dir=self.cache_dir, image_size=self.image_size_option)
 
-    def _load(self) -> dict[str, ImageData | None]:
+    def _load(self) -> _Splits:
         if self._splits is not None:
             return self._splits
         train_full, test = load_dataset(
@@ -307,17 +320,20 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
             return trainer.strategy.root_device
         return torch.device("cpu")
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         """Load and split the data (once) and put it on the training device."""
         splits = self._load()
         device = self._target_device()
         if self._device_splits is None or self._device != device:
+            test = splits["test"]
             self._device_splits = {
-                k: (v.to(device) if v is not None else None) for k, v in splits.items()
+                "train": splits["train"].to(device),
+                "val": splits["val"].to(device),
+                "test": test.to(device) if test is not None else None,
             }
             self._device = device
             train = splits["train"]
-            assert train is not None
             rank_zero_info(
                 f"{type(self).__name__}: {self.dataset} train={len(train)} "
                 f"val={len(splits['val'] or [])} "
@@ -325,7 +341,7 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
                 f"on {device}, multiplicity={self.multiplicity}, layout={self.layout}"
             )
 
-    def _current(self) -> dict[str, ImageData | None]:
+    def _current(self) -> _Splits:
         if self._device_splits is None:
             self.setup()
         assert self._device_splits is not None
@@ -338,10 +354,10 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
         return int(trainer.global_rank), int(trainer.world_size)
 
     # ---------------------------------------------------------------- loaders
+    @override
     def train_dataloader(self) -> AugmentedLoader:
         """A loader for the current ``multiplicity`` / ``augment``, yielding device batches."""
         train = self._current()["train"]
-        assert train is not None
         rank, world = self._dist()
         sampler = MultiplicitySampler(
             len(train),
@@ -363,15 +379,18 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
         rank, world = self._dist()
         return TensorLoader(data.images, data.labels, self.eval_batch_size, rank, world)
 
+    @override
     def val_dataloader(self) -> TensorLoader | list:
         """Un-augmented validation batches (``[]`` when ``val_size`` is 0)."""
         return self._eval_loader(self._current()["val"])
 
+    @override
     def test_dataloader(self) -> TensorLoader | list:
         """Un-augmented batches of the official test split, else of the validation split."""
         cur = self._current()
         return self._eval_loader(cur["test"] if cur["test"] is not None else cur["val"])
 
+    @override
     def predict_dataloader(self) -> TensorLoader | list:
         """Same as ``test_dataloader()``."""
         return self.test_dataloader()

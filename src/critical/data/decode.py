@@ -80,10 +80,11 @@ def _decode_files_tv(
             except RuntimeError:  # find the culprit (or a mislabelled PNG) one by one
                 for i in jpeg:
                     out[i] = decode_one(chunk[i], datas[i])
+        done: list[Tensor] = []
         for i, p in enumerate(chunk):
-            img = out[i] if out[i] is not None else decode_one(p, datas[i])
-            out[i] = _resize(img, image_size)
-        return out  # type: ignore[return-value]
+            img = out[i]
+            done.append(_resize(img if img is not None else decode_one(p, datas[i]), image_size))
+        return done
 
     size = max(1, min(1024, len(paths) // max(1, 4 * num_workers) + 1))
     chunks = [paths[i : i + size] for i in range(0, len(paths), size)]

@@ -60,6 +60,7 @@ from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
+from typing_extensions import override
 
 from critical.data.protocol import MultiplicityMixin
 
@@ -243,10 +244,12 @@ class MultiplicityDataModule(L.LightningDataModule):
     def augment(self, value: bool) -> None:
         self.train_set.augment = value
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         """``multiplicity`` and ``augment``, saved in Lightning checkpoints."""
         return {"multiplicity": self.multiplicity, "augment": self.augment}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore ``multiplicity`` and ``augment``."""
         if "multiplicity" in state_dict:
@@ -265,16 +268,19 @@ class MultiplicityDataModule(L.LightningDataModule):
             **self.loader_kwargs,
         )
 
+    @override
     def train_dataloader(self) -> DataLoader:
         """A shuffling loader over the k*N items of the current multiplicity."""
         return self._loader(self.train_set, self.batch_size, shuffle=True)
 
+    @override
     def val_dataloader(self) -> DataLoader | list:
         """Validation loader (``[]`` without a validation dataset)."""
         return (
             [] if self.val_set is None else self._loader(self.val_set, self.eval_batch_size, False)
         )
 
+    @override
     def test_dataloader(self) -> DataLoader | list:
         """Test loader (``[]`` without a test dataset)."""
         return (

@@ -154,8 +154,10 @@ def weight_layout(module: nn.Module, include: str = "weights") -> ParamLayout:
     groups: list[tuple[str, list[nn.Parameter]]] = []
     for name, m in module.named_modules():
         prefix = f"{name}." if name else ""
-        if isinstance(m, WEIGHT_MODULES) and isinstance(getattr(m, "weight", None), nn.Parameter):
-            groups.append((f"{prefix}weight", [m.weight]))
+        if isinstance(m, WEIGHT_MODULES) and isinstance(
+            w := getattr(m, "weight", None), nn.Parameter
+        ):
+            groups.append((f"{prefix}weight", [w]))
         elif isinstance(m, nn.MultiheadAttention):
             for attr in _ATTENTION_WEIGHTS:
                 p = getattr(m, attr, None)

@@ -65,7 +65,7 @@ defined here, so timm files them under this module.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import timm
 from timm.models.resnet import BasicBlock, ResNet
@@ -138,15 +138,23 @@ def resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> ResNet:
     kwargs.pop("img_size", None)
     kwargs.setdefault("zero_init_last", False)
     kwargs.setdefault("num_classes", 10)
-    model = ResNet(BasicBlock, (2, 2, 2, 2), **kwargs)
-    stem_chs = model.conv1.out_channels
-    in_chans = model.conv1.in_channels
-    model.conv1 = nn.Conv2d(in_chans, stem_chs, kernel_size=3, stride=1, padding=1, bias=False)
-    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
-    model.maxpool = nn.Identity()
+    # timm annotates `block` as an instance (BasicBlock | Bottleneck) but takes the class
+    model = ResNet(BasicBlock, (2, 2, 2, 2), **kwargs)  # type: ignore[arg-type]
+    # timm's stem attributes are typed after their deep-stem branch (nn.Sequential); without
+    # `stem_type` they are an nn.Conv2d and an nn.MaxPool2d
+    old_conv1 = cast(nn.Conv2d, model.conv1)
+    stem_chs = old_conv1.out_channels
+    in_chans = old_conv1.in_channels
+    conv1 = nn.Conv2d(in_chans, stem_chs, kernel_size=3, stride=1, padding=1, bias=False)
+    model.conv1 = conv1  # type: ignore[assignment]  # see above: timm types it nn.Sequential
+    nn.init.kaiming_normal_(conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()  # type: ignore[assignment]  # as conv1
     # The stem no longer downsamples: reductions are 1, 1, 2, 4, 8 instead of 2, 4, 8, 16, 32.
     for info in model.feature_info:
-        info["reduction"] = max(1, info["reduction"] // 4) if info["module"] != "act1" else 1
+        # timm types feature_info entries as dict[str, object]
+        info["reduction"] = (
+            max(1, cast(int, info["reduction"]) // 4) if info["module"] != "act1" else 1
+        )
     return model
 
 
@@ -157,7 +165,7 @@ def resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> ResNet:
 
 def _vit_cifar(name: str, pretrained: bool, defaults: dict[str, Any], kwargs: dict[str, Any]):
     kwargs = _entry_kwargs(name, pretrained, kwargs)
-    args = {
+    args: dict[str, Any] = {
         "img_size": 32,
         "patch_size": 4,
         "num_classes": 10,

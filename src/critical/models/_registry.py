@@ -27,7 +27,7 @@ def _register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     name = fn.__name__
     if name not in _OUR_MODELS:
         _OUR_MODELS.append(name)
-    fn._critical_model = True  # type: ignore[attr-defined]
+    vars(fn)["_critical_model"] = True  # a function attribute (marks our own entrypoints)
     ours = timm.models.is_model(name) and getattr(
         timm.models.model_entrypoint(name), "_critical_model", False
     )

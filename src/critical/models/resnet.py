@@ -100,6 +100,11 @@ class CifarResNet(nn.Module):
         torch.Size([2, 64, 8, 8])
     """
 
+    # the stages, added with add_module in __init__
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+
     def __init__(
         self,
         depth: int = 20,

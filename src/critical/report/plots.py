@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -168,9 +168,9 @@ def plot_curves(
                     de, dm, _ = _mean_curve(g.complete, key)
                     if de.size:
                         ax.plot(de, dm, color=c, linewidth=1, label=g.label)
-            for i, c in enumerate(fixed_cuts):
+            for i, at in enumerate(fixed_cuts):
                 ax.axvline(
-                    c - 0.5,
+                    at - 0.5,
                     color="0.6",
                     linestyle=":",
                     alpha=0.6,
@@ -295,7 +295,8 @@ def plot_accuracy_vs_cut(
     for model in summary.models:
         gs = [g for g in summary.groups if g.model == model and _finite(g.mean("acc"))]
         fixed = sorted(
-            (g for g in gs if g.policy == "fixed" and g.cut_at is not None), key=lambda g: g.cut_at
+            (g for g in gs if g.policy == "fixed" and g.cut_at is not None),
+            key=lambda g: cast(float, g.cut_at),  # not None: filtered just above
         )
         det = [g for g in gs if g.policy == "detector" and _finite(g.mean("cut_epoch"))]
         if messages is not None:
@@ -319,12 +320,14 @@ def plot_accuracy_vs_cut(
         for g in gs:
             if g.policy not in ("always", "k1"):
                 continue
-            m = 100 * g.mean("acc")
-            s = 100 * _zero(g.stats["acc"].std)
+            level = 100 * g.mean("acc")
+            spread = 100 * _zero(g.stats["acc"].std)
             c = "C0" if g.policy == "always" else "C1"
-            ax.axhline(m, color=c, linestyle="-" if g.policy == "always" else "--", label=g.label)
-            if s > 0:
-                ax.axhspan(m - s, m + s, color=c, alpha=0.1, linewidth=0)
+            ax.axhline(
+                level, color=c, linestyle="-" if g.policy == "always" else "--", label=g.label
+            )
+            if spread > 0:
+                ax.axhspan(level - spread, level + spread, color=c, alpha=0.1, linewidth=0)
         o = summary.oracles.get(model) or {}
         if o.get("baseline_acc") is not None:
             ax.axhline(
@@ -392,8 +395,15 @@ def plot_run(run_dir: PathLike) -> list[Path]:
     acc_keys = [k for k in ("val/acc", "test/acc", "train/acc") if k in columns]
     k_key = "multiplicity" if any(_finite(r.get("multiplicity")) for r in run.rows) else None
     panels: list[tuple[str, Callable[[Any], None]]] = []
+
+    def draw_metric(key: str) -> Callable[[Any], None]:
+        def draw(ax: Any) -> None:
+            ax.plot(*run.column(key), ".-")
+
+        return draw
+
     for key in metrics:
-        panels.append((_short(key), lambda ax, key=key: ax.plot(*run.column(key), ".-")))
+        panels.append((_short(key), draw_metric(key)))
 
     def draw_acc(ax: Any) -> None:
         for i, key in enumerate(acc_keys):

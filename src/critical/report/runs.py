@@ -14,7 +14,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -49,7 +49,8 @@ _num = num
 _int = as_int
 
 
-def _finite(v: Any) -> bool:
+def _finite(v: object) -> TypeGuard[float]:
+    """Whether ``v`` is a finite number (not a bool)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -285,7 +286,8 @@ def load_runs(root: PathLike) -> list[Run]:
                 warnings.warn(f"{sj}: skipped a malformed entry {entry!r}", stacklevel=2)
                 continue
             d = sj.parent / entry["name"]
-            etags = entry.get("tags") if isinstance(entry.get("tags"), dict) else {}
+            tags = entry.get("tags")
+            etags: dict[str, Any] = tags if isinstance(tags, dict) else {}
             if etags.get("sweep") is None and isinstance(sweep.get("name"), str):
                 etags = {**etags, "sweep": sweep["name"]}
             key = d.resolve()

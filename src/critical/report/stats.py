@@ -392,7 +392,9 @@ def _regret(
                 row["accuracy_regret_pts"] = 100.0 * (best.mean("acc") - acc)
             if oracle is not None:
                 if _finite(cut):
-                    row["cut_delta_epochs"] = cut - oracle.cut_at
+                    oracle_cut = oracle.cut_at
+                    assert oracle_cut is not None  # the oracle is one of `fixed`: it has a cut
+                    row["cut_delta_epochs"] = cut - oracle_cut
                 if _finite(acc):
                     row["acc_vs_oracle_pts"] = 100.0 * (acc - oracle.mean("acc"))
                 for q, out_key in (

@@ -118,7 +118,7 @@ def _check_severities(severities: Sequence[int]) -> list[int]:
 
 
 def _summarize(per: dict[str, dict[int, float]], source: str, **extra: Any) -> dict[str, Any]:
-    per_corruption = {
+    per_corruption: dict[str, dict[str, Any]] = {
         name: {
             "mean": float(np.mean(list(accs.values()))),
             "by_severity": {str(s): a for s, a in accs.items()},

@@ -211,6 +211,7 @@ def plan(spec: Mapping[str, Any], out: str | os.PathLike) -> list[Run]:
             for e in fixed:
                 flags = ["--cutoff.policy=fixed", f"--cutoff.epoch={e}"]
                 if oracle:
+                    assert trunk is not None  # oracle with fixed cuts always plans the trunk
                     ckpt = out / "checkpoints" / f"{model}-s{seed}" / f"epoch={e - 1}.ckpt"
                     runs.append(
                         make(

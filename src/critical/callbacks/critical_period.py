@@ -277,22 +277,23 @@ class CriticalPeriod(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        state = {
-            "values": self._read(trainer, pl_module),
-            "loss": self._epoch_loss(trainer),
-            "lr": self._lr,
-            "finite": self._weights_finite(pl_module),
-        }
+        state = (
+            self._read(trainer, pl_module),
+            self._epoch_loss(trainer),
+            self._lr,
+            self._weights_finite(pl_module),
+        )
         if trainer.world_size > 1:
             state = trainer.strategy.broadcast(state, src=0)
+        values, loss, lr, finite = state
         was_fired = self.detector.fired
         event = self.detector.update(
             trainer.current_epoch,
-            state["values"],
-            loss=state["loss"],
-            lr=state["lr"],
-            finite=state["finite"],
-            cause=None if state["finite"] else "the weights are not finite",
+            values,
+            loss=loss,
+            lr=lr,
+            finite=finite,
+            cause=None if finite else "the weights are not finite",
         )
         if self.detector.diverged is not None and not self._warned_diverged:
             self._warned_diverged = True
@@ -313,10 +314,9 @@ class CriticalPeriod(Callback):
         metrics = {PREFIX + "critical_period_over": float(self.detector.fired)}
         if self.detector.event is not None:
             metrics[PREFIX + "critical_period_epoch"] = float(self.detector.event.epoch)
-        for key in ("loss", "lr"):
-            v = state[key]
+        for key, v in (("train_loss", loss), ("lr", lr)):
             if v is not None and math.isfinite(v):
-                metrics[PREFIX + ("train_loss" if key == "loss" else "lr")] = float(v)
+                metrics[PREFIX + key] = float(v)
         pl_module.log_dict(
             metrics, on_step=False, on_epoch=True, sync_dist=False, rank_zero_only=False
         )

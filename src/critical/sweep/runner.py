@@ -1,0 +1,226 @@
+"""Running a sweep: here in sequence, as printed commands, or as SLURM job arrays; and the
+``critical sweep`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from critical.io import atomic_write_json, atomic_write_text
+from critical.runfiles import CONFIG, read_json, run_status
+from critical.sweep.plan import followups_pending, plan
+from critical.sweep.spec import Run, load_spec
+
+__all__ = ["emit", "main", "materialize_alias", "run_local", "slurm_script", "write_manifest"]
+
+
+def _complete(path: Path) -> bool:
+    return run_status(path).complete
+
+
+def write_manifest(spec: Mapping[str, Any], runs: Sequence[Run], out: Path) -> Path:
+    """``OUT/sweep.json``: every run planned so far, so the report lists missing ones."""
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "name": spec["name"],
+        "spec": dict(spec),
+        "runs": [{**asdict(r), "command": None if r.alias_of else r.command()} for r in runs],
+    }
+    path = out / "sweep.json"
+    atomic_write_json(path, manifest)
+    return path
+
+
+def materialize_alias(run: Run, out: Path) -> None:
+    """Write ``run`` as a copy of the finished run it shares its training with (its files, with
+    its own name and tags in ``config.json``; checkpoints and TensorBoard files are not copied)."""
+    assert run.alias_of is not None
+    src, dst = out / run.alias_of, out / run.name
+    tmp = out / f".{run.name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(
+        src, tmp, ignore=shutil.ignore_patterns("events.out.tfevents*", "checkpoints", "*.ckpt")
+    )
+    config = read_json(tmp / CONFIG) or {}
+    config.update(name=run.name, path=str(dst), tags=run.tags, alias_of=run.alias_of)
+    atomic_write_json(tmp / CONFIG, config)
+    os.replace(tmp, dst)
+
+
+def _group_key(r: Run) -> tuple[str, str, str]:
+    return (str(r.tags.get("model")), str(r.tags.get("budget")), str(r.tags.get("seed")))
+
+
+def _ready(r: Run, out: Path) -> bool:
+    deps = [r.alias_of] if r.alias_of else []
+    if r.tags.get("parent"):
+        deps.append(r.tags["parent"])
+    return all(_complete(out / d) for d in deps)
+
+
+def run_local(
+    spec: Mapping[str, Any], out: Path, python: str = sys.executable, only: Sequence[str] = ()
+) -> int:
+    """Run the sweep here, group by group (a model, budget and seed: its always-k run, then its
+    branches, then its matched runs), planning again after each run so replays and matched runs
+    appear as soon as they can. Finished run directories are skipped. Returns the failures."""
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    print(f"logs: {logs}", flush=True)
+    attempted: set[str] = set()
+    failures = 0
+    while True:
+        runs = plan(spec, out)
+        if only:
+            runs = [r for r in runs if r.tags["label"] in only]
+        write_manifest(spec, runs, out)
+        todo = [r for r in runs if r.name not in attempted and not _complete(out / r.name)]
+        ready = [r for r in todo if _ready(r, out)]
+        if not ready:
+            for r in todo:
+                print(f"{r.name}: skipped (what it depends on did not finish)", flush=True)
+            return failures + len(todo)
+        first = min(_group_key(r) for r in ready)
+        run = min((r for r in ready if _group_key(r) == first), key=lambda r: r.stage)
+        attempted.add(run.name)
+        run_dir = out / run.name
+        done = sum(_complete(out / r.name) for r in runs)
+        prefix = f"[{done + 1}/{len(runs)}] {run.name}"
+        if run_dir.exists():
+            print(f"{prefix}: an incomplete directory exists ({run_dir}); remove it to run again")
+            failures += 1
+            continue
+        if run.alias_of:
+            materialize_alias(run, out)
+            print(f"{prefix}: same training as {run.alias_of} (copied, no training)", flush=True)
+            continue
+        log = logs / f"{run.name}.log"
+        t0 = time.perf_counter()
+        print(f"{prefix} ...", end=" ", flush=True)
+        with open(log, "w") as f:
+            proc = subprocess.run(
+                run.command(python), stdout=f, stderr=subprocess.STDOUT, check=False
+            )
+        ok = proc.returncode == 0
+        failures += not ok
+        status = "ok" if ok else f"FAILED (exit {proc.returncode}, see {log})"
+        print(f"{status} in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def emit(runs: Sequence[Run], continue_cmd: str | None = None) -> str:
+    """One shell command per run, stage by stage (aliases as comments)."""
+    lines = []
+    for stage in sorted({r.stage for r in runs}):
+        lines.append(f"# stage {stage}")
+        for r in runs:
+            if r.stage != stage:
+                continue
+            if r.alias_of:
+                lines.append(
+                    f"# {r.name}: a copy of {r.alias_of} (same training), made by `critical sweep`"
+                )
+            else:
+                lines.append(shlex.join(r.command()))
+    if continue_cmd:
+        lines.append(
+            f"# when these have finished, plan the runs that depend on them: {continue_cmd}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def slurm_script(
+    runs: Sequence[Run], out: Path, sbatch_args: Sequence[str] = (), continue_cmd: str | None = None
+) -> str:
+    """A bash script submitting each stage as one SLURM job array (stage N waits for stage N - 1
+    with ``--dependency=afterok``); array task i runs line i + 1 of ``OUT/stage<N>.cmds``. With
+    ``continue_cmd``, a last job plans and submits what depends on these runs."""
+    extra = "".join(f" {shlex.quote(a)}" for a in sbatch_args)
+    logs = shlex.quote(str(out / "logs"))
+    lines = [
+        "#!/usr/bin/env bash",
+        "# Generated by `critical sweep --slurm`: one job array per stage.",
+        "set -euo pipefail",
+        f"cd {shlex.quote(os.getcwd())}",
+        f"mkdir -p {logs}",
+    ]
+    prev = None
+    for stage in sorted({r.stage for r in runs if not r.alias_of}):
+        cmds = [shlex.join(r.command()) for r in runs if r.stage == stage and not r.alias_of]
+        cmd_file = out / f"stage{stage}.cmds"
+        atomic_write_text(cmd_file, "\n".join(cmds) + "\n")
+        dep = f" --dependency=afterok:${{JOB{prev}}}" if prev is not None else ""
+        wrap = f'sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(str(cmd_file))} | bash'
+        lines.append(
+            f"JOB{stage}=$(sbatch --parsable{dep}{extra} --array=0-{len(cmds) - 1} "
+            f"--job-name=critical-stage{stage} --output={logs}/stage{stage}-%a.log "
+            f"--wrap={shlex.quote(wrap)})"
+        )
+        lines.append(f'echo "stage {stage}: job array $JOB{stage} ({len(cmds)} runs)"')
+        prev = stage
+    if continue_cmd:
+        dep = f" --dependency=afterok:${{JOB{prev}}}" if prev is not None else ""
+        lines.append(
+            f"sbatch --parsable{dep}{extra} --job-name=critical-continue "
+            f"--output={logs}/continue.log --wrap={shlex.quote(continue_cmd)}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="critical sweep",
+        description="Run, or emit commands for, a grid of cut policies x models x budgets x seeds.",
+    )
+    p.add_argument("spec", help="sweep YAML file")
+    p.add_argument("--out", help="sweep directory (default runs/<name>)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--run", action="store_true", help="run here, in sequence (default)")
+    mode.add_argument("--emit", action="store_true", help="print one command per run")
+    mode.add_argument("--slurm", metavar="FILE", help="write a SLURM submission script")
+    p.add_argument("--sbatch-arg", action="append", default=[], help="extra sbatch option")
+    p.add_argument("--only", action="append", default=[], help="run only runs whose label is this")
+    args = p.parse_args(argv)
+    try:
+        spec = load_spec(args.spec)
+        out = Path(args.out or Path("runs") / str(spec.get("name", "sweep")))
+        runs = plan(spec, out)
+    except ValueError as err:
+        print(f"critical sweep: {err}", file=sys.stderr)
+        return 2
+    if args.only:
+        runs = [r for r in runs if r.tags["label"] in args.only]
+    cont = None
+    if followups_pending(spec, out):
+        cont = shlex.join(["critical", "sweep", args.spec, "--out", str(out)])
+    if args.emit:
+        todo = [r for r in runs if not _complete(out / r.name)]
+        sys.stdout.write(emit(todo, cont))
+        return 0
+    if args.slurm:
+        todo = [r for r in runs if not _complete(out / r.name)]
+        nxt = None
+        if cont:
+            script = shlex.quote(str(out / "continue.sh"))
+            nxt = f"{cont} --slurm {script} && bash {script}"
+        for r in todo:
+            if r.alias_of and _complete(out / r.alias_of):
+                materialize_alias(r, out)
+        write_manifest(spec, runs, out)
+        atomic_write_text(Path(args.slurm), slurm_script(todo, out, args.sbatch_arg, nxt))
+        os.chmod(args.slurm, 0o755)
+        print(f"wrote {args.slurm} ({len(todo)} runs); manifest {out / 'sweep.json'}")
+        return 0
+    print(f"sweep {spec['name']}: {len(runs)} runs planned so far into {out}", flush=True)
+    failures = run_local(spec, out, only=args.only)
+    print(f"done ({failures} not finished); report: critical report {out}")
+    return 1 if failures else 0

@@ -17,6 +17,7 @@ EXPECTED_PARAMS = {  # (low, high) with num_classes=10, in_chans=3
     "cifar_resnet56": (0.84e6, 0.87e6),
     "vit_cifar_tiny": (2.5e6, 2.9e6),
     "vit_cifar_small": (10.0e6, 11.5e6),
+    "vit_cifar_micro": (0.30e6, 0.32e6),
     "small_cnn": (0.05e6, 0.15e6),
 }
 

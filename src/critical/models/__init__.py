@@ -199,6 +199,16 @@ def vit_cifar_small(pretrained: bool = False, **kwargs: Any) -> VisionTransforme
     )
 
 
+@_register
+def vit_cifar_micro(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """ViT small enough for CPU studies: patch 4, dim 96, depth 4, 3 heads, mlp_ratio 2 (about
+    0.31M parameters, the size of ``cifar_resnet20``). Keyword arguments go to
+    ``VisionTransformer``."""
+    return _vit_cifar(
+        "vit_cifar_micro", pretrained, {"embed_dim": 96, "depth": 4, "num_heads": 3}, kwargs
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # A very small CNN for the CPU quick start
 # ---------------------------------------------------------------------------------------------

@@ -37,10 +37,14 @@ not stable for any metric (streaks restart):
 
 * ``guard_finite``: a non-finite training loss, weights (``finite=False``) or watched metric
   marks the run *diverged*; a diverged run is never declared stable (nor cut by the deadline).
-* ``guard_learning``: the training loss is still improving fast: over the last ``loss_window``
-  epochs it fell by more than ``loss_rate`` per epoch, relative to its value ``loss_window``
-  epochs ago (``(L_{e-w} - L_e) / (w * L_{e-w}) > loss_rate``). Needs ``loss_window + 1`` epochs
-  of loss; until then it objects.
+* ``guard_learning``: the training loss is still improving at a good share of its own pace:
+  its mean improvement per epoch over the last ``loss_window`` epochs is at least
+  ``loss_threshold`` times its mean improvement per epoch since epoch 1,
+  ``[(L_{e-w} - L_e) / w] / [(L_1 - L_e) / (e - 1)] >= loss_threshold`` (epoch 0, which holds
+  the first transient drop, is left out). Scale-free like the ``"scaled"`` rule: a loss that
+  still falls steadily (a straight line reads 1) or faster blocks the cut; one that has bent
+  over (the rapid-learning phase is over) lets it through, even when it keeps creeping towards
+  zero. Needs ``loss_window + 2`` epochs of loss; until then it objects.
 * ``guard_lr``: the learning rate rose since the previous epoch (warm-up), or fell by more than
   half within the last ``lr_cooldown`` epochs (a step drop; a smooth cosine only halves in its
   last few epochs).
@@ -94,7 +98,7 @@ DEFAULTS: dict[str, Any] = {
     "guard_finite": True,
     "guard_learning": True,
     "loss_window": 3,
-    "loss_rate": 0.02,
+    "loss_threshold": 0.5,
     "guard_lr": True,
     "lr_cooldown": 2,
 }
@@ -158,8 +162,8 @@ class StabilityDetector:
         window: trailing moving-average length applied to each metric before differencing.
         guard_finite, guard_learning, guard_lr: the guards (module docstring).
         loss_window: epochs over which the training loss's improvement is measured (>= 1).
-        loss_rate: the relative improvement per epoch above which the loss counts as still
-            improving (> 0).
+        loss_threshold: the share of its own average pace at or above which the loss counts as
+            still improving (> 0).
         lr_cooldown: epochs after a learning-rate drop during which no cut is made (>= 0).
         eps: floor of the denominator in relative mode.
 
@@ -185,7 +189,7 @@ class StabilityDetector:
         guard_finite: bool = DEFAULTS["guard_finite"],
         guard_learning: bool = DEFAULTS["guard_learning"],
         loss_window: int = DEFAULTS["loss_window"],
-        loss_rate: float = DEFAULTS["loss_rate"],
+        loss_threshold: float = DEFAULTS["loss_threshold"],
         guard_lr: bool = DEFAULTS["guard_lr"],
         lr_cooldown: int = DEFAULTS["lr_cooldown"],
         eps: float = 1e-12,
@@ -222,7 +226,9 @@ class StabilityDetector:
         self.guard_finite = check_bool("guard_finite", guard_finite)
         self.guard_learning = check_bool("guard_learning", guard_learning)
         self.loss_window = check_int("loss_window", loss_window, 1)
-        self.loss_rate = check_number("loss_rate", loss_rate, minimum=0, exclusive=True)
+        self.loss_threshold = check_number(
+            "loss_threshold", loss_threshold, minimum=0, exclusive=True
+        )
         self.guard_lr = check_bool("guard_lr", guard_lr)
         self.lr_cooldown = check_int("lr_cooldown", lr_cooldown, 0)
         self.eps = check_number("eps", eps, minimum=0, exclusive=True)
@@ -262,19 +268,24 @@ class StabilityDetector:
         scale = max(sm) - min(sm)
         return 0.0 if scale <= 0 else diff * (len(sm) - 1) / scale
 
+    def _still_learning(self) -> bool:
+        """The ``guard_learning`` test on the losses seen so far (True: block)."""
+        w = self.loss_window
+        losses = self._losses[1:]  # epoch 0 holds the first transient drop
+        if len(losses) < w + 1 or not all(_finite(v) for v in losses):
+            return True
+        recent = (losses[-w - 1] - losses[-1]) / w
+        overall = (losses[0] - losses[-1]) / (len(losses) - 1)
+        if overall <= 0:
+            return False  # no net improvement since epoch 1: not learning
+        return recent / overall >= self.loss_threshold
+
     def _guards(self, epoch: int, loss: float | None, lr: float | None) -> list[str]:
         blocked = []
         if self.guard_finite and self.diverged is not None:
             blocked.append("finite")
-        if self.guard_learning:
-            w = self.loss_window
-            losses = self._losses
-            if len(losses) <= w or not all(_finite(v) for v in losses[-w - 1 :]):
-                blocked.append("learning")
-            else:
-                old, new = losses[-w - 1], losses[-1]
-                if old > 0 and (old - new) / (w * old) > self.loss_rate:
-                    blocked.append("learning")
+        if self.guard_learning and self._still_learning():
+            blocked.append("learning")
         if self.guard_lr and lr is not None and len(self._lrs) >= 2:
             prev, cur = self._lrs[-2], self._lrs[-1]
             if cur > prev * (1 + 1e-9):  # warm-up

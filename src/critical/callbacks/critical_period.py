@@ -74,7 +74,7 @@ class CriticalPeriod(Callback):
     Args:
         monitor: metric name or names.
         mode, threshold, patience, min_epochs, deadline, combine, window: the rule.
-        guard_finite, guard_learning, loss_window, loss_rate, guard_lr, lr_cooldown: the guards.
+        guard_finite, guard_learning, loss_window, loss_threshold, guard_lr, lr_cooldown: the guards.
         loss: a logged metric to use as the training loss (default: ``training_step``'s output).
         strict: raise if a monitored metric is not available at epoch end (else skip the epoch,
             which restarts the metric's streak).
@@ -102,7 +102,7 @@ class CriticalPeriod(Callback):
         guard_finite: bool = DEFAULTS["guard_finite"],
         guard_learning: bool = DEFAULTS["guard_learning"],
         loss_window: int = DEFAULTS["loss_window"],
-        loss_rate: float = DEFAULTS["loss_rate"],
+        loss_threshold: float = DEFAULTS["loss_threshold"],
         guard_lr: bool = DEFAULTS["guard_lr"],
         lr_cooldown: int = DEFAULTS["lr_cooldown"],
         loss: str | None = None,
@@ -126,7 +126,7 @@ class CriticalPeriod(Callback):
             guard_finite=guard_finite,
             guard_learning=guard_learning,
             loss_window=loss_window,
-            loss_rate=loss_rate,
+            loss_threshold=loss_threshold,
             guard_lr=guard_lr,
             lr_cooldown=lr_cooldown,
         )

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from critical.callbacks import (
     AugmentationCutoff,
     CriticalPeriod,
+    EnergyTracker,
     GradientConfusion,
     GradientPredictability,
     LayerRotation,
@@ -62,6 +63,7 @@ def main_imagedm(out_dir):
     dm = ImageDataModule("synthetic", batch_size=8, multiplicity=3, val_size=16, seed=0)
     rec, orders = Record(), Orders()
     cut = AugmentationCutoff("fixed", epoch=2)
+    energy = EnergyTracker()
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2,
@@ -71,9 +73,10 @@ def main_imagedm(out_dir):
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[cut, rec, orders],
+        callbacks=[cut, rec, orders, energy],
     )
     trainer.fit(TinyModule(num_classes=dm.num_classes, channels=dm.in_chans), dm)
+    summary = energy.summary()
     result = {
         "rank": trainer.global_rank,
         "k": rec.k,
@@ -81,6 +84,9 @@ def main_imagedm(out_dir):
         "ran": rec.ran,
         "num_train": len(dm.train_data.labels),
         "orders": orders.orders,
+        "energy_history": energy.history,
+        "flops_per_sample": summary["model"]["flops_per_sample"]["train"],
+        "flops_saving": summary["saving_fraction"]["flops"],
     }
     with open(os.path.join(out_dir, f"imagedm_rank{trainer.global_rank}.json"), "w") as f:
         json.dump(result, f)

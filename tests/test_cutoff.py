@@ -1,16 +1,21 @@
 """CriticalPeriod and AugmentationCutoff in real fits: the decision, the switch, and resume."""
 
+import warnings
+
 import pytest
 import torch
-from helpers import TinyDataModule, TinyModule, tiny_trainer
+from helpers import TinyDataModule, TinyModule, make_images, tiny_trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from torch.utils.data import DataLoader, TensorDataset
 
 from critical.callbacks import (
     AugmentationCutoff,
     CriticalPeriod,
+    EnergyTracker,
     GradientPredictability,
     LayerRotation,
 )
+from critical.data import MultiplicityDataset
 
 # changes 1, 0.01, 0.01, ...: with patience 2 the detector fires at the end of epoch 3
 SCRIPT = [0.0, 1.0, 1.01, 1.02, 1.03, 1.04, 1.05, 1.06]
@@ -125,20 +130,27 @@ def test_clear_errors(tmp_path):
             super().__init__()
             del self.multiplicity
 
-        def train_dataloader(self):
+        def train_dataloader(self):  # a plain dataset: nothing anywhere has a multiplicity
+            return DataLoader(TensorDataset(self.x, self.y), batch_size=self.batch_size)
+
+    with pytest.raises(ValueError, match="no training data with a settable `multiplicity`"):
+        fit(tmp_path, [AugmentationCutoff("never")], epochs=1, dm=NoK())
+
+    class NewEachCall(NoK):
+        def train_dataloader(self):  # a dataset with a multiplicity, but a new one every call
             self.multiplicity = 1
-            out = super().train_dataloader()
+            out = TinyDataModule.train_dataloader(self)
             del self.multiplicity
             return out
 
-    with pytest.raises(ValueError, match="multiplicity"):
-        fit(tmp_path, [AugmentationCutoff("never")], epochs=1, dm=NoK())
+    with pytest.raises(ValueError, match="create the dataset once"):
+        fit(tmp_path, [AugmentationCutoff("never")], epochs=1, dm=NewEachCall())
     for kwargs, match in [
         (dict(policy="sometimes"), r"\['detector', 'fixed', 'never'\]"),
         (dict(policy="fixed"), "exactly one of"),
         (dict(policy="fixed", epoch=1, fraction=0.5), "exactly one of"),
         (dict(policy="detector", epoch=3), "only apply"),
-        (dict(policy="fixed", fraction=1.5), r"\[0, 1\]"),
+        (dict(policy="fixed", fraction=1.5), ">= 0 and <= 1"),
         (dict(target=0), "target"),
     ]:
         with pytest.raises(ValueError, match=match):
@@ -283,3 +295,138 @@ def test_the_guard_reads_the_loss_training_step_returns(tmp_path):
         cp.detector.history[-1]["loss"]
     )
     assert trainer.callback_metrics["critical/lr"] > 0
+
+
+# ------------------------------------------------------------------ bring your own data (#14.1)
+
+
+class Batches(Callback):
+    """Batches planned and run per epoch, whatever the data source."""
+
+    def __init__(self):
+        self.planned, self.ran = [], []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.planned.append(trainer.num_training_batches)
+        self.ran.append(0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.ran[-1] += 1
+
+
+def _own_dataset(k=3):
+    x, y = make_images(64)
+    return MultiplicityDataset(TensorDataset(x, y), multiplicity=k, transform=lambda t: t + 0.01)
+
+
+class OwnLoader(TinyModule):
+    """Returns its own loader from train_dataloader(), over a dataset made once."""
+
+    def __init__(self):
+        super().__init__()
+        self.train_set = _own_dataset()
+
+    def train_dataloader(self):
+        return DataLoader(self.train_set, batch_size=16, shuffle=True)
+
+
+class NewDatasetEachCall(TinyModule):
+    def train_dataloader(self):
+        return DataLoader(_own_dataset(), batch_size=16, shuffle=True)
+
+
+def test_a_loader_passed_to_fit_is_cut(tmp_path):
+    ds = _own_dataset()
+    cut, batches = AugmentationCutoff("fixed", epoch=2), Batches()
+    trainer = tiny_trainer(tmp_path, max_epochs=4, callbacks=[cut, batches])
+    trainer.fit(TinyModule(), train_dataloaders=DataLoader(ds, batch_size=16, shuffle=True))
+    assert cut.multiplicity_before == 3 and ds.multiplicity == 1
+    assert batches.planned == batches.ran == [12, 12, 4, 4]
+
+
+def test_a_loader_returned_by_the_module_is_cut(tmp_path):
+    module = OwnLoader()
+    cut, batches = AugmentationCutoff("fixed", epoch=1), Batches()
+    tiny_trainer(tmp_path, max_epochs=3, callbacks=[cut, batches]).fit(module)
+    assert module.train_set.multiplicity == 1
+    assert batches.planned == batches.ran == [12, 4, 4]
+    # a cut at epoch 0 applies before the first epoch
+    module, batches = OwnLoader(), Batches()
+    cut = AugmentationCutoff("fixed", epoch=0)
+    tiny_trainer(tmp_path, max_epochs=2, callbacks=[cut, batches]).fit(module)
+    assert batches.planned == batches.ran == [4, 4]
+
+
+def test_a_module_that_makes_a_new_dataset_per_call_is_told_what_to_do(tmp_path):
+    steps = StepCounter()
+    trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[AugmentationCutoff("never"), steps])
+    with pytest.raises(ValueError, match="create the dataset once"):
+        trainer.fit(NewDatasetEachCall())
+    assert steps.steps == 0
+
+
+# ------------------------------------------------------------------ late errors (#11.7)
+
+
+class BadK(TinyDataModule):
+    def __init__(self, k):
+        super().__init__()
+        self.multiplicity = k
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5])
+def test_an_invalid_user_multiplicity_fails_before_the_first_step(tmp_path, k):
+    for callbacks in ([AugmentationCutoff("never")], [EnergyTracker(log_metrics=False)]):
+        steps = StepCounter()
+        with pytest.raises(ValueError, match=r"`BadK.multiplicity` must be an integer >= 1"):
+            fit(tmp_path, [*callbacks, steps], epochs=1, dm=BadK(k), module=TinyModule())
+        assert steps.steps == 0
+
+
+def test_a_target_above_k_or_a_string_flag_fails_before_the_first_step(tmp_path):
+    steps = StepCounter()
+    with pytest.raises(ValueError, match=r"`target` must be an integer in \[1, 3\]"):
+        fit(tmp_path, [AugmentationCutoff("fixed", epoch=1, target=5), steps], epochs=2)
+    assert steps.steps == 0
+    with pytest.raises(ValueError, match="`disable_augmentation` must be True or False"):
+        AugmentationCutoff(disable_augmentation="no")
+    with pytest.raises(ValueError, match="`verbose` must be True or False"):
+        AugmentationCutoff(verbose="yes")
+    with pytest.raises(ValueError, match="`fraction` must be a finite number >= 0 and <= 1"):
+        AugmentationCutoff("fixed", fraction=float("nan"))
+    with pytest.raises(ValueError, match="`critical_period` must be a CriticalPeriod"):
+        AugmentationCutoff(critical_period="cp")
+
+
+# ------------------------------------------------------------------ step schedules (D)
+
+
+class OneCycle(TinyModule):
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.lr)
+        total = self.trainer.estimated_stepping_batches
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def test_a_step_schedule_sized_at_the_start_is_warned_about_at_the_cut(tmp_path):
+    with pytest.warns(UserWarning, match=r"from 12 to 4 .*OneCycleLR.*interval='step'") as rec:
+        fit(tmp_path, [AugmentationCutoff("fixed", epoch=1)], epochs=3, module=OneCycle())
+    assert sum("estimated_stepping_batches" in str(w.message) for w in rec) == 1
+    with warnings.catch_warnings():  # an epoch-based schedule (or none) is fine
+        warnings.filterwarnings("error", ".*interval='step'.*")
+        fit(tmp_path, [AugmentationCutoff("fixed", epoch=1)], epochs=3, module=TinyModule())
+
+
+def test_a_diverged_run_says_so_in_its_summary(tmp_path):
+    from critical.callbacks import RunDirectory
+
+    cp = CriticalPeriod("scripted", threshold=10.0, patience=1, min_epochs=2, guard_learning=False)
+    run = RunDirectory(root=tmp_path, name="r", tensorboard=False, plot=False, print_summary=False)
+    with pytest.warns(UserWarning, match="diverged"):
+        fit(tmp_path, [cp, AugmentationCutoff(), run], epochs=3, module=FlatThenNaN())
+    assert (
+        run.summary["diverged"]["epoch"] == 1
+        and "diverged in epoch 1" in run.summary["saving_note"]
+    )
+    assert run.summary["saved"] is False

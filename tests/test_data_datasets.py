@@ -194,3 +194,25 @@ def test_stratified_split_is_stratified_seeded_and_disjoint():
 def test_stratified_split_rejects_bad_sizes(bad):
     with pytest.raises(ValueError, match="val_size"):
         stratified_split(torch.arange(1000) % 3, val_size=bad)
+
+
+def test_an_empty_class_folder_is_rejected_not_a_phantom_class(tmp_path):
+    root = tmp_path / "data"
+    _write_folder(root)  # ant, bird
+    (root / "cat").mkdir()  # empty: would be label 2 of nothing
+    (root / "aardvark").mkdir()  # empty and sorted first: would shift every label by one
+    with pytest.raises(DatasetNotFoundError, match=r"\['aardvark', 'cat'\].*no image files"):
+        load_image_folder(root, cache_dir=tmp_path / "cache")
+    (root / "aardvark").rmdir()
+    (root / "cat").rmdir()
+    (root / ".ipynb_checkpoints").mkdir()  # hidden folders are not classes
+    data = load_image_folder(root, cache_dir=tmp_path / "cache")
+    assert data.classes == ["ant", "bird"] and data.labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_the_cache_key_covers_the_class_list():
+    files = [("a/0.png", 0), ("b/0.png", 1)]
+    stats = [os.stat(__file__)] * 2
+    key = D._folder_key(["a", "b"], files, stats, "opts")
+    assert key == D._folder_key(["a", "b"], files, stats, "opts")
+    assert key != D._folder_key(["a", "b", "c"], files, stats, "opts")

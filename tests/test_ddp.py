@@ -56,3 +56,13 @@ def test_ddp_fast_path_shards_and_switches_together(tmp_path):
         counts = Counter(a + b)
         assert set(counts) == set(range(n))  # together the ranks cover every image...
         assert all(k <= c <= k + 1 for c in counts.values())  # ...k times (+1 wrap-around pad)
+    # EnergyTracker: samples and FLOPs are cluster totals, the same on every rank; energy only
+    # from local rank 0's tracker, summed
+    h0, h1 = r0["energy_history"], r1["energy_history"]
+    assert [h["samples"] for h in h0] == [h["samples"] for h in h1]
+    assert [h["samples"] for h in h0] == [2 * len(r0["orders"][e]) for e in range(4)]
+    assert r0["flops_per_sample"] == r1["flops_per_sample"] > 0
+    for a, b in zip(h0, h1):
+        assert a["flops"] == b["flops"] == pytest.approx(a["samples"] * r0["flops_per_sample"])
+        assert a["energy_kwh"] == pytest.approx(b["energy_kwh"]) and a["energy_kwh"] > 0
+    assert r0["flops_saving"] == pytest.approx(1 - (3 * 2 + 2) / (3 * 4), abs=0.02)

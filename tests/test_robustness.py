@@ -398,6 +398,13 @@ def test_callback_argument_validation(tmp_path):
         RobustnessEvaluator(severities=[0])
     with pytest.raises(ValueError, match="cifar10c_dir"):
         RobustnessEvaluator(cifar10c_dir=tmp_path / "missing")
+    # caught here, not after training
+    with pytest.raises(ValueError, match="`dataloader` must be None or an iterable"):
+        RobustnessEvaluator(dataloader=5)
+    with pytest.raises(ValueError, match="random_start"):
+        RobustnessEvaluator(random_start="no")
+    with pytest.raises(ValueError, match="seed"):
+        RobustnessEvaluator(seed=1.5)
     assert RobustnessEvaluator(name="a").state_key != RobustnessEvaluator(name="b").state_key
 
 

@@ -227,3 +227,15 @@ def test_compile_flag_compiles_in_place():
     assert task.net._compiled_call_impl is not None
     assert set(task.state_dict()) == keys
     assert _task().net._compiled_call_impl is None
+
+
+def test_model_summary_counts_flops():
+    # Lightning's summary counts FLOPs on example_input_array: it printed "FLOPs 0" without it
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+
+    task = ImageClassifier("small_cnn", num_classes=10, in_chans=1, img_size=16)
+    assert tuple(task.example_input_array.shape) == (1, 1, 16, 16)
+    assert ModelSummary(task).total_flops > 0
+    rgb = ImageClassifier("cifar_resnet20", num_classes=10, in_chans=3, img_size=32)
+    assert tuple(rgb.example_input_array.shape) == (1, 3, 32, 32)
+    assert ModelSummary(rgb).total_flops > ModelSummary(task).total_flops

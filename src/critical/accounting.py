@@ -1,26 +1,53 @@
-r"""Energy accounting: per-phase totals and the counterfactual saving of a cut, from per-epoch
-records. Pure Python (no Lightning, no codecarbon, no torch), so it is testable on its own.
+r"""Cost accounting: per-phase totals, the counterfactual saving of a cut, the theoretical saving
+and a check of the measured saving against the compute saving, from per-epoch records. Pure
+Python (no Lightning, no codecarbon, no torch), so it is testable on its own.
 
 An epoch record is a mapping with ``epoch``, ``multiplicity`` (k, or ``None``), ``duration_s``,
-``samples`` and the energy fields ``energy_kwh``, ``co2_kg``, ``cpu_energy_kwh``,
-``gpu_energy_kwh``, ``ram_energy_kwh`` and ``cost`` (``None`` where not measured).
+``samples``, ``flops`` (training FLOPs of the epoch, ``None`` where not counted) and the energy
+fields ``energy_kwh``, ``co2_kg``, ``cpu_energy_kwh``, ``gpu_energy_kwh``, ``ram_energy_kwh``
+and ``cost`` (``None`` where not measured).
 
 Phases and the counterfactual saving
 ------------------------------------
 Epochs before the cut form phase ``"before"``, the others phase ``"after"``. The saving is the
 cost the ``after`` epochs would have had at the old k minus their measured cost::
 
-    per_sample_before[q] = sum_before(q) / sum_before(samples)      q in time, energy, CO2, money
+    c_e[q]              = q(e) / samples(e)       per-sample cost of a "before" epoch e
+    per_sample_before[q] = median of c_e[q] over the "before" epochs, the run's first epoch left
+                          out when another "before" epoch exists (it pays the warm-up)
     cf_samples(e)       = min(samples(e) * k_before / k(e), mean samples per "before" epoch)
     counterfactual[q]   = per_sample_before[q] * sum over "after" epochs of cf_samples(e)
     saving[q]           = counterfactual[q] - sum_after(q)
+    saving_fraction[q]  = saving[q] / (sum_before(q) + counterfactual[q])
 
-Assumptions: the cost of a training sample is stationary (the same model, hardware, batch size
-and throughput before and after the cut); an epoch at the old k has as many samples as the
-average ``before`` epoch (the cap keeps an integer ``limit_train_batches``, which bounds an epoch
-whatever k, from inventing a saving, while a partial last epoch is scaled down); the cost of
-validation and other per-epoch overhead is folded into the per-sample cost. Without
-multiplicities, ``cf_samples(e)`` is the mean ``before`` epoch's samples.
+for q in time, energy, CO2, money and FLOPs. The median makes the estimate robust to a few
+epochs slowed by other jobs; a machine loaded through the whole pre-cut phase still inflates it,
+which is what :func:`saving_check` catches. Assumptions: the cost of a training sample is
+stationary (same model, hardware, batch size and throughput before and after the cut); an epoch
+at the old k has as many samples as the average ``before`` epoch (the cap keeps an integer
+``limit_train_batches``, which bounds an epoch whatever k, from inventing a saving, while a
+partial last epoch is scaled down); validation and other per-epoch overhead is folded into the
+per-sample cost (so it is counted once per counterfactual epoch, as it would have been paid).
+FLOPs count training only (forward + backward of the training samples), not validation.
+
+The theoretical saving
+----------------------
+:func:`theoretical_saving`: the FLOPs saving of a cut at epoch e of E epochs from k_b to k_a
+when every epoch is complete, ``1 - (k_b e + k_a (E - e)) / (k_b E)``: the most a cut can save.
+
+The saving check
+----------------
+:func:`saving_check` compares each measured saving fraction (time, energy) with the compute
+saving fraction (FLOPs-based; the samples-based fraction, equal to it for a fixed input shape,
+where FLOPs were not counted). The rule: the noise ``s`` of a quantity is the relative spread
+of its per-epoch per-sample costs ``c_e`` over the epochs the estimate used (1.4826 x median
+absolute deviation / median; unknown with a single epoch). The tolerance is how far the
+measured fraction moves when the per-sample cost is off by ``2 s`` either way, and at least
+``floor`` (2 points; 5 points when the noise is unknown). A fraction further than the tolerance
+from the compute fraction disagrees: above it, the pre-cut epochs cost more per sample than the
+compute explains (typically other jobs loading the machine before the cut) and the measured
+saving is overstated; below it, costs that do not scale with the samples (validation, per-epoch
+overhead, a busier machine after the cut) dominate.
 
 Example:
     >>> history = [
@@ -30,28 +57,39 @@ Example:
     >>> s = phase_summary(history, cut_boundary(history))
     >>> s["saving"]["duration_s"], round(s["saving_fraction"]["duration_s"], 3)
     (2.0, 0.333)
+    >>> round(theoretical_saving(3, 1, cut_epoch=5, max_epochs=30), 4)
+    0.5556
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from critical.runfiles import cut_from_multiplicities
 
 __all__ = [
+    "CHECKED",
     "ENERGY_FIELDS",
     "QUANTITIES",
     "cut_boundary",
     "phase",
     "phase_summary",
+    "saving_check",
+    "summary_scalars",
+    "theoretical_saving",
     "totals",
 ]
 
-#: the quantities a saving is computed for
-QUANTITIES = ("duration_s", "energy_kwh", "co2_kg", "cost")
+#: the quantities a saving is computed for (``flops``: training FLOPs, counted, not measured)
+QUANTITIES = ("duration_s", "energy_kwh", "co2_kg", "cost", "flops")
 #: the fields measured by codecarbon (``None`` when not measured)
 ENERGY_FIELDS = ("energy_kwh", "co2_kg", "cpu_energy_kwh", "gpu_energy_kwh", "ram_energy_kwh")
+#: the measured savings :func:`saving_check` compares with the compute saving
+CHECKED = ("duration_s", "energy_kwh")
+#: the smallest tolerance of the check, with the noise known / unknown
+FLOOR, FLOOR_UNKNOWN_NOISE = 0.02, 0.05
 
 Record = Mapping[str, Any]
 
@@ -66,12 +104,12 @@ def _sum(entries: Sequence[Record], key: str) -> float | None:
 
 
 def totals(entries: Sequence[Record]) -> dict[str, Any]:
-    """``epochs``, ``samples``, and the sum of time, every energy field and cost."""
+    """``epochs``, ``samples``, and the sum of time, every energy field, cost and FLOPs."""
     out: dict[str, Any] = {
         "epochs": len(entries),
         "samples": int(sum(e["samples"] for e in entries)),
     }
-    for q in ("duration_s", *ENERGY_FIELDS, "cost"):
+    for q in ("duration_s", *ENERGY_FIELDS, "cost", "flops"):
         out[q] = _sum(entries, q)
     return out
 
@@ -118,12 +156,61 @@ def phase(epoch: int, cut_epoch: int | None) -> str:
     return "after" if cut_epoch is not None and epoch >= cut_epoch else "before"
 
 
-def phase_summary(history: Sequence[Record], boundary: Mapping[str, Any]) -> dict[str, Any]:
-    """Totals, per-phase totals and the counterfactual saving (see the module docstring).
+def theoretical_saving(
+    k_before: float | None, k_after: float | None, cut_epoch: int | None, max_epochs: int | None
+) -> float | None:
+    """The compute saving of a cut from ``k_before`` to ``k_after`` at ``cut_epoch`` of
+    ``max_epochs`` complete epochs: ``1 - (k_b e + k_a (E - e)) / (k_b E)``. No cut (``cut_epoch``
+    ``None``) or a cut at or after ``E`` saves 0; ``None`` when k or E is unknown.
 
-    Keys: ``total``, ``phases`` (``before``, ``after``), ``per_sample_before``,
-    ``counterfactual_after`` (``samples`` and the quantities), ``saving``, ``saving_fraction``
-    (saving over the whole run's counterfactual cost). What cannot be computed is ``None``.
+    Example:
+        >>> theoretical_saving(3, 1, None, 10), theoretical_saving(3, 1, 10, 10)
+        (0.0, 0.0)
+        >>> round(theoretical_saving(3, 1, 9, 10), 4)
+        0.0667
+    """
+    if not k_before or k_before <= 0 or max_epochs is None or max_epochs <= 0:
+        return None
+    if cut_epoch is None:
+        return 0.0
+    if k_after is None:
+        return None
+    e = min(max(int(cut_epoch), 0), max_epochs)
+    return 1.0 - (k_before * e + k_after * (max_epochs - e)) / (k_before * max_epochs)
+
+
+def _estimate_epochs(before: Sequence[Record]) -> list[Record]:
+    """The ``before`` epochs the per-sample cost is estimated from: those with samples, the
+    run's first epoch (warm-up) left out when another one exists."""
+    used = [h for h in before if h["samples"] > 0]
+    if len(used) > 1:
+        first = min(h["epoch"] for h in used)
+        used = [h for h in used if h["epoch"] != first]
+    return used
+
+
+def _robust_per_sample(used: Sequence[Record], q: str) -> tuple[float | None, float | None]:
+    """Median per-sample cost of ``q`` over ``used`` and its relative spread (1.4826 x MAD /
+    median; ``None`` with fewer than 2 epochs). ``(None, None)`` if an epoch lacks ``q``."""
+    if not used or any(h.get(q) is None for h in used):
+        return None, None
+    costs = [float(h[q]) / h["samples"] for h in used]
+    median = statistics.median(costs)
+    if len(costs) < 2 or median <= 0:
+        return median, None
+    mad = statistics.median(abs(c - median) for c in costs)
+    return median, 1.4826 * mad / median
+
+
+def phase_summary(history: Sequence[Record], boundary: Mapping[str, Any]) -> dict[str, Any]:
+    """Totals, per-phase totals, the counterfactual saving and its check (module docstring).
+
+    Keys: ``total``, ``phases`` (``before``, ``after``), ``per_sample_before`` (robust
+    per-sample cost per quantity), ``per_sample_spread`` (its relative spread),
+    ``per_sample_epochs`` (the epochs it was estimated from), ``counterfactual_after``
+    (``samples`` and the quantities), ``saving``, ``saving_fraction`` (saving over the whole
+    run's counterfactual cost, with ``samples``: the samples-based fraction) and
+    ``saving_check`` (:func:`saving_check`). What cannot be computed is ``None``.
     """
     cut = boundary.get("cut_epoch")
     before = [h for h in history if phase(h["epoch"], cut) == "before"]
@@ -133,17 +220,23 @@ def phase_summary(history: Sequence[Record], boundary: Mapping[str, Any]) -> dic
         "total": totals(history),
         "phases": {"before": tot_before, "after": tot_after},
         "per_sample_before": None,
+        "per_sample_spread": None,
+        "per_sample_epochs": None,
         "counterfactual_after": None,
         "saving": None,
         "saving_fraction": None,
+        "saving_check": None,
     }
-    if not before or tot_before["samples"] <= 0:
+    used = _estimate_epochs(before)
+    if not used:
         return out
-    per_sample = {
-        q: (None if tot_before[q] is None else tot_before[q] / tot_before["samples"])
-        for q in QUANTITIES
-    }
+    per_sample: dict[str, Any] = {}
+    spread: dict[str, Any] = {}
+    for q in QUANTITIES:
+        per_sample[q], spread[q] = _robust_per_sample(used, q)
     out["per_sample_before"] = per_sample
+    out["per_sample_spread"] = spread
+    out["per_sample_epochs"] = [int(h["epoch"]) for h in used]
     if not after:
         return out
     mean_before = tot_before["samples"] / len(before)
@@ -158,9 +251,13 @@ def phase_summary(history: Sequence[Record], boundary: Mapping[str, Any]) -> dic
     counterfactual: dict[str, Any] = {"samples": cf_samples}
     saving: dict[str, Any] = {}
     fraction: dict[str, Any] = {}
+    samples_base = tot_before["samples"] + cf_samples
+    fraction["samples"] = (
+        (cf_samples - tot_after["samples"]) / samples_base if samples_base > 0 else None
+    )
     for q in QUANTITIES:
         ps = per_sample[q]
-        if ps is None or tot_after[q] is None:
+        if ps is None or tot_after[q] is None or tot_before[q] is None:
             counterfactual[q] = saving[q] = fraction[q] = None
             continue
         counterfactual[q] = ps * cf_samples
@@ -170,4 +267,116 @@ def phase_summary(history: Sequence[Record], boundary: Mapping[str, Any]) -> dic
     out["counterfactual_after"] = counterfactual
     out["saving"] = saving
     out["saving_fraction"] = fraction
+    out["saving_check"] = saving_check(out)
     return out
+
+
+def _fraction_at(accounts: Mapping[str, Any], q: str, per_sample: float) -> float | None:
+    """The saving fraction of ``q`` had the per-sample cost before the cut been ``per_sample``."""
+    before = accounts["phases"]["before"][q]
+    after = accounts["phases"]["after"][q]
+    cf = per_sample * accounts["counterfactual_after"]["samples"]
+    base = before + cf
+    return (cf - after) / base if base > 0 else None
+
+
+def saving_check(accounts: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Compare the measured saving fractions (time, energy) with the compute saving fraction
+    (the rule is in the module docstring). ``None`` without a counterfactual (no cut, no
+    epoch after it, or none before it).
+
+    Keys: ``reference`` (``"flops"`` or ``"samples"``), ``compute_fraction``, per checked
+    quantity in ``checks``: ``fraction``, ``noise`` (relative spread, ``None``: unknown),
+    ``tolerance``, ``agrees``; ``agrees`` (all checked quantities; ``None`` when none could be
+    checked) and a one-line ``message``.
+    """
+    fractions = accounts.get("saving_fraction")
+    if not fractions:
+        return None
+    reference, compute = "flops", fractions.get("flops")
+    if compute is None:
+        reference, compute = "samples", fractions.get("samples")
+    if compute is None:
+        return None
+    checks: dict[str, Any] = {}
+    for q in CHECKED:
+        f = fractions.get(q)
+        p = (accounts.get("per_sample_before") or {}).get(q)
+        if f is None or p is None:
+            continue
+        s = (accounts.get("per_sample_spread") or {}).get(q)
+        tol = FLOOR if s is not None else FLOOR_UNKNOWN_NOISE
+        if s is not None:
+            for factor in (1 + 2 * s, max(1 - 2 * s, 0.0)):
+                moved = _fraction_at(accounts, q, p * factor)
+                if moved is not None:
+                    tol = max(tol, abs(moved - f))
+        checks[q] = {
+            "fraction": f,
+            "noise": s,
+            "tolerance": tol,
+            "agrees": abs(f - compute) <= tol,
+        }
+    names = {"duration_s": "time", "energy_kwh": "energy"}
+    ref = f"the {'FLOPs' if reference == 'flops' else 'samples'}-based {compute:.1%}"
+    if not checks:
+        return {
+            "reference": reference,
+            "compute_fraction": compute,
+            "checks": checks,
+            "agrees": None,
+            "message": f"no measured saving to check against {ref}",
+        }
+    high = [q for q, c in checks.items() if not c["agrees"] and c["fraction"] > compute]
+    low = [q for q, c in checks.items() if not c["agrees"] and c["fraction"] < compute]
+
+    def listing(qs: Sequence[str]) -> str:
+        return ", ".join(
+            f"{names[q]} {checks[q]['fraction']:.1%} ±{checks[q]['tolerance']:.1%}" for q in qs
+        )
+
+    if high:
+        message = (
+            f"the measured saving exceeds {ref} by more than the noise ({listing(high)}): the "
+            "pre-cut epochs cost more per sample than their compute explains (other load on the "
+            "machine before the cut?); the measured saving is overstated"
+        )
+    elif low:
+        message = (
+            f"the measured saving falls short of {ref} by more than the noise ({listing(low)}): "
+            "costs that do not scale with the samples (validation, per-epoch overhead) or a "
+            "busier machine after the cut"
+        )
+    else:
+        message = (
+            f"the measured saving agrees with {ref} within the noise ({listing(list(checks))})"
+        )
+    return {
+        "reference": reference,
+        "compute_fraction": compute,
+        "checks": checks,
+        "agrees": not (high or low),
+        "message": message,
+    }
+
+
+def summary_scalars(summary: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The scalars of a summary with the keys of :func:`phase_summary` (and optionally
+    ``theoretical_saving``): ``<prefix>{before,after}_<q>``, ``<prefix>saving_<q>``,
+    ``<prefix>saving_fraction_<q>`` for every quantity q that exists, and
+    ``<prefix>theoretical_saving``.
+
+    Example:
+        >>> history = [{"epoch": 0, "multiplicity": 2, "samples": 20, "duration_s": 2.0},
+        ...            {"epoch": 1, "multiplicity": 1, "samples": 10, "duration_s": 1.0}]
+        >>> summary_scalars(phase_summary(history, cut_boundary(history)))["saving_duration_s"]
+        1.0
+    """
+    out: dict[str, Any] = {}
+    for q in QUANTITIES:
+        for name in ("before", "after"):
+            out[f"{prefix}{name}_{q}"] = summary["phases"][name][q]
+        out[f"{prefix}saving_{q}"] = (summary["saving"] or {}).get(q)
+        out[f"{prefix}saving_fraction_{q}"] = (summary["saving_fraction"] or {}).get(q)
+    out[f"{prefix}theoretical_saving"] = summary.get("theoretical_saving")
+    return {k: float(v) for k, v in out.items() if v is not None}

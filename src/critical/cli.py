@@ -19,7 +19,6 @@ model's ``num_classes``, ``in_chans``, ``img_size``, ``mean`` and ``std`` follow
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -107,119 +106,17 @@ def _cli_classes():
     return CriticalCLI, RunConfigCallback
 
 
-def _fmt(v: Any, unit: str = "", scale: float = 1.0, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "n/a"
-    return f"{v * scale:.{digits}g}{unit}"
-
-
-EPOCH_COLUMNS = (
-    ("k", "multiplicity", "{:.0f}"),
-    ("confusion", "critical/gradient_confusion/mean", "{:+.3f}"),
-    ("predict.", "critical/gradient_predictability", "{:+.3f}"),
-    ("rotation", "critical/layer_rotation", "{:.4f}"),
-    ("train loss", "train/loss", "{:.3f}"),
-    ("val acc", "val/acc", "{:.2%}"),
-    ("time s", "energy/duration_s", "{:.1f}"),
-)
-
-
-def epoch_table(rows: Sequence[dict[str, Any]], cut_epoch: int | None = None) -> list[str]:
-    """The per-epoch metric curves as text lines (the cut marked with ``<- k cut``)."""
-    cols = [(title, key, fmt) for title, key, fmt in EPOCH_COLUMNS if any(key in r for r in rows)]
-    widths = [max(len(title), 8) for title, _, _ in cols]
-    out = ["epoch " + " ".join(t.rjust(w) for (t, _, _), w in zip(cols, widths))]
-    for r in rows:
-        cells = []
-        for (_, key, fmt), w in zip(cols, widths):
-            v = r.get(key)
-            cells.append(("-" if v is None else fmt.format(v)).rjust(w))
-        mark = "  <- k cut" if cut_epoch is not None and r.get("epoch") == cut_epoch else ""
-        out.append(f"{r.get('epoch', ''):>5} " + " ".join(cells) + mark)
-    return out
-
-
 def print_run_summary(trainer: Any) -> None:
-    """Print what a run measured and where its files are; draw its plot (rank 0 only)."""
+    """Print the run summary (rank 0) unless the trainer's RunDirectory already printed it at fit
+    end (it does, and writes ``summary.json``: see :mod:`critical.summary`)."""
     if trainer.global_rank != 0:
         return
-    from critical.callbacks import (
-        AugmentationCutoff,
-        CriticalPeriod,
-        EnergyTracker,
-        RobustnessEvaluator,
-        RunDirectory,
-    )
+    from critical.runfiles import find_callback
+    from critical.summary import build_summary, format_summary
 
-    def find(cls):
-        return next((cb for cb in trainer.callbacks if isinstance(cb, cls)), None)
-
-    run, cp, cut = find(RunDirectory), find(CriticalPeriod), find(AugmentationCutoff)
-    energy, rob = find(EnergyTracker), find(RobustnessEvaluator)
-    m = trainer.callback_metrics
-    lines = ["", "=" * 72, "critical: run summary", "-" * 72]
-    if run is not None and run.rows:
-        lines += epoch_table(run.rows, cut_epoch=None if cut is None else cut.cut_epoch)
-        lines.append("-" * 72)
-    acc = m.get("val/acc")
-    lines.append(
-        f"validation accuracy (last epoch): {_fmt(None if acc is None else float(acc), '%', 100, 4)}"
-    )
-    if cp is not None:
-        ev = cp.event
-        lines.append(
-            "critical period: "
-            + (
-                "not over within the run"
-                if ev is None
-                else f"over at the end of epoch {ev.epoch} ({ev.reason})"
-            )
-        )
-    if cut is not None:
-        lines.append(
-            f"multiplicity: k={cut.multiplicity_before}"
-            + (
-                ""
-                if cut.cut_epoch is None
-                else f" -> {cut.multiplicity_after} from epoch {cut.cut_epoch}"
-            )
-        )
-    if rob is not None and rob.results:
-        r = rob.results
-        parts = [
-            f"{k.replace('_acc', '')} {_fmt(r.get(k), '%', 100, 4)}"
-            for k in ("clean_acc", "fgsm_acc", "pgd_acc", "corruption_acc")
-            if k in r
-        ]
-        lines.append("robustness: " + ", ".join(parts))
-    if energy is not None:
-        s = energy.summary()
-        t = s["total"]
-        lines.append(
-            f"time {_fmt(t.get('duration_s'), ' s')}, energy {_fmt(t.get('energy_kwh'), ' Wh', 1000)}, "
-            f"CO2 {_fmt(t.get('co2_kg'), ' g', 1000)} ({s['country_iso_code']} grid)"
-        )
-        frac = s.get("saving_fraction") or {}
-        if frac:
-            lines.append(
-                "saving vs keeping k (estimated from the measured pre-cut cost per sample): "
-                f"time {_fmt(frac.get('duration_s'), '%', 100)}, energy {_fmt(frac.get('energy_kwh'), '%', 100)}, "
-                f"CO2 {_fmt(frac.get('co2_kg'), '%', 100)}"
-            )
-        if s.get("missing"):
-            lines.append(f"energy not measured: {s['missing']}")
-    if run is not None and run.path is not None:
-        lines.append(f"run directory: {run.path}")
-        try:
-            from critical.report import plot_run
-
-            plots = plot_run(run.path)
-            if plots:
-                lines.append(f"plot: {plots[0]}")
-        except Exception as err:  # noqa: BLE001 - a plot must not fail a finished run
-            lines.append(f"plot not drawn: {err}")
-    lines.append("=" * 72)
-    print("\n".join(lines), flush=True)
+    run = find_callback(trainer, lambda cb: callable(getattr(cb, "ensure_directory", None)))
+    if run is None:
+        print(format_summary(build_summary(trainer)), flush=True)
 
 
 def run_lightning(argv: Sequence[str] | None) -> None:

@@ -13,6 +13,7 @@ Layout of a run directory (see :class:`~critical.callbacks.RunDirectory`)::
     cut_event.json   the critical-period event and the augmentation cut, or {"fired": false}
     energy.json      EnergyTracker.summary() + history        (with an EnergyTracker)
     robustness.json  RobustnessEvaluator.results              (with a RobustnessEvaluator)
+    summary.json     the run summary (critical.summary), written when fit ends normally
     exception.txt    the exception, if the run crashed
 
 The cut epoch of a run is the first epoch trained at the reduced k; it is read, in this order,
@@ -47,6 +48,7 @@ __all__ = [
     "METRICS_CSV",
     "METRICS_JSON",
     "ROBUSTNESS",
+    "SUMMARY",
     "RunStatus",
     "as_int",
     "configured_callbacks",
@@ -68,6 +70,7 @@ CUT_EVENT = "cut_event.json"
 ENERGY = "energy.json"
 ROBUSTNESS = "robustness.json"
 EXCEPTION = "exception.txt"
+SUMMARY = "summary.json"
 
 PathLike = str | os.PathLike
 
@@ -262,9 +265,11 @@ def run_status(
     rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> RunStatus:
     """Is ``run_dir`` a finished run? Complete means: no ``exception.txt``, a ``config.json``,
-    a metric row for every epoch up to the trainer's ``max_epochs``, and the result files of the
-    callbacks the run was configured with (:func:`expected_files`) — whatever those callbacks
-    were. ``config`` and ``rows`` may be passed when already read."""
+    metric rows, the result files of the callbacks the run was configured with
+    (:func:`expected_files`) — whatever those callbacks were — and either a ``summary.json``
+    (written when ``fit`` ends normally, also when it stopped early, e.g. by ``EarlyStopping``)
+    or, for runs written before it existed, a row for every epoch up to the trainer's
+    ``max_epochs``. ``config`` and ``rows`` may be passed when already read."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return RunStatus("missing", ["no run directory"])
@@ -281,9 +286,10 @@ def run_status(
             problems.append(f"no {name}")
     trainer = config.get("trainer")
     max_epochs = as_int(trainer.get("max_epochs")) if isinstance(trainer, Mapping) else None
+    finished = (run_dir / SUMMARY).is_file()
     if not rows:
         problems.append("no metric rows")
-    elif max_epochs is not None and max_epochs > 0 and len(rows) < max_epochs:
+    elif not finished and max_epochs is not None and max_epochs > 0 and len(rows) < max_epochs:
         problems.append(f"{len(rows)}/{max_epochs} epochs")
     if (run_dir / EXCEPTION).exists():
         return RunStatus("failed", problems)

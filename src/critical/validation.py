@@ -21,11 +21,23 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Collection
+import os
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-__all__ = ["check_bool", "check_choice", "check_int", "check_number", "check_str"]
+__all__ = [
+    "check_bool",
+    "check_choice",
+    "check_int",
+    "check_keys",
+    "check_number",
+    "check_path",
+    "check_str",
+    "check_subset",
+    "check_type",
+]
 
 
 def check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> Any:
@@ -71,7 +83,9 @@ def check_number(
 def check_choice(name: str, value: Any, choices: Collection[Any]) -> Any:
     """One of ``choices``."""
     if isinstance(value, bool) or value not in choices:
-        raise ValueError(f"`{name}` must be one of {list(choices)}, got {value!r}")
+        raise ValueError(
+            f"`{name}` must be one of {list(choices)}, got {value!r}{_did_you_mean(value, choices)}"
+        )
     return value
 
 
@@ -90,3 +104,82 @@ def check_str(name: str, value: Any, allow_none: bool = False) -> Any:
         extra = " or None" if allow_none else ""
         raise ValueError(f"`{name}` must be a non-empty string{extra}, got {value!r}")
     return value
+
+
+def check_type(
+    name: str, value: Any, types: type | tuple[type, ...], what: str, allow_none: bool = False
+) -> Any:
+    """An instance of ``types`` (described as ``what`` in the message); ``None`` too with
+    ``allow_none``. Booleans are not accepted where ``bool`` is not among ``types``."""
+    if value is None and allow_none:
+        return None
+    wanted = types if isinstance(types, tuple) else (types,)
+    if not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted):
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"`{name}` must be {what}{extra}, got {value!r}")
+    return value
+
+
+def check_path(name: str, value: Any, allow_none: bool = False) -> Any:
+    """A non-empty path (``str`` or ``os.PathLike``); ``None`` too with ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        extra = " or None" if allow_none else ""
+        raise ValueError(f"`{name}` must be a path (str or os.PathLike){extra}, got {value!r}")
+    return value
+
+
+def check_subset(
+    name: str, values: Any, choices: Collection[Any], allow_empty: bool = True
+) -> list:
+    """A list of items of ``choices`` (a single string counts as a one-item list).
+
+    Example:
+        >>> check_subset("attacks", ["fgsm", "pgdd"], ("fgsm", "pgd"))
+        Traceback (most recent call last):
+        ...
+        ValueError: `attacks` must be a subset of ['fgsm', 'pgd'], got ['pgdd'] (did you mean 'pgd'?)
+    """
+    items = [values] if isinstance(values, str) else values
+    if not isinstance(items, Iterable) or isinstance(items, Mapping):
+        raise ValueError(f"`{name}` must be a list of items of {list(choices)}, got {values!r}")
+    items = list(items)
+    bad = [v for v in items if isinstance(v, bool) or v not in choices]
+    if bad or (not items and not allow_empty):
+        hint = _did_you_mean(bad[0], choices) if bad else ""
+        empty = "a non-empty " if not allow_empty else "a "
+        got = bad if bad else items
+        raise ValueError(f"`{name}` must be {empty}subset of {list(choices)}, got {got!r}{hint}")
+    return items
+
+
+def check_keys(name: str, mapping: Any, valid: Collection[str]) -> dict[str, Any]:
+    """A mapping (``None``: empty) whose keys are all in ``valid``; an unknown key raises with the
+    closest valid one.
+
+    Example:
+        >>> check_keys("codecarbon_kwargs", {"gpu_id": [0]}, ("gpu_ids", "pue"))
+        Traceback (most recent call last):
+        ...
+        ValueError: `codecarbon_kwargs` has unknown key 'gpu_id' (did you mean 'gpu_ids'?); valid keys: gpu_ids, pue
+    """
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, Mapping):
+        raise ValueError(f"`{name}` must be a mapping (dict) or None, got {mapping!r}")
+    for key in mapping:
+        if key not in valid:
+            raise ValueError(
+                f"`{name}` has unknown key {key!r}{_did_you_mean(key, valid)}; valid keys: "
+                f"{', '.join(sorted(valid))}"
+            )
+    return dict(mapping)
+
+
+def _did_you_mean(value: Any, choices: Collection[Any]) -> str:
+    names = [c for c in choices if isinstance(c, str)]
+    if not isinstance(value, str) or not names:
+        return ""
+    close = difflib.get_close_matches(value, names, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -3,6 +3,9 @@
 
 Every epoch is a task (``start_task`` / ``stop_task``, which returns an ``EmissionsData`` delta);
 reading private attributes of a running tracker would race with codecarbon's background thread.
+The caller splits long epochs into consecutive tasks (``EnergyTracker(max_task_secs=...)``, a
+clock read per batch, ~1 ms per split), so energy counters are read often enough that a RAPL
+counter never wraps twice between two readings (codecarbon corrects one wrap).
 Codecarbon's constructor swallows its own exceptions (logging them) and returns a half-built
 tracker: those logged exceptions are captured and reported as a failure. Any failure calls
 ``on_fail(reason)`` once and shuts the tracker down; the caller decides what to tell the user.
@@ -14,6 +17,7 @@ import inspect
 import logging
 import math
 import os
+import re
 import time
 import traceback
 import warnings
@@ -21,9 +25,50 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CodecarbonSession", "known_countries"]
+from critical.callbacks._measurement import describe_measurement
+
+__all__ = [
+    "CodecarbonSession",
+    "accepted_kwargs",
+    "check_country",
+    "known_countries",
+    "output_directory",
+]
 
 _COUNTRIES: frozenset[str] | None = None
+
+
+def check_country(code: Any) -> str:
+    """A 3-letter ISO code in codecarbon's offline energy-mix table (when it can be read)."""
+    if not isinstance(code, str) or not re.fullmatch(r"[A-Z]{3}", code):
+        raise ValueError(
+            "`country_iso_code` must be a 3-letter upper-case ISO 3166 code such as 'USA', "
+            f"'FRA', 'DEU', 'GBR', 'CHN', got {code!r}"
+        )
+    countries = known_countries()
+    if countries is not None and code not in countries:
+        raise ValueError(
+            f"`country_iso_code` {code!r} is not in codecarbon's offline energy-mix table "
+            f"(which would silently use a world average); valid codes: "
+            f"{', '.join(sorted(countries))}"
+        )
+    return code
+
+
+def accepted_kwargs() -> frozenset[str] | None:
+    """The keyword arguments ``OfflineEmissionsTracker`` accepts (its own and those of
+    ``BaseEmissionsTracker``), or ``None`` if codecarbon cannot be imported."""
+    try:
+        from codecarbon import OfflineEmissionsTracker
+        from codecarbon.emissions_tracker import BaseEmissionsTracker
+    except Exception:  # noqa: BLE001 - codecarbon missing or broken: reported at fit start
+        return None
+    names: set[str] = set()
+    for cls in (OfflineEmissionsTracker, BaseEmissionsTracker):
+        for name, p in inspect.signature(cls.__init__).parameters.items():
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                names.add(name)
+    return frozenset(names)
 
 
 def known_countries() -> frozenset[str] | None:
@@ -37,6 +82,26 @@ def known_countries() -> frozenset[str] | None:
         except Exception:  # noqa: BLE001 - codecarbon missing or broken: reported at fit start
             return None
     return _COUNTRIES
+
+
+def output_directory(
+    output_dir: str | os.PathLike, run_path: Path | None
+) -> tuple[Path | None, str | None]:
+    """Where codecarbon writes ``emissions.csv``: ``output_dir`` (created), or the run directory
+    for ``"run_dir"``; ``(None, why)`` when that is impossible (never raises)."""
+    if os.fspath(output_dir) == "run_dir":
+        if run_path is None:
+            return None, "output_dir='run_dir' but the trainer has no RunDirectory"
+        return Path(run_path), None
+    path = Path(output_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return None, (
+            f"output_dir {os.fspath(path)!r} cannot be created ({e!r}); energy is still measured "
+            "and training goes on"
+        )
+    return path, None
 
 
 class _CaptureSwallowed(logging.Filter):
@@ -77,6 +142,8 @@ class CodecarbonSession:
 
     Attributes:
         hardware: what codecarbon detected (``get_detected_hardware()``), after :meth:`start`.
+        measurement: how each component's power is obtained (:func:`describe_measurement`),
+            after :meth:`start`.
         task_t0: ``time.perf_counter()`` when the running task started, ``None`` when none runs.
     """
 
@@ -94,6 +161,7 @@ class CodecarbonSession:
         self.extra = extra
         self.on_fail = on_fail
         self.hardware: dict[str, Any] | None = None
+        self.measurement: dict[str, dict[str, Any]] | None = None
         self.task_t0: float | None = None
         self._tracker: Any | None = None
 
@@ -155,6 +223,7 @@ class CodecarbonSession:
             self.hardware = dict(tracker.get_detected_hardware())
         except Exception:  # noqa: BLE001 - informative only
             self.hardware = None
+        self.measurement = describe_measurement(tracker)
         return True
 
     def start_task(self, name: str) -> bool:

@@ -14,7 +14,7 @@ from critical.callbacks._base import PREFIX
 from critical.callbacks.critical_period import CriticalPeriod
 from critical.data.protocol import find_multiplicity_target
 from critical.detector import CriticalPeriodEvent
-from critical.validation import check_choice, check_int
+from critical.validation import check_bool, check_choice, check_int, check_number, check_type
 
 POLICIES = ("detector", "fixed", "never")
 
@@ -72,20 +72,18 @@ class AugmentationCutoff(Callback):
     ) -> None:
         self.policy = check_choice("policy", policy, POLICIES)
         check_int("epoch", epoch, 0, allow_none=True)
-        if fraction is not None and not (isinstance(fraction, (int, float)) and 0 <= fraction <= 1):
-            raise ValueError(f"`fraction` must be a number in [0, 1], got {fraction!r}")
+        check_number("fraction", fraction, minimum=0, maximum=1, allow_none=True)
         if policy == "fixed" and (epoch is None) == (fraction is None):
             raise ValueError("policy='fixed' needs exactly one of `epoch` or `fraction`")
         if policy != "fixed" and (epoch is not None or fraction is not None):
             raise ValueError(f"`epoch`/`fraction` only apply to policy='fixed', not {policy!r}")
-        if critical_period is not None and not isinstance(critical_period, CriticalPeriod):
-            raise ValueError(f"`critical_period` must be a CriticalPeriod, got {critical_period!r}")
+        check_type("critical_period", critical_period, CriticalPeriod, "a CriticalPeriod", True)
         self.epoch = epoch
         self.fraction = fraction
         self.target = check_int("target", target, 1)
-        self.disable_augmentation = bool(disable_augmentation)
+        self.disable_augmentation = check_bool("disable_augmentation", disable_augmentation)
         self.critical_period = critical_period
-        self.verbose = verbose
+        self.verbose = check_bool("verbose", verbose)
 
         self.cut_epoch: int | None = None
         self.multiplicity_before: int | None = None
@@ -98,6 +96,7 @@ class AugmentationCutoff(Callback):
         self._batches_before_cut: float | None = None
         self._fixed_at: int | None = None
         self._resume_epoch: int | None = None
+        self._warned_schedule = False
 
     @property
     @override
@@ -116,24 +115,36 @@ class AugmentationCutoff(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
 
-    def _resolve_data(self, trainer: pl.Trainer) -> Any:
-        data = find_multiplicity_target(trainer)
+    def _resolve_data(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
+        data = find_multiplicity_target(trainer, pl_module)
         if data is None:
+            dm = trainer.datamodule  # type: ignore[attr-defined]  # undeclared: Lightning sets it on the Trainer
             raise ValueError(
-                "AugmentationCutoff found no training data with a settable `multiplicity`: use a "
-                "critical.data datamodule, wrap your dataset in critical.data.MultiplicityDataset, "
-                "or give your LightningDataModule a `multiplicity` attribute honoured by "
-                "train_dataloader()"
+                "AugmentationCutoff found no training data with a settable `multiplicity`: "
+                f"the datamodule ({type(dm).__name__ if dm is not None else 'none'}) has no "
+                "`multiplicity` attribute, and no train dataloader (passed to trainer.fit, or "
+                "returned by train_dataloader()) has a `dataset` with one. Wrap the training "
+                "dataset in critical.data.MultiplicityDataset (created once, e.g. in __init__ "
+                "or setup, and returned in a DataLoader), or give your LightningDataModule a "
+                "settable integer `multiplicity` honoured by train_dataloader()"
             )
         if self.disable_augmentation and not hasattr(data, "augment"):
             raise ValueError(
                 f"disable_augmentation=True needs a settable `augment` attribute on {type(data).__name__}"
             )
+        k = int(data.multiplicity)
+        if self.target > k and (
+            self.multiplicity_before is None or self.target > self.multiplicity_before
+        ):
+            raise ValueError(
+                f"AugmentationCutoff: `target` must be an integer in [1, {k}] (the training "
+                f"data's multiplicity k={k}: a cut lowers k), got {self.target}"
+            )
         return data
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._data = self._resolve_data(trainer)
+        self._data = self._resolve_data(trainer, pl_module)
         if self.multiplicity_before is None:
             self.multiplicity_before = int(self._data.multiplicity)
         if self.policy == "detector":
@@ -167,6 +178,18 @@ class AugmentationCutoff(Callback):
         # saved at or after the end of the deciding epoch, so training resumes at or after
         # `cut_epoch` (the trainer's epoch counter itself is restored only after this hook).
         self._apply()
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The loaders exist now: the data found at fit start must be what they read."""
+        built = find_multiplicity_target(trainer)
+        if built is not None and built is not self._data:
+            raise ValueError(
+                f"AugmentationCutoff: the train dataloader reads a different "
+                f"{type(built).__name__} than the one train_dataloader() returned at fit start, "
+                "so a cut could not reach it: create the dataset once (e.g. in __init__ or "
+                "setup) and return a new DataLoader over that same object"
+            )
 
     @override
     def on_load_checkpoint(
@@ -232,7 +255,27 @@ class AugmentationCutoff(Callback):
                     f"still has {now} batches (was {before}): does train_dataloader() honour "
                     "`multiplicity`?"
                 )
+            elif before is not None and math.isfinite(before) and now < before:
+                self._warn_step_schedules(trainer, before, now)
         self._epoch_k = int(self._data.multiplicity) if self._data is not None else None
+
+    def _warn_step_schedules(self, trainer: pl.Trainer, before: float, now: float) -> None:
+        """Steps per epoch shrank: a learning-rate schedule stepped per optimizer step and
+        sized at the start will not reach its end."""
+        step = [
+            type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs if c.interval == "step"
+        ]
+        if step and not self._warned_schedule:
+            self._warned_schedule = True
+            rank_zero_warn(
+                f"AugmentationCutoff: steps per epoch fell from {int(before)} to {int(now)} at the "
+                f"cut, and the learning-rate scheduler(s) {', '.join(step)} step per optimizer "
+                "step (interval='step'): a schedule sized at the start (e.g. from "
+                "trainer.estimated_stepping_batches) will not finish, so its learning rate at the "
+                "last epoch stays high. Use an epoch-based schedule (interval='epoch'), or the "
+                "batch layout (ImageDataModule(layout='batch')), whose steps per epoch do not "
+                "depend on k."
+            )
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

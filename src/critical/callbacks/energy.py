@@ -1,36 +1,33 @@
-r"""Energy tracker: wall time, training samples, energy, CO2 and money per epoch and per phase.
+r"""Energy tracker: wall time, samples, FLOPs, energy, CO2 and money per epoch and per phase.
 
 What it measures
 ----------------
 Per training epoch (from ``on_train_epoch_start`` to ``on_train_epoch_end``, which includes the
 validation run Lightning does at the end of the epoch):
 
-* ``duration_s``: wall time (after a ``torch.cuda.synchronize`` at epoch end on CUDA, so queued
-  kernels are counted in their own epoch);
+* ``duration_s``: wall time (after a ``torch.cuda.synchronize`` at epoch end on CUDA);
 * ``samples``: training samples, the batch size of every training batch (read from the batch's
-  tensor shapes in ``on_train_batch_end``: no host synchronisation), summed over ranks;
-* ``energy_kwh``, ``co2_kg`` from `codecarbon <https://mlco2.github.io/codecarbon/>`_'s
-  :class:`~codecarbon.OfflineEmissionsTracker` (never the online tracker, which probes the
-  network): CPU (RAPL where readable, else a TDP x load model), RAM, and NVIDIA GPUs through
-  NVML's energy counters where a GPU exists; CO2 from the country's grid carbon intensity in
-  codecarbon's offline tables;
+  tensor shapes: no host synchronisation), summed over ranks;
+* ``flops``: training FLOPs, samples x per-sample training FLOPs (forward + backward), counted
+  once per model and input shape on the first training batch by :mod:`critical.callbacks._flops`
+  without touching the module's state, outside the epoch's time and energy; validation is not
+  counted. A batch or module that cannot be counted: one warning, FLOPs ``None``;
+* ``energy_kwh``, ``co2_kg`` (and per component ``cpu_/gpu_/ram_energy_kwh``) from
+  `codecarbon <https://mlco2.github.io/codecarbon/>`_'s offline tracker (never the online one,
+  which probes the network), one task per epoch (:mod:`critical.callbacks._codecarbon`); CO2 from
+  the country's grid carbon intensity in codecarbon's offline tables;
 * ``cost = energy_kwh * price_per_kwh`` (in ``currency``).
 
-How the per-epoch energy is taken from codecarbon (3.x, also 2.8+)
--------------------------------------------------------------------
-Through codecarbon's public task API: every epoch is a task (``start_task`` at epoch start,
-``stop_task`` at epoch end, which returns an ``EmissionsData`` delta with ``energy_consumed``
-and ``emissions``). The alternative, differences of a running tracker's cumulative
-``_total_energy``, reads private attributes and races with codecarbon's background thread. Long
-epochs are split into consecutive tasks of at most ``max_task_secs`` seconds (checked with a
-clock read per batch; a split costs ~1 ms), so energy counters are read often enough that a RAPL
-counter never wraps twice between two readings (codecarbon corrects one wrap). A short probe task
-at fit start initialises codecarbon's hardware detection outside epoch 0 and checks that the
-tracker works. Time between epochs (hooks of other callbacks after ours) is not attributed.
-
-If codecarbon is missing, cannot be constructed, or fails (its methods can raise or return
-``None``), training goes on, wall time and samples are still logged, energy/CO2/cost are
-``None`` (not logged), and ONE warning says what is missing and why.
+If codecarbon is missing, cannot be constructed, or fails, training goes on, wall time, samples
+and FLOPs are still logged, energy/CO2/cost are ``None`` (not logged), and ONE warning says what
+is missing and why; an ``output_dir`` that cannot be created only loses codecarbon's
+``emissions.csv`` (one warning; ``not_written`` in the summary). Codecarbon measures some
+components and estimates others (without readable RAPL counters, as in most VMs and containers,
+the CPU's power comes from a load model over a TDP that may be a guess of 4 W per thread; RAM
+power always comes from a model): the summary records per component (CPU, GPU, RAM) the
+``method``, whether it was ``measured`` by hardware counters or sensors and a ``detail``
+(:mod:`critical.callbacks._measurement`), and ``energy_method``; one warning at fit start says
+when energy is estimated (codecarbon's own warnings are below its log level).
 
 Phases and the counterfactual saving
 ------------------------------------
@@ -38,25 +35,22 @@ The *cut* is found from the first callback in ``trainer.callbacks`` with a ``cut
 attribute (:class:`~critical.callbacks.AugmentationCutoff`), or, without one, from the first epoch
 whose multiplicity k (read at epoch start) differs from the first epoch's. Epochs before the cut
 form phase ``"before"``, the others phase ``"after"``; the saving is the cost the ``after`` epochs
-would have had at the old k minus their measured cost, estimated from the measured cost per
-sample before the cut. The arithmetic, and its assumptions, are in :mod:`critical.accounting`.
+would have had at the old k minus their measured cost, estimated from the median per-epoch cost
+per sample before the cut (the first epoch, which pays the warm-up, left out).
+``saving_check`` compares the measured saving fractions with the FLOPs-based one and flags a
+disagreement beyond the noise; ``theoretical_saving`` is the most the cut could save. The
+arithmetic, its assumptions and the rule of the check are in :mod:`critical.accounting`.
 
-Distributed training
---------------------
-Codecarbon (in its default ``tracking_mode="machine"``) measures a whole node, so only the local
-rank 0 process of each node runs a tracker; the others measure time and samples only. At every
-epoch end the per-process values (samples; energy and CO2 from the trackers, zero elsewhere) are
-summed over all processes with one small all-reduce, so ``samples``, ``energy_kwh`` and ``co2_kg``
-are cluster totals and identical on every rank; ``duration_s`` is each process's own wall time.
-If a node's tracker failed, energy is ``None`` everywhere for that epoch. A checkpoint taken in
-the middle of an epoch (e.g. by ``ModelCheckpoint`` at validation end) stores the epoch's partial
-values of its own process, which a resumed run completes.
+Distributed training: only the local rank 0 process of each node runs a tracker (codecarbon
+measures the whole node); samples, FLOPs and energy are summed over processes at epoch end
+(:func:`critical.callbacks._epoch_meter.reduce_values`), ``duration_s`` is each process's own.
+A checkpoint taken mid-epoch stores the epoch's partial values, which a resumed run completes.
 
 Logged each epoch (``on_step=False, on_epoch=True``): ``energy/duration_s``, ``energy/samples``,
-``energy/energy_kwh``, ``energy/co2_kg``, ``energy/cost`` and the running totals
-``energy/total_duration_s``, ``energy/total_energy_kwh``, ``energy/total_co2_kg``,
-``energy/total_cost``. At fit end, straight to the trainer's loggers (Lightning forbids
-``self.log`` there): the per-phase totals and savings of :meth:`EnergyTracker.summary_metrics`.
+``energy/flops``, ``energy/energy_kwh``, ``energy/co2_kg``, ``energy/cost`` and the running
+totals ``energy/total_duration_s``, ``energy/total_flops``, ``energy/total_energy_kwh``,
+``energy/total_co2_kg``, ``energy/total_cost``. At fit end, straight to the trainer's loggers
+(Lightning forbids ``self.log`` there): :meth:`EnergyTracker.summary_metrics`.
 
 Example::
 
@@ -72,10 +66,7 @@ Example::
 from __future__ import annotations
 
 import os
-import re
 import time
-import warnings
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -84,17 +75,27 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from critical.accounting import (
-    ENERGY_FIELDS,
     QUANTITIES,
     cut_boundary,
     phase,
     phase_summary,
+    summary_scalars,
+    theoretical_saving,
     totals,
 )
-from critical.callbacks._codecarbon import CodecarbonSession, known_countries
+from critical.callbacks._codecarbon import accepted_kwargs, check_country
+from critical.callbacks._epoch_meter import EpochMeter, reduce_values
+from critical.callbacks._measurement import summarize_measurement
 from critical.data.protocol import get_multiplicity
 from critical.runfiles import find_callback, find_cutoff
-from critical.validation import check_bool, check_choice, check_number, check_str
+from critical.validation import (
+    check_bool,
+    check_choice,
+    check_keys,
+    check_number,
+    check_path,
+    check_str,
+)
 
 __all__ = ["DEFAULT_COUNTRY", "EnergyTracker"]
 
@@ -110,22 +111,8 @@ TRACKING_MODES = ("machine", "process")
 _PREFIX = "energy/"
 
 
-def _batch_size(batch: Any) -> int | None:
-    """Length of the first tensor found in ``batch`` (host metadata only, no sync)."""
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.ndim > 0 else None
-    if isinstance(batch, dict):
-        batch = list(batch.values())
-    if isinstance(batch, (list, tuple)):
-        for item in batch:
-            n = _batch_size(item)
-            if n is not None:
-                return n
-    return None
-
-
 class EnergyTracker(Callback):
-    r"""Log time, training samples, energy, CO2 and cost per epoch, per phase and in total.
+    r"""Log time, training samples, FLOPs, energy, CO2 and cost per epoch, per phase and in total.
 
     See the module docstring for what is measured, how, and the counterfactual estimate.
 
@@ -145,17 +132,22 @@ class EnergyTracker(Callback):
             "critical"``.
         tracking_mode: codecarbon's ``"machine"`` (whole node, the default) or ``"process"``.
         codecarbon_kwargs: extra keyword arguments for ``OfflineEmissionsTracker`` (e.g.
-            ``gpu_ids``, ``pue``, ``force_cpu_power``); they override ours.
+            ``gpu_ids``, ``pue``, ``force_cpu_power``); they override ours. A key codecarbon
+            does not accept raises here, naming the closest valid one.
         log_metrics: log the per-epoch values through ``pl_module.log`` (Lightning reserves the
             attribute name ``log`` on callbacks).
         name: distinguishes the checkpoint state of several instances.
 
     Attributes:
         history: one dict per completed epoch: ``epoch``, ``phase``, ``multiplicity``,
-            ``duration_s``, ``samples``, ``energy_kwh``, ``co2_kg``, ``cost``,
-            ``cpu_energy_kwh``, ``gpu_energy_kwh``, ``ram_energy_kwh`` (energy fields ``None``
-            when not measured).
-        missing: ``None`` while energy is measured, else why it is not.
+            ``duration_s``, ``samples``, ``flops``, ``energy_kwh``, ``co2_kg``, ``cost``,
+            ``cpu_energy_kwh``, ``gpu_energy_kwh``, ``ram_energy_kwh`` (``None`` when not
+            measured or counted).
+        missing, measurement: why energy is not measured (``None`` while it is); how codecarbon
+            obtains each component's power (``cpu``, ``gpu``, ``ram``: ``method``,
+            ``measured``, ``detail``), once the tracker started.
+        model: ``params``, ``trainable_params``, ``flops_per_sample`` (``train``, ``forward``),
+            ``input_shape``, ``flops_method``, once the first batch was counted.
     """
 
     def __init__(
@@ -173,18 +165,7 @@ class EnergyTracker(Callback):
         log_metrics: bool = True,
         name: str | None = None,
     ) -> None:
-        if not isinstance(country_iso_code, str) or not re.fullmatch(r"[A-Z]{3}", country_iso_code):
-            raise ValueError(
-                "`country_iso_code` must be a 3-letter upper-case ISO 3166 code such as 'USA', "
-                f"'FRA', 'DEU', 'GBR', 'CHN', got {country_iso_code!r}"
-            )
-        countries = known_countries()
-        if countries is not None and country_iso_code not in countries:
-            raise ValueError(
-                f"`country_iso_code` {country_iso_code!r} is not in codecarbon's offline "
-                f"energy-mix table (which would silently use a world average); valid codes: "
-                f"{', '.join(sorted(countries))}"
-            )
+        check_country(country_iso_code)
         check_str("region", region, allow_none=True)
         check_number("price_per_kwh", price_per_kwh, minimum=0)
         check_number("measure_power_secs", measure_power_secs, minimum=0, exclusive=True)
@@ -192,15 +173,15 @@ class EnergyTracker(Callback):
         check_str("currency", currency)
         check_choice("log_level", log_level, LOG_LEVELS)
         check_choice("tracking_mode", tracking_mode, TRACKING_MODES)
-        if codecarbon_kwargs is not None and not isinstance(codecarbon_kwargs, dict):
-            raise ValueError(
-                f"`codecarbon_kwargs` must be a dict or None, got {codecarbon_kwargs!r}"
-            )
-        if output_dir is not None and not isinstance(output_dir, (str, os.PathLike)):
-            raise ValueError(
-                f"`output_dir` must be None, 'run_dir' or a directory, got {output_dir!r}"
-            )
+        valid = accepted_kwargs()
+        cc_kwargs = check_keys(
+            "codecarbon_kwargs",
+            codecarbon_kwargs,
+            valid if valid is not None else codecarbon_kwargs or {},
+        )
+        check_path("output_dir", output_dir, allow_none=True)
         check_bool("log_metrics", log_metrics)
+        check_str("name", name, allow_none=True)
         self.country_iso_code = country_iso_code
         self.region = region
         self.price_per_kwh = float(price_per_kwh)
@@ -210,20 +191,17 @@ class EnergyTracker(Callback):
         self.output_dir = output_dir
         self.log_level = log_level
         self.tracking_mode = tracking_mode
-        self.codecarbon_kwargs = dict(codecarbon_kwargs or {})
+        self.codecarbon_kwargs = cc_kwargs
         self.log_metrics = log_metrics
         self.name = name
 
         self.history: list[dict[str, Any]] = []
-        self.missing: str | None = None
         self.fit_duration_s: float | None = None
-        self.hardware: dict[str, Any] | None = None
+        self.max_epochs: int | None = None
         self.interrupted_epoch: dict[str, Any] | None = None
+        self._meter = EpochMeter(self.max_task_secs)
         self._cut: dict[str, Any] = {}
-        self._session: CodecarbonSession | None = None
         self._owner = False  # this process runs a tracker (local rank 0)
-        self._warned = False
-        self._epoch: dict[str, Any] | None = None
         self._resume_partial: dict[str, Any] | None = None
         self._fit_t0: float | None = None
 
@@ -234,99 +212,50 @@ class EnergyTracker(Callback):
         return self._generate_state_key(name=self.name)
 
     def __repr__(self) -> str:
+        keys = "country_iso_code region price_per_kwh currency measure_power_secs max_task_secs"
+        keys += " tracking_mode name"
         return (
-            f"{type(self).__name__}(country_iso_code={self.country_iso_code!r}, "
-            f"region={self.region!r}, price_per_kwh={self.price_per_kwh}, "
-            f"currency={self.currency!r}, measure_power_secs={self.measure_power_secs}, "
-            f"max_task_secs={self.max_task_secs}, tracking_mode={self.tracking_mode!r}, "
-            f"name={self.name!r})"
+            f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in keys.split())})"
         )
 
     @property
     def measuring(self) -> bool:
         """Whether a codecarbon tracker is running in this process (stopped at fit end)."""
-        return self._session is not None and self._session.running
+        return self._meter.measuring
 
-    # ------------------------------------------------------------------ codecarbon
-    def _fail(self, reason: str) -> None:
-        """Energy is not measured from now on; warn once."""
-        if self.missing is None:
-            self.missing = reason
-        if self._session is not None:
-            self._session.shutdown()
-        if not self._warned:
-            self._warned = True
-            warnings.warn(
-                f"EnergyTracker: energy, CO2 and cost are not measured ({reason}); training goes "
-                "on and wall time and samples are still logged.",
-                UserWarning,
-                stacklevel=2,
-            )
+    @property
+    def model(self) -> dict[str, Any] | None:
+        """The model's size and per-sample FLOPs (see the class docstring), or ``None``."""
+        return self._meter.flops.info
 
-    def _resolve_output_dir(self, trainer: pl.Trainer) -> Path | None:
-        if self.output_dir is None:
-            return None
-        if os.fspath(self.output_dir) == "run_dir":
-            run = find_callback(trainer, lambda cb: callable(getattr(cb, "ensure_directory", None)))
-            if run is not None and run.path is not None:
-                return Path(run.path)
-            warnings.warn(
-                "EnergyTracker: output_dir='run_dir' but the trainer has no RunDirectory; "
-                "codecarbon writes no file",
-                UserWarning,
-                stacklevel=2,
-            )
-            return None
-        path = Path(self.output_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    @property
+    def missing(self) -> str | None:
+        """``None`` while energy is measured, else why it is not."""
+        return self._meter.missing
+
+    @property
+    def measurement(self) -> dict[str, dict[str, Any]] | None:
+        """How codecarbon obtains each component's power (see the class docstring)."""
+        return self._meter.measurement
 
     def _start_tracker(self, trainer: pl.Trainer) -> None:
-        settings: dict[str, Any] = {
-            "country_iso_code": self.country_iso_code,
-            "measure_power_secs": self.measure_power_secs,
-            "tracking_mode": self.tracking_mode,
-            "project_name": "critical",
-            "allow_multiple_runs": True,
-        }
+        run = find_callback(trainer, lambda cb: callable(getattr(cb, "ensure_directory", None)))
+        settings: dict[str, Any] = dict(
+            country_iso_code=self.country_iso_code,
+            measure_power_secs=self.measure_power_secs,
+            tracking_mode=self.tracking_mode,
+            project_name="critical",
+            allow_multiple_runs=True,
+        )
         if self.region is not None:
             settings["region"] = self.region
-        self._session = CodecarbonSession(
+        self._meter.start_tracker(
             settings,
             self.log_level,
-            self._resolve_output_dir(trainer),
             self.codecarbon_kwargs,
-            on_fail=self._fail,
+            self.output_dir,
+            None if run is None else run.path,
         )
-        if self._session.start():
-            self.hardware = self._session.hardware
-
-    def _start_task(self, name: str) -> None:
-        if self._session is not None:
-            self._session.start_task(name)
-
-    def _stop_task(self) -> dict[str, float] | None:
-        return None if self._session is None else self._session.stop_task()
-
-    def _shutdown_tracker(self) -> None:
-        if self._session is not None:
-            self._session.shutdown()
-
-    def _task_running(self) -> bool:
-        return self._session is not None and self._session.task_t0 is not None
-
-    def _accumulate(self, values: dict[str, float] | None) -> None:
-        if self._epoch is None:
-            return
-        if values is None:
-            self._epoch["energy_ok"] = False
-            return
-        for k, v in values.items():
-            self._epoch[k] = self._epoch.get(k, 0.0) + v
-
-    def _rotate(self) -> None:
-        self._accumulate(self._stop_task())
-        self._start_task(f"epoch_{self._epoch['epoch'] if self._epoch else 'x'}")
 
     # ------------------------------------------------------------------ phases
     def _update_cut(self, trainer: pl.Trainer) -> None:
@@ -350,13 +279,17 @@ class EnergyTracker(Callback):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._fit_t0 = time.perf_counter()
+        get_multiplicity(trainer)  # an invalid k of the datamodule fails now, not in epoch 0
         self._owner = trainer.local_rank == 0
-        if (
-            self._owner
-            and (self._session is None or not self._session.running)
-            and self.missing is None
-        ):
+        max_epochs = trainer.max_epochs
+        self.max_epochs = max_epochs if max_epochs is not None and max_epochs > 0 else None
+        if self._owner and not self.measuring and self.missing is None:
             self._start_tracker(trainer)
+
+    @property
+    def _energy_here(self) -> bool:
+        """Whether this process's epoch values include energy (a working tracker runs here)."""
+        return self._owner and self.missing is None
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -365,23 +298,13 @@ class EnergyTracker(Callback):
         if partial is not None and partial["epoch"] < epoch:
             self._append_entry(trainer, pl_module, partial, log=False)
             partial = None
-        self._epoch = {
-            "epoch": epoch,
-            "t0": time.perf_counter(),
-            "duration_before_s": 0.0,
-            "samples": 0,
-            "multiplicity": get_multiplicity(trainer),
-            "energy_ok": True,
-        }
-        if partial is not None and partial["epoch"] == epoch:
-            self._epoch["duration_before_s"] = float(partial.get("duration_s", 0.0))
-            self._epoch["samples"] = int(partial.get("samples", 0))
-            for k in ENERGY_FIELDS:
-                if partial.get(k) is not None:
-                    self._epoch[k] = float(partial[k])
-                elif k == "energy_kwh":
-                    self._epoch["energy_ok"] = False
-        self._start_task(f"epoch_{epoch}")
+        self._meter.begin(epoch, get_multiplicity(trainer), partial)
+
+    @override
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._meter.batch_start(pl_module, batch)
 
     @override
     def on_train_batch_end(
@@ -392,32 +315,15 @@ class EnergyTracker(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if self._epoch is None:
-            return
-        n = _batch_size(batch)
-        if n is not None:
-            self._epoch["samples"] += n
-        t0 = None if self._session is None else self._session.task_t0
-        if t0 is not None and time.perf_counter() - t0 > self.max_task_secs:
-            self._rotate()
+        self._meter.batch_end(batch)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._epoch is None:
+        if self._meter.current is None:
             return
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
-        self._accumulate(self._stop_task())
-        ep, self._epoch = self._epoch, None
-        local = {
-            "epoch": ep["epoch"],
-            "multiplicity": ep["multiplicity"],
-            "duration_s": ep["duration_before_s"] + time.perf_counter() - ep["t0"],
-            "samples": ep["samples"],
-        }
-        energy_ok = self._owner and ep["energy_ok"] and self.missing is None
-        for k in ENERGY_FIELDS:
-            local[k] = ep.get(k, 0.0) if energy_ok else None
+        local = self._meter.end(self._energy_here)
         self._update_cut(trainer)
         self._append_entry(trainer, pl_module, local, log=self.log_metrics, reduce=True)
 
@@ -430,16 +336,9 @@ class EnergyTracker(Callback):
         reduce: bool = False,
     ) -> None:
         entry = dict(local)
+        entry.setdefault("flops", None)
         if reduce and trainer.world_size > 1:
-            # one all-reduce: samples and energy summed over processes; energy only from trackers
-            failed = 1.0 if (self._owner and local["energy_kwh"] is None) else 0.0
-            vec = [float(local["samples"]), failed]
-            vec += [float(local[k] or 0.0) for k in ENERGY_FIELDS]
-            t = torch.tensor(vec, dtype=torch.float64, device=pl_module.device)
-            sums: list[float] = trainer.strategy.reduce(t, reduce_op="sum").tolist()
-            entry["samples"] = round(sums[0])
-            for i, k in enumerate(ENERGY_FIELDS):
-                entry[k] = None if sums[1] > 0 else sums[2 + i]
+            entry.update(reduce_values(trainer.strategy, pl_module.device, local, self._owner))
         entry["cost"] = (
             None if entry["energy_kwh"] is None else entry["energy_kwh"] * self.price_per_kwh
         )
@@ -454,17 +353,10 @@ class EnergyTracker(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, entry: dict[str, Any]
     ) -> None:
         total = totals(self.history)
-        metrics = {
-            "duration_s": entry["duration_s"],
-            "samples": float(entry["samples"]),
-            "energy_kwh": entry["energy_kwh"],
-            "co2_kg": entry["co2_kg"],
-            "cost": entry["cost"],
-            "total_duration_s": total["duration_s"],
-            "total_energy_kwh": total["energy_kwh"],
-            "total_co2_kg": total["co2_kg"],
-            "total_cost": total["cost"],
-        }
+        metrics: dict[str, Any] = {"samples": float(entry["samples"])}
+        for q in QUANTITIES:
+            metrics[q] = entry[q]
+            metrics[f"total_{q}"] = total[q]
         metrics = {_PREFIX + k: float(v) for k, v in metrics.items() if v is not None}
         pl_module.log_dict(
             metrics, on_step=False, on_epoch=True, sync_dist=trainer.world_size > 1, batch_size=1
@@ -475,7 +367,7 @@ class EnergyTracker(Callback):
         self._update_cut(trainer)
         if self._fit_t0 is not None:
             self.fit_duration_s = time.perf_counter() - self._fit_t0
-        self._shutdown_tracker()
+        self._meter.shutdown()
         if self.log_metrics and trainer.loggers:
             # Lightning forbids self.log in on_train_end: straight to the loggers
             metrics = self.summary_metrics()
@@ -483,70 +375,67 @@ class EnergyTracker(Callback):
                 logger.log_metrics(metrics, step=trainer.global_step)
 
     def summary_metrics(self) -> dict[str, float]:
-        """The scalars of :meth:`summary` logged at fit end: ``energy/{before,after}_<q>``,
-        ``energy/saving_<q>`` and ``energy/saving_fraction_<q>`` for q in ``duration_s``,
-        ``energy_kwh``, ``co2_kg``, ``cost`` (those that exist)."""
-        s = self.summary()
-        out: dict[str, float | None] = {}
-        for q in QUANTITIES:
-            for name in ("before", "after"):
-                out[f"{_PREFIX}{name}_{q}"] = s["phases"][name][q]
-            out[f"{_PREFIX}saving_{q}"] = (s["saving"] or {}).get(q)
-            out[f"{_PREFIX}saving_fraction_{q}"] = (s["saving_fraction"] or {}).get(q)
-        return {k: float(v) for k, v in out.items() if v is not None}
+        """The scalars of :meth:`summary` logged at fit end (:func:`critical.accounting.
+        summary_scalars` with the prefix ``energy/``)."""
+        return summary_scalars(self.summary(), _PREFIX)
 
     @override
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        if self._epoch is not None:
-            ep, self._epoch = self._epoch, None
-            self._accumulate(self._stop_task())
-            self.interrupted_epoch = {
-                "epoch": ep["epoch"],
-                "multiplicity": ep["multiplicity"],
-                "duration_s": ep["duration_before_s"] + time.perf_counter() - ep["t0"],
-                "samples": ep["samples"],
-                "energy_kwh": ep.get("energy_kwh") if ep["energy_ok"] and self._owner else None,
-                "co2_kg": ep.get("co2_kg") if ep["energy_ok"] and self._owner else None,
-                "exception": repr(exception),
-            }
+        if self._meter.current is not None:
+            values = self._meter.end(self._energy_here)
+            self.interrupted_epoch = {**values, "exception": repr(exception)}
         if self._fit_t0 is not None:
             self.fit_duration_s = time.perf_counter() - self._fit_t0
         self._update_cut(trainer)
-        self._shutdown_tracker()
+        self._meter.shutdown()
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._shutdown_tracker()
+        self._meter.shutdown()
 
     # ------------------------------------------------------------------ results
     def summary(self) -> dict[str, Any]:
-        """Totals, per-phase totals and the counterfactual saving (JSON-serialisable).
+        """Totals, per-phase totals, the counterfactual saving and how energy was obtained
+        (JSON-serialisable).
 
         Keys: ``country_iso_code``, ``region``, ``price_per_kwh``, ``currency``,
-        ``energy_measured``, ``missing``, ``hardware``, ``fit_duration_s``, ``cut`` (``cut_epoch``,
-        ``source``, ``multiplicity_before``, ``multiplicity_after``), ``total`` and
-        ``phases.before`` / ``phases.after`` (``epochs``, ``samples``, ``duration_s``,
-        ``energy_kwh``, ``co2_kg``, ``cost``, ``cpu_energy_kwh``, ``gpu_energy_kwh``,
-        ``ram_energy_kwh``), ``per_sample_before``, ``counterfactual_after`` (the ``after``
-        epochs at the old k: ``samples`` and the four quantities), ``saving`` (the four
-        quantities) and ``saving_fraction`` (saving over the whole run's counterfactual cost),
-        ``interrupted_epoch``. Quantities that cannot be computed are ``None``.
+        ``energy_available`` (every epoch has an energy figure), ``energy_measured``,
+        ``energy_method``, ``energy_method_detail`` and ``measurement`` (how energy was obtained:
+        :func:`~critical.callbacks._measurement.summarize_measurement`), ``missing``,
+        ``not_written``, ``hardware``, ``model`` (see the class docstring), ``fit_duration_s``,
+        ``max_epochs``, ``cut`` (``cut_epoch``, ``source``, ``multiplicity_before``,
+        ``multiplicity_after``), ``theoretical_saving``, the keys of
+        :func:`critical.accounting.phase_summary` (``total``, ``phases``, ``per_sample_before``,
+        ``per_sample_spread``, ``per_sample_epochs``, ``counterfactual_after``, ``saving``,
+        ``saving_fraction``, ``saving_check``) and ``interrupted_epoch``. What cannot be computed
+        is ``None``.
         """
         boundary = self._boundary()
         accounts = phase_summary(self.history, boundary)
         energy = [h.get("energy_kwh") for h in self.history]
+        available = bool(energy) and all(v is not None for v in energy)
         return {
             "country_iso_code": self.country_iso_code,
             "region": self.region,
             "price_per_kwh": self.price_per_kwh,
             "currency": self.currency,
-            "energy_measured": bool(energy) and all(v is not None for v in energy),
+            "energy_available": available,
+            **summarize_measurement(self.measurement, accounts["total"], available),
             "missing": self.missing,
-            "hardware": self.hardware,
+            "not_written": dict(self._meter.not_written),
+            "hardware": self._meter.hardware,
+            "model": self.model,
             "fit_duration_s": self.fit_duration_s,
+            "max_epochs": self.max_epochs,
             "cut": boundary,
+            "theoretical_saving": theoretical_saving(
+                boundary["multiplicity_before"],
+                boundary["multiplicity_after"],
+                boundary["cut_epoch"],
+                self.max_epochs,
+            ),
             **accounts,
             "interrupted_epoch": self.interrupted_epoch,
         }
@@ -555,24 +444,17 @@ class EnergyTracker(Callback):
     @override
     def state_dict(self) -> dict[str, Any]:
         partial = None
-        if self._epoch is not None:
-            if self._task_running():
-                self._rotate()  # read the energy so far (a task split, no side effect on results)
-            ep = self._epoch
-            energy_ok = self._owner and ep["energy_ok"] and self.missing is None
-            partial = {
-                "epoch": ep["epoch"],
-                "multiplicity": ep["multiplicity"],
-                "duration_s": ep["duration_before_s"] + time.perf_counter() - ep["t0"],
-                "samples": ep["samples"],
-                **{k: (ep.get(k, 0.0) if energy_ok else None) for k in ENERGY_FIELDS},
-            }
+        if self._meter.current is not None:
+            self._meter.rotate()  # read the energy so far (a task split: no effect on results)
+            partial = self._meter.values(self._energy_here)
         return {
             "history": [dict(h) for h in self.history],
             "cut": dict(self._cut),
             "missing": self.missing,
             "fit_duration_s": self.fit_duration_s,
             "partial_epoch": partial,
+            "measurement": self.measurement,
+            "model": self.model,
         }
 
     @override
@@ -580,5 +462,8 @@ class EnergyTracker(Callback):
         self.history = [dict(h) for h in state_dict.get("history", [])]
         self._cut = dict(state_dict.get("cut", {}))
         self.fit_duration_s = state_dict.get("fit_duration_s")
+        self._meter.measurement = state_dict.get("measurement") or self._meter.measurement
+        if state_dict.get("model") and self._meter.flops.info is None:
+            self._meter.flops.info = dict(state_dict["model"])
         partial = state_dict.get("partial_epoch")
         self._resume_partial = dict(partial) if partial else None

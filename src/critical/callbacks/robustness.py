@@ -45,9 +45,8 @@ Example::
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -58,6 +57,16 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from typing_extensions import override
 
 from critical.robustness import ATTACKS, CORRUPTIONS, SEVERITIES, evaluate_robustness
+from critical.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_path,
+    check_str,
+    check_subset,
+    check_type,
+)
 
 __all__ = ["RobustnessEvaluator"]
 
@@ -73,7 +82,8 @@ class RobustnessEvaluator(Callback):
         when: ``"fit_end"`` (default), ``"test_end"``, ``"both"`` or ``"never"`` (off: the CLI
             always adds this callback, `--robustness.when never` turns it off).
         source: ``"auto"``, ``"test"`` or ``"val"`` (see the module docstring).
-        dataloader: an iterable of ``(images, labels)`` batches to use instead.
+        dataloader: an iterable of ``(images, labels)`` batches to use instead (checked here,
+            not after training).
         num_images: how many images to evaluate (>= 1): a uniform sample of the evaluation data,
             seeded by ``seed``.
         batch_size: evaluation batch size (>= 1).
@@ -114,46 +124,34 @@ class RobustnessEvaluator(Callback):
         seed: int = 0,
         name: str | None = None,
     ) -> None:
-        if when not in WHEN:
-            raise ValueError(f"`when` must be one of {list(WHEN)}, got {when!r}")
-        if source not in SOURCES:
-            raise ValueError(f"`source` must be one of {list(SOURCES)}, got {source!r}")
+        check_choice("when", when, WHEN)
+        check_choice("source", source, SOURCES)
+        if dataloader is not None and (
+            not isinstance(dataloader, Iterable) or isinstance(dataloader, (str, bytes, Mapping))
+        ):
+            raise ValueError(
+                "`dataloader` must be None or an iterable of (images, labels) batches (e.g. a "
+                f"torch DataLoader), got {dataloader!r}"
+            )
         for arg, value in (
             ("num_images", num_images),
             ("batch_size", batch_size),
             ("pgd_steps", pgd_steps),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{arg}` must be an integer >= 1, got {value!r}")
-        for arg, num in (("eps", eps), ("pgd_step_size", pgd_step_size)):
-            if (
-                isinstance(num, bool)
-                or not isinstance(num, (int, float))
-                or not math.isfinite(num)
-                or not 0 <= num <= 1
-            ):
-                raise ValueError(f"`{arg}` must be a number in [0, 1] (pixel units), got {num!r}")
-        attacks = [attacks] if isinstance(attacks, str) else list(attacks)
-        bad = [a for a in attacks if a not in ATTACKS]
-        if bad:
-            raise ValueError(f"`attacks` must be a subset of {list(ATTACKS)}, got {bad}")
+            check_int(arg, value, 1)
+        check_number("eps", eps, minimum=0, maximum=1)
+        check_number("pgd_step_size", pgd_step_size, minimum=0, maximum=1)
+        attacks = check_subset("attacks", attacks, ATTACKS)
         if cifar10c_dir is None and corruptions not in (None, "default", "all"):
-            names = [corruptions] if isinstance(corruptions, str) else list(corruptions)
-            unknown = [c for c in names if c not in CORRUPTIONS]
-            if unknown:
-                raise ValueError(
-                    f"unknown synthetic corruption(s) {unknown}; valid: {sorted(CORRUPTIONS)}, "
-                    "'default', 'all' or None"
-                )
-        severities = list(severities)
-        if not severities or any(isinstance(s, bool) or s not in SEVERITIES for s in severities):
-            raise ValueError(
-                f"`severities` must be a non-empty subset of {list(SEVERITIES)}, got {severities}"
-            )
+            check_subset("corruptions", corruptions, [*sorted(CORRUPTIONS), "default", "all"])
+        severities = check_subset("severities", severities, SEVERITIES, allow_empty=False)
+        check_path("cifar10c_dir", cifar10c_dir, allow_none=True)
         if cifar10c_dir is not None and not os.path.isdir(cifar10c_dir):
             raise ValueError(f"`cifar10c_dir` {os.fspath(cifar10c_dir)!r} is not a directory")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"`seed` must be an integer, got {seed!r}")
+        check_bool("random_start", random_start)
+        check_bool("log_per_corruption", log_per_corruption)
+        check_type("seed", seed, int, "an integer")
+        check_str("name", name, allow_none=True)
         self.when = when
         self.source = source
         self.dataloader = dataloader
@@ -163,7 +161,7 @@ class RobustnessEvaluator(Callback):
         self.eps = float(eps)
         self.pgd_steps = pgd_steps
         self.pgd_step_size = float(pgd_step_size)
-        self.random_start = bool(random_start)
+        self.random_start = random_start
         self.corruptions = corruptions
         self.severities = severities
         self.cifar10c_dir = cifar10c_dir

@@ -73,6 +73,7 @@ from critical.data.augment_policies import (
     rand_augment,
     trivial_augment,
 )
+from critical.validation import check_bool, check_choice, check_int
 
 __all__ = [
     "INTERPOLATIONS",
@@ -121,7 +122,7 @@ class BatchAugment:
         >>> BatchAugment(policy="autoaugment")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: policy must be one of ('none', 'trivialaugment', 'randaugment'), got ...
+        ValueError: `policy` must be one of ['none', 'trivialaugment', 'randaugment'], got ...
     """
 
     def __init__(
@@ -136,23 +137,17 @@ class BatchAugment:
         num_magnitude_bins: int = 31,
         interpolation: str = "nearest",
     ) -> None:
-        if not isinstance(crop_padding, int) or isinstance(crop_padding, bool) or crop_padding < 0:
-            raise ValueError(f"crop_padding must be an int >= 0, got {crop_padding!r}")
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-        if not isinstance(flip, bool):
-            raise ValueError(f"flip must be a bool (True or False), got {flip!r}")
-        if not isinstance(cutout, int) or isinstance(cutout, bool) or cutout < 0:
-            raise ValueError(f"cutout must be an int >= 0, got {cutout!r}")
-        if policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
-        if not isinstance(num_magnitude_bins, int) or num_magnitude_bins < 2:
-            raise ValueError(f"num_magnitude_bins must be an int >= 2, got {num_magnitude_bins!r}")
-        if not isinstance(num_ops, int) or isinstance(num_ops, bool) or num_ops < 0:
-            raise ValueError(f"num_ops must be an int >= 0, got {num_ops!r}")
-        if not isinstance(magnitude, int) or not 0 <= magnitude < num_magnitude_bins:
+        check_int("crop_padding", crop_padding, 0)
+        check_choice("padding_mode", padding_mode, PADDING_MODES)
+        check_bool("flip", flip)
+        check_int("cutout", cutout, 0)
+        check_choice("policy", policy, POLICIES)
+        check_int("num_magnitude_bins", num_magnitude_bins, 2)
+        check_int("num_ops", num_ops, 0)
+        check_int("magnitude", magnitude, 0)
+        if magnitude >= num_magnitude_bins:
             raise ValueError(
-                f"magnitude must be an int in [0, {num_magnitude_bins - 1}], got {magnitude!r}"
+                f"`magnitude` must be an integer in [0, {num_magnitude_bins - 1}], got {magnitude!r}"
             )
         _check_interp(interpolation)
         self.crop_padding = crop_padding

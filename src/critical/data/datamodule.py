@@ -70,6 +70,14 @@ from critical.data.loader import (
     TensorLoader,
 )
 from critical.data.protocol import MultiplicityMixin
+from critical.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_path,
+    check_str,
+    check_type,
+)
 
 __all__ = ["ImageDataModule"]
 
@@ -116,7 +124,7 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
         >>> ImageDataModule("mnist")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: dataset must be one of ('cifar10', 'cifar100', 'folder', ...), got 'mnist'
+        ValueError: `dataset` must be one of ['cifar10', 'cifar100', 'folder', ...], got 'mnist'
     """
 
     def __init__(
@@ -145,31 +153,31 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
         data_device: str | None = None,
     ) -> None:
         super().__init__()
-        if dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+        check_choice("dataset", dataset, DATASETS)
         if dataset == "folder" and not root:
             raise ValueError("dataset='folder' needs root=<path of an ImageFolder directory>")
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-        for name, v in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if v is None and name == "eval_batch_size":
-                continue
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        check_path("root", root, allow_none=True)
+        check_choice("layout", layout, LAYOUTS)
+        check_int("batch_size", batch_size, 1)
+        check_int("eval_batch_size", eval_batch_size, 1, allow_none=True)
         _check_size("val_size", val_size, allow_none=False)
         _check_size("train_size", train_size, allow_none=True)
-        if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-            raise ValueError(f"image_size must be None or an int >= 1, got {image_size!r}")
+        check_int("image_size", image_size, 1, allow_none=True)
+        for flag, value in (("download", download), ("drop_last", drop_last)):
+            check_bool(flag, value)
+        check_type("seed", seed, int, "an integer")
+        check_path("cache_dir", cache_dir, allow_none=True)
+        check_str("data_device", data_device, allow_none=True)
         self.dataset = dataset
         self.root = root
-        self.download = bool(download)
+        self.download = download
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.layout = layout
         self.val_size = val_size
         self.train_size = train_size
-        self.seed = int(seed)
-        self.drop_last = bool(drop_last)
+        self.seed = seed
+        self.drop_last = drop_last
         self.image_size_option = image_size
         self.cache_dir = cache_dir
         self.data_device = data_device

@@ -14,9 +14,10 @@ Sources:
   ``ImageFolder`` layout; JPEG, PNG, WebP, GIF), decoded once with
   :func:`torchvision.io.decode_image` (in threads) and cached as a tensor file outside the repo
   (default ``$CRITICAL_CACHE_DIR`` or ``$XDG_CACHE_HOME/critical`` or ``~/.cache/critical``).
-  The cache key hashes the relative paths, sizes and modification times of all image files
-  (plus the decode options), so adding, removing or touching a file invalidates it; writes are
-  atomic (temporary file + :func:`os.replace`).
+  The cache key hashes the class list and the relative paths, labels, sizes and modification
+  times of all image files (plus the decode options), so adding, removing or touching a file
+  invalidates it; writes are atomic (temporary file + :func:`os.replace`). A class folder
+  without images is an error (it would shift the labels); hidden folders are skipped.
 * :func:`load_digits`: scikit-learn's embedded 8 x 8 handwritten digits (1,797 grayscale
   images, 10 classes), available offline. Pixels 0..16 are scaled to 0..255 and, by default,
   upsampled to 16 x 16 (bilinear) so that a CIFAR-style network with padding-crop augmentation
@@ -60,6 +61,7 @@ from critical.data.decode import _decode_files
 from critical.data.image_data import DatasetNotFoundError, ImageData
 from critical.data.offline import load_digits, make_synthetic
 from critical.data.splits import stratified_split
+from critical.validation import check_choice, check_int
 
 __all__ = [
     "DATASETS",
@@ -77,7 +79,7 @@ __all__ = [
 
 DATASETS = ("cifar10", "cifar100", "folder", "digits", "synthetic")
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif")
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: the key covers the class list
 
 # Static facts known before loading (``None``: depends on the data or on options).
 DATASET_INFO: dict[str, dict[str, object]] = {
@@ -108,8 +110,10 @@ def default_cache_dir() -> Path:
 
 
 def _scan_folder(root: Path) -> tuple[list[str], list[tuple[str, int]], list[os.stat_result]]:
-    """Classes (sorted sub-folders), (relative path, label) pairs and stats, as ImageFolder."""
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    """Classes (sorted sub-folders, hidden ones such as ``.ipynb_checkpoints`` skipped),
+    (relative path, label) pairs and stats, as ImageFolder. A class folder without images is an
+    error: it would be a class no image has, shifting the labels of the classes after it."""
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     if not classes:
         raise DatasetNotFoundError(
             f"no class folders under {root!s}: expected the ImageFolder layout "
@@ -117,22 +121,37 @@ def _scan_folder(root: Path) -> tuple[list[str], list[tuple[str, int]], list[os.
         )
     files: list[tuple[str, int]] = []
     stats: list[os.stat_result] = []
+    empty: list[str] = []
     for label, cls in enumerate(classes):
+        count = len(files)
         for dirpath, _dirnames, filenames in sorted(os.walk(root / cls, followlinks=True)):
             for fname in sorted(filenames):
                 if fname.lower().endswith(IMG_EXTENSIONS):
                     full = os.path.join(dirpath, fname)
                     files.append((os.path.relpath(full, root), label))
                     stats.append(os.stat(full))
+        if len(files) == count:
+            empty.append(cls)
     if not files:
         raise DatasetNotFoundError(
             f"no image files under {root!s} (extensions {', '.join(IMG_EXTENSIONS)})"
         )
+    if empty:
+        raise DatasetNotFoundError(
+            f"class folder(s) {empty} under {root!s} hold no image files (extensions "
+            f"{', '.join(IMG_EXTENSIONS)}): each would be a class without images and shift the "
+            "labels of the classes after it. Remove or fill them (hidden folders are skipped)."
+        )
     return classes, files, stats
 
 
-def _folder_key(files: list[tuple[str, int]], stats: list[os.stat_result], opts: str) -> str:
+def _folder_key(
+    classes: list[str], files: list[tuple[str, int]], stats: list[os.stat_result], opts: str
+) -> str:
+    """The cache key: the class list, every file's relative path, label, size and mtime, and
+    the decode options."""
     h = hashlib.sha256(f"v{_CACHE_VERSION}|{opts}\n".encode())
+    h.update(("classes|" + "|".join(classes) + "\n").encode())
     for (rel, label), st in zip(files, stats):
         h.update(f"{rel}|{label}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
@@ -178,11 +197,10 @@ def load_image_folder(
             f"image folder {root_path!s} does not exist: expected the ImageFolder layout "
             f"root/<class>/<image>.jpg"
         )
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise ValueError(f"image_size must be None or an int >= 1, got {image_size!r}")
+    check_int("image_size", image_size, 1, allow_none=True)
     classes, files, stats = _scan_folder(root_path)
     opts = f"gray={bool(grayscale)}|size={image_size}"
-    key = _folder_key(files, stats, opts)
+    key = _folder_key(classes, files, stats, opts)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     root_tag = hashlib.sha256(str(root_path).encode()).hexdigest()[:8]
     stem = f"folder-{_safe(root_path.name)}-{root_tag}-"
@@ -191,7 +209,7 @@ def load_image_folder(
     if use_cache and cache_file.is_file():
         try:
             blob = torch.load(cache_file, map_location="cpu", weights_only=True)
-            if blob.get("key") == key:
+            if blob.get("key") == key and list(blob["classes"]) == classes:
                 return ImageData(blob["images"], blob["labels"], list(blob["classes"]))
         except Exception:  # noqa: BLE001 - unreadable cache: decode again
             pass
@@ -265,8 +283,7 @@ def load_dataset(
         >>> len(train), len(test), train.image_size
         (512, 256, 8)
     """
-    if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}")
+    check_choice("dataset", name, DATASETS)
     if name in ("cifar10", "cifar100"):
         r = root if root is not None else default_cache_dir() / "datasets"
         return (

@@ -63,6 +63,7 @@ from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from critical.data.protocol import MultiplicityMixin
+from critical.validation import check_bool, check_int, check_type
 
 __all__ = ["MultiplicityDataModule", "MultiplicityDataset"]
 
@@ -91,7 +92,7 @@ class MultiplicityDataset(MultiplicityMixin, Dataset):
         >>> ds.multiplicity = 0
         Traceback (most recent call last):
         ...
-        ValueError: multiplicity must be an int >= 1, got 0
+        ValueError: `multiplicity` must be an integer >= 1, got 0
     """
 
     def __init__(
@@ -107,7 +108,7 @@ class MultiplicityDataset(MultiplicityMixin, Dataset):
                 f"got {type(dataset).__name__}"
             )
         if transform is not None and not callable(transform):
-            raise ValueError(f"transform must be callable or None, got {transform!r}")
+            raise ValueError(f"`transform` must be callable or None, got {transform!r}")
         self.dataset = dataset
         self.transform = transform
         self.multiplicity = multiplicity
@@ -205,13 +206,16 @@ class MultiplicityDataModule(L.LightningDataModule):
         loader_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        for name, v in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if v is None and name == "eval_batch_size":
-                continue
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        check_int("batch_size", batch_size, 1)
+        check_int("eval_batch_size", eval_batch_size, 1, allow_none=True)
+        check_int("num_workers", num_workers, 0)
+        check_bool("persistent_workers", persistent_workers)
+        check_bool("pin_memory", pin_memory)
+        check_type("loader_kwargs", loader_kwargs, dict, "a dict", allow_none=True)
+        # the plain constructor arguments, recorded in checkpoints and in a run's config.json
+        self.save_hyperparameters(
+            ignore=["train_dataset", "val_dataset", "test_dataset", "transform", "eval_transform"]
+        )
         self.train_set = MultiplicityDataset(train_dataset, multiplicity, transform, augment)
         self.val_set = (
             _Transformed(val_dataset, eval_transform) if val_dataset is not None else None
@@ -222,8 +226,8 @@ class MultiplicityDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
-        self.persistent_workers = bool(persistent_workers) and num_workers > 0
-        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.pin_memory = pin_memory
         self.loader_kwargs = dict(loader_kwargs or {})
 
     @property

@@ -9,9 +9,12 @@ Our datamodules (:mod:`critical.data.datamodule`) and :class:`critical.data.Mult
 implement it. A user's own ``LightningDataModule`` implements it by exposing ``multiplicity`` and
 honouring it in ``train_dataloader()``.
 
-Lookup order used by the callbacks (:func:`find_multiplicity_target`):
-``trainer.datamodule`` if it has ``multiplicity``, else the dataset of the train dataloader if it
-has ``multiplicity``.
+Lookup order used by the callbacks (:func:`find_multiplicity_target`): ``trainer.datamodule``
+if it has ``multiplicity``, else the dataset (or the loader itself) of the train dataloader(s):
+those Lightning built, else those passed to ``trainer.fit(train_dataloaders=...)``, else (with
+``pl_module``, at fit start) those ``LightningModule.train_dataloader()`` returns. A found
+``multiplicity`` that is not an integer >= 1 (``0``, ``-1``, ``2.5``) is an error, not a reason
+to look elsewhere.
 
 Example:
     >>> from critical.data.protocol import supports_multiplicity
@@ -25,6 +28,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from critical.validation import check_bool, check_int
+
 __all__ = [
     "MultiplicityMixin",
     "find_multiplicity_target",
@@ -34,8 +39,9 @@ __all__ = [
 ]
 
 
-def validate_multiplicity(k: object) -> int:
-    """``k`` as an int if it is an int >= 1, else ``ValueError``.
+def validate_multiplicity(k: object, owner: str | None = None) -> int:
+    """``k`` as an int if it is an int >= 1, else ``ValueError`` (naming ``owner``, the object
+    whose attribute it is, when given).
 
     Example:
         >>> validate_multiplicity(3)
@@ -43,11 +49,13 @@ def validate_multiplicity(k: object) -> int:
         >>> validate_multiplicity(0)
         Traceback (most recent call last):
         ...
-        ValueError: multiplicity must be an int >= 1, got 0
+        ValueError: `multiplicity` must be an integer >= 1, got 0
+        >>> validate_multiplicity(2.5, owner="MyData")
+        Traceback (most recent call last):
+        ...
+        ValueError: `MyData.multiplicity` must be an integer >= 1, got 2.5
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"multiplicity must be an int >= 1, got {k!r}")
-    return int(k)
+    return int(check_int("multiplicity" if owner is None else f"{owner}.multiplicity", k, 1))
 
 
 class MultiplicityMixin:
@@ -73,10 +81,7 @@ class MultiplicityMixin:
 
     @augment.setter
     def augment(self, value: bool) -> None:
-        if not isinstance(value, bool):
-            msg = f"augment must be a bool (True or False), got {value!r}"
-            raise ValueError(msg)
-        self._augment = value
+        self._augment = check_bool("augment", value)
 
 
 def supports_multiplicity(obj: Any) -> bool:
@@ -85,21 +90,59 @@ def supports_multiplicity(obj: Any) -> bool:
     return isinstance(k, int) and not isinstance(k, bool)
 
 
-def find_multiplicity_target(trainer: Any) -> Any | None:
-    """The object whose ``multiplicity`` controls the trainer's training data, or ``None``."""
+def _candidate(obj: Any) -> Any | None:
+    """``obj`` if it has a ``multiplicity`` attribute that is not ``None``; the attribute must
+    then be an integer >= 1."""
+    try:
+        k = getattr(obj, "multiplicity", None)
+    except Exception:  # noqa: BLE001 - a property that cannot be read yet
+        return None
+    if k is None:
+        return None
+    validate_multiplicity(k, owner=type(obj).__name__)
+    return obj
+
+
+def _in_loaders(loaders: Any) -> Any | None:
+    for loader in _flatten(loaders):
+        for obj in (getattr(loader, "dataset", None), loader):
+            found = None if obj is None else _candidate(obj)
+            if found is not None:
+                return found
+    return None
+
+
+def find_multiplicity_target(trainer: Any, pl_module: Any = None) -> Any | None:
+    """The object whose ``multiplicity`` controls the trainer's training data, or ``None``.
+
+    Looked up in the order of the module docstring; with ``pl_module`` (allowed to call
+    ``train_dataloader()``), the LightningModule or datamodule whose ``train_dataloader()``
+    Lightning has not called yet is asked for its loader once (at fit start: the callbacks need
+    k before the first epoch). Raises ``ValueError`` when the ``multiplicity`` found is not an
+    integer >= 1.
+    """
     dm = getattr(trainer, "datamodule", None)
-    if dm is not None and supports_multiplicity(dm):
-        return dm
+    found = None if dm is None else _candidate(dm)
+    if found is not None:
+        return found
     try:
         loaders = trainer.train_dataloader
     except Exception:  # noqa: BLE001 - not yet set up
         loaders = None
-    for loader in _flatten(loaders):
-        ds = getattr(loader, "dataset", None)
-        if ds is not None and supports_multiplicity(ds):
-            return ds
-        if supports_multiplicity(loader):
-            return loader
+    found = _in_loaders(loaders)
+    if found is not None or loaders is not None:
+        return found
+    # before Lightning built them: the loaders passed to fit(), or the module's own
+    loop = getattr(trainer, "fit_loop", None)
+    source = getattr(getattr(loop, "_data_source", None), "instance", None)
+    if source is not None and not hasattr(source, "train_dataloader"):  # loaders, not a module
+        return _in_loaders(source)
+    if pl_module is not None:
+        from lightning.pytorch.utilities.model_helpers import is_overridden
+
+        owner = source if source is not None else pl_module
+        if is_overridden("train_dataloader", owner):
+            return _in_loaders(owner.train_dataloader())
     return None
 
 

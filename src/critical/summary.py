@@ -1,0 +1,350 @@
+r"""A run's summary: what was cut, what it saved, how energy was obtained, and where the files are.
+
+:func:`build_summary` collects it from the trainer's callbacks (whichever the user chose: the
+detector, the cut, the energy tracker, the robustness evaluator, the run directory; each part is
+``None`` without its callback) into a JSON-serialisable dict, :func:`format_summary` turns it
+into the text :class:`~critical.callbacks.RunDirectory` prints at fit end and writes as
+``summary.json`` (the ``critical`` command prints nothing of its own).
+
+Keys of the summary (``None`` where unknown):
+
+* ``run_dir``, ``plot``: the run directory and its ``plot.png``;
+* ``epochs`` (epochs completed), ``max_epochs``, ``val_acc`` (last epoch's ``val/acc``);
+* ``critical_period``: ``{"over", "epoch", "reason"}`` of the detector; ``diverged``:
+  ``{"epoch", "cause"}`` when the detector saw the run diverge;
+* ``cut``: ``{"cut_epoch", "multiplicity_before", "multiplicity_after", "source"}``;
+* ``saved`` (whether the cut saved anything worth the name: a theoretical saving of at least
+  1%) and ``saving_note``, one plain sentence (what was saved, or why nothing was: no cut, a
+  cut at the end of the last epoch, a cut too late to matter);
+* ``theoretical_saving`` (the most the cut could save, :func:`critical.accounting.
+  theoretical_saving`), ``flops_saving`` (the FLOPs-based saving), ``saving_fraction`` (measured
+  time, energy, CO2, cost and FLOPs savings against keeping k), ``saving_check`` (measured
+  against FLOPs, :func:`critical.accounting.saving_check`);
+* ``total``: time, energy, CO2, cost and FLOPs of the run; ``country_iso_code``;
+* ``energy_available``, ``energy_measured``, ``energy_method`` (``"measured"``, ``"partly
+  estimated"``, ``"estimated"``), ``energy_method_detail``, ``energy_missing``: how energy was
+  obtained (see :class:`~critical.callbacks.EnergyTracker`); ``model`` (parameters, FLOPs per
+  sample);
+* ``robustness``: clean, FGSM, PGD and corruption accuracy;
+* ``not_written``: file name -> why it could not be written (run directory and codecarbon).
+
+Example:
+    >>> s = empty_summary()
+    >>> s.update(epochs=10, max_epochs=10, cut={"cut_epoch": 10, "multiplicity_before": 3,
+    ...          "multiplicity_after": 1, "source": "cutoff"})
+    >>> _ = explain_saving(s)
+    >>> s["saved"], s["saving_note"]  # doctest: +NORMALIZE_WHITESPACE
+    (False, 'nothing saved: the cut was decided at the end of the last epoch (9), so no epoch
+    ran at the reduced k')
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from critical.accounting import theoretical_saving
+from critical.io import to_jsonable
+from critical.runfiles import (
+    cut_from_multiplicities,
+    find_callback,
+    find_critical_period,
+    find_cutoff,
+)
+
+__all__ = [
+    "EPOCH_COLUMNS",
+    "build_summary",
+    "empty_summary",
+    "epoch_table",
+    "explain_saving",
+    "format_summary",
+]
+
+#: below this theoretical saving a cut is said to have saved (almost) nothing
+NEGLIGIBLE = 0.01
+
+#: the per-epoch table of the printed summary: (title, metric key, format)
+EPOCH_COLUMNS = (
+    ("k", "multiplicity", "{:.0f}"),
+    ("confusion", "critical/gradient_confusion/mean", "{:+.3f}"),
+    ("predict.", "critical/gradient_predictability", "{:+.3f}"),
+    ("rotation", "critical/layer_rotation", "{:.4f}"),
+    ("train loss", "train/loss", "{:.3f}"),
+    ("val acc", "val/acc", "{:.2%}"),
+    ("time s", "energy/duration_s", "{:.1f}"),
+)
+_KEYS = (
+    "run_dir",
+    "plot",
+    "epochs",
+    "max_epochs",
+    "val_acc",
+    "critical_period",
+    "diverged",
+    "cut",
+    "saved",
+    "saving_note",
+    "theoretical_saving",
+    "flops_saving",
+    "saving_fraction",
+    "saving_check",
+    "total",
+    "country_iso_code",
+    "energy_available",
+    "energy_measured",
+    "energy_method",
+    "energy_method_detail",
+    "energy_missing",
+    "model",
+    "robustness",
+    "not_written",
+)
+
+
+def empty_summary() -> dict[str, Any]:
+    """A summary with every key and nothing known."""
+    out: dict[str, Any] = dict.fromkeys(_KEYS)
+    out.update(saved=False, energy_available=False, energy_measured=False, not_written={})
+    return out
+
+
+def _finite(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def build_summary(
+    trainer: Any, rows: Sequence[Mapping[str, Any]] | None = None, run_dir: Any = None
+) -> dict[str, Any]:
+    """The summary of the run ``trainer`` just fitted, from its callbacks (module docstring).
+
+    ``rows`` (per-epoch metric rows, default: the trainer's RunDirectory's) give the epoch count,
+    the last validation accuracy and, without a cut callback, the cut; ``run_dir`` the run
+    directory (default: the RunDirectory's)."""
+    s = empty_summary()
+    run = find_callback(trainer, lambda cb: callable(getattr(cb, "ensure_directory", None)))
+    if rows is None:
+        rows = list(getattr(run, "rows", None) or [])
+    if run_dir is None and run is not None:
+        run_dir = getattr(run, "path", None)
+    s["run_dir"] = None if run_dir is None else str(run_dir)
+    max_epochs = getattr(trainer, "max_epochs", None)
+    s["max_epochs"] = max_epochs if isinstance(max_epochs, int) and max_epochs > 0 else None
+    s["epochs"] = len(rows) if rows else int(getattr(trainer, "current_epoch", 0) or 0)
+    accs = [_finite(r.get("val/acc")) for r in rows]
+    accs = [a for a in accs if a is not None]
+    if accs:
+        s["val_acc"] = accs[-1]
+    else:
+        s["val_acc"] = _finite((getattr(trainer, "callback_metrics", None) or {}).get("val/acc"))
+
+    cp = find_critical_period(trainer)
+    if cp is not None:
+        event = getattr(cp, "event", None)
+        s["critical_period"] = {
+            "over": event is not None,
+            "epoch": getattr(event, "epoch", None),
+            "reason": getattr(event, "reason", None),
+        }
+        diverged = getattr(cp, "diverged", None)
+        s["diverged"] = None if diverged is None else to_jsonable(diverged)
+
+    energy = find_callback(trainer, lambda cb: callable(getattr(cb, "summary_metrics", None)))
+    e = energy.summary() if energy is not None else None
+    cutoff = find_cutoff(trainer)
+    if cutoff is not None:
+        s["cut"] = {
+            "cut_epoch": getattr(cutoff, "cut_epoch", None),
+            "multiplicity_before": getattr(cutoff, "multiplicity_before", None),
+            "multiplicity_after": getattr(cutoff, "multiplicity_after", None)
+            if getattr(cutoff, "cut_epoch", None) is not None
+            else None,
+            "source": "cutoff",
+        }
+    elif e is not None and e["cut"].get("source") is not None:
+        s["cut"] = dict(e["cut"])
+    elif rows:
+        found = cut_from_multiplicities((r["epoch"], r.get("multiplicity")) for r in rows)
+        k0 = next((r.get("multiplicity") for r in rows if r.get("multiplicity") is not None), None)
+        if found is not None:
+            s["cut"] = {**found, "source": "multiplicity"}
+        elif k0 is not None:
+            s["cut"] = {"cut_epoch": None, "multiplicity_before": k0, "source": "multiplicity"}
+
+    if e is not None:
+        fractions = e.get("saving_fraction") or None
+        s.update(
+            saving_fraction=fractions,
+            flops_saving=None if fractions is None else fractions.get("flops"),
+            saving_check=e.get("saving_check"),
+            total={
+                q: e["total"].get(q)
+                for q in ("duration_s", "energy_kwh", "co2_kg", "cost", "flops")
+            },
+            country_iso_code=e.get("country_iso_code"),
+            energy_available=bool(e.get("energy_available")),
+            energy_measured=bool(e.get("energy_measured")),
+            energy_method=e.get("energy_method"),
+            energy_method_detail=e.get("energy_method_detail"),
+            energy_missing=e.get("missing"),
+            model=e.get("model"),
+        )
+        s["not_written"].update(e.get("not_written") or {})
+    rob = find_callback(trainer, lambda cb: hasattr(cb, "all_results"))
+    results = getattr(rob, "results", None)
+    if results:
+        s["robustness"] = {
+            k: results.get(k)
+            for k in ("clean_acc", "fgsm_acc", "pgd_acc", "corruption_acc")
+            if k in results
+        }
+    explain_saving(s)
+    return to_jsonable(s)
+
+
+def explain_saving(s: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``theoretical_saving``, ``saved`` and ``saving_note`` of a summary from its ``cut``,
+    ``epochs``, ``max_epochs``, ``critical_period`` and ``diverged``."""
+    cut = s.get("cut") or {}
+    epochs = s.get("epochs") or 0
+    horizon = s.get("max_epochs") or epochs or None
+    k_before, k_after = cut.get("multiplicity_before"), cut.get("multiplicity_after")
+    cut_epoch = cut.get("cut_epoch")
+    s["theoretical_saving"] = theoretical_saving(k_before, k_after, cut_epoch, horizon)
+    s["saved"] = False
+    if not cut:
+        s["saving_note"] = "nothing saved: the run has no cut (no cut callback, k unknown)"
+    elif cut_epoch is None:
+        why = "k was never cut"
+        cp, diverged = s.get("critical_period"), s.get("diverged")
+        if diverged:
+            why += f" (the run diverged in epoch {diverged.get('epoch')}: {diverged.get('cause')})"
+        elif cp is not None and not cp.get("over"):
+            why += f" (the critical period was not over within {epochs} epochs)"
+        s["saving_note"] = f"nothing saved: {why}"
+    elif epochs and cut_epoch >= epochs:
+        s["saving_note"] = (
+            f"nothing saved: the cut was decided at the end of the last epoch ({epochs - 1}), "
+            "so no epoch ran at the reduced k"
+        )
+    elif k_before is not None and k_after is not None and k_after >= k_before:
+        s["saving_note"] = f"nothing saved: k went from {k_before} to {k_after}"
+    else:
+        bound = s["theoretical_saving"]
+        where = f"the cut at epoch {cut_epoch}" + (f" of {horizon}" if horizon else "")
+        if bound is not None and bound < NEGLIGIBLE:
+            s["saving_note"] = (
+                f"almost nothing saved: {where} can save at most {bound:.1%} of the compute"
+            )
+        else:
+            s["saved"] = True
+            limit = "" if bound is None else f" (at most {bound:.1%} of the compute)"
+            s["saving_note"] = f"{where} from k={k_before} to k={k_after}{limit}"
+    return s
+
+
+def _fmt(v: Any, unit: str = "", scale: float = 1.0, digits: int = 3) -> str:
+    v = _finite(v)
+    return "n/a" if v is None else f"{v * scale:.{digits}g}{unit}"
+
+
+def _pct(v: Any, digits: int = 1) -> str:
+    v = _finite(v)
+    return "n/a" if v is None else f"{v:.{digits}%}"
+
+
+def epoch_table(rows: Sequence[Mapping[str, Any]], cut_epoch: int | None = None) -> list[str]:
+    """The per-epoch metric curves as text lines (the cut marked with ``<- k cut``)."""
+    cols = [(title, key, fmt) for title, key, fmt in EPOCH_COLUMNS if any(key in r for r in rows)]
+    widths = [max(len(title), 8) for title, _, _ in cols]
+    out = ["epoch " + " ".join(t.rjust(w) for (t, _, _), w in zip(cols, widths))]
+    for r in rows:
+        cells = []
+        for (_, key, fmt), w in zip(cols, widths):
+            v = _finite(r.get(key))
+            cells.append(("-" if v is None else fmt.format(v)).rjust(w))
+        mark = "  <- k cut" if cut_epoch is not None and r.get("epoch") == cut_epoch else ""
+        out.append(f"{r.get('epoch', ''):>5} " + " ".join(cells) + mark)
+    return out
+
+
+def _energy_lines(s: Mapping[str, Any]) -> list[str]:
+    total = s.get("total")
+    if total is None:
+        return []
+    lines = []
+    energy = f"energy {_fmt(total.get('energy_kwh'), ' Wh', 1000)}"
+    if s.get("energy_method"):
+        energy += f" ({s['energy_method']})"
+    lines.append(
+        f"time {_fmt(total.get('duration_s'), ' s')}, {energy}, "
+        f"CO2 {_fmt(total.get('co2_kg'), ' g', 1000)} ({s.get('country_iso_code')} grid), "
+        f"training FLOPs {_fmt(total.get('flops'), '', 1, 3)}"
+    )
+    if s.get("energy_available") and not s.get("energy_measured"):
+        lines.append(
+            "energy is not measured by hardware counters: "
+            + (s.get("energy_method_detail") or "see energy.json 'measurement'")
+        )
+    if s.get("energy_missing"):
+        lines.append(f"energy not measured: {s['energy_missing']}")
+    return lines
+
+
+def format_summary(s: Mapping[str, Any], rows: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The summary as the text printed at fit end (per-epoch table from ``rows``)."""
+    cut = s.get("cut") or {}
+    lines = ["", "=" * 72, "critical: run summary", "-" * 72]
+    if rows:
+        lines += epoch_table(rows, cut_epoch=cut.get("cut_epoch"))
+        lines.append("-" * 72)
+    lines.append(f"validation accuracy (last epoch): {_pct(s.get('val_acc'), 2)}")
+    cp = s.get("critical_period")
+    if cp is not None:
+        over = f"over at the end of epoch {cp['epoch']} ({cp['reason']})" if cp["over"] else None
+        lines.append(f"critical period: {over or 'not over within the run'}")
+    diverged = s.get("diverged")
+    if diverged:
+        lines.append(f"the run diverged in epoch {diverged.get('epoch')} ({diverged.get('cause')})")
+    if cut.get("multiplicity_before") is not None:
+        to = cut.get("multiplicity_after")
+        change = "" if cut.get("cut_epoch") is None else f" -> {to} from epoch {cut['cut_epoch']}"
+        lines.append(f"multiplicity: k={cut['multiplicity_before']}{change}")
+    rob = s.get("robustness")
+    if rob:
+        parts = [f"{k.replace('_acc', '')} {_pct(v, 2)}" for k, v in rob.items()]
+        lines.append("robustness: " + ", ".join(parts))
+    lines += _energy_lines(s)
+    lines.append(("saving: " if s.get("saved") else "") + str(s.get("saving_note")))
+    frac = s.get("saving_fraction")
+    if s.get("saved") and frac:
+        lines.append(
+            "saving vs keeping k (measured, from the median pre-cut cost per sample): "
+            f"time {_pct(frac.get('duration_s'))}, energy {_pct(frac.get('energy_kwh'))}, "
+            f"CO2 {_pct(frac.get('co2_kg'))}; FLOPs {_pct(frac.get('flops'))}"
+        )
+        check = s.get("saving_check")
+        if check is not None:
+            flag = "" if check.get("agrees") is not False else "WARNING: "
+            lines.append(f"{flag}check: {check.get('message')}")
+    for name, why in (s.get("not_written") or {}).items():
+        lines.append(f"not written: {name} ({why})")
+    if s.get("run_dir"):
+        lines.append(f"run directory: {s['run_dir']}")
+    if s.get("plot"):
+        lines.append(f"plot: {s['plot']}")
+    lines.append("=" * 72)
+    return "\n".join(_wrap(line) for line in lines)
+
+
+def _wrap(line: str, width: int = 100) -> str:
+    """A long line wrapped at ``width``, continuation lines indented."""
+    if len(line) <= width:
+        return line
+    return textwrap.fill(line, width=width, subsequent_indent="    ", break_on_hyphens=False)

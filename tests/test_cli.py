@@ -260,3 +260,16 @@ def test_sweep_and_report_user_errors(tmp_path):
     _assert_user_error(proc, "not a directory")
     proc, _ = _critical("fitt")
     _assert_user_error(proc, "did you mean 'fit'?")
+
+
+def test_help_all_is_lightnings_full_help_with_the_choices(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--help-all"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) > 500  # every Trainer, model, data and callback option
+    assert "--cutoff.policy {detector,fixed,never}" in out
+    assert "--data.policy {none,trivialaugment,randaugment}" in out
+    flat = " ".join(out.split())
+    assert "random-crop padding in pixels (0: no crop)" in flat
+    assert "Known: " + ", ".join(MONITOR_METRICS) in flat

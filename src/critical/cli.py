@@ -221,7 +221,7 @@ class ArgumentParser(argparse.ArgumentParser):
     option for an unknown one, and where the help is; exit status 2 (``critical sweep`` and
     ``critical report`` use it)."""
 
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         unknown = re.search(r"unrecognized arguments: (.*)", message)
         if unknown:
             options = list(self._option_string_actions)
@@ -316,7 +316,7 @@ def _cli_classes():
         """Raises :class:`UsageError` instead of printing the whole usage (``--debug``: as
         jsonargparse does)."""
 
-        def error(self, message: str, ex: Exception | None = None):  # type: ignore[override]
+        def error(self, message: str, ex: Exception | None = None):
             parser = getattr(ex, "subcommand_parser", None) or self
             raise UsageError(message, _option_names(parser) + _option_names(self)) from ex
 

@@ -189,10 +189,27 @@ def test_cut_policies_against_matched_k1(summary):
     (reg,) = summary.regret
     assert reg["beats_matched"] == "not beyond the noise"
     assert reg["accuracy_regret_vs_always_pts"] == pytest.approx(1.0)  # 91.0 - 90.0
+    # a detector that never cut has nothing to match
+    never = summarize([*summary.runs, *_never_cut_runs(summary)]).group(MODEL, "detector:never")
+    assert never.matched["verdict"] == "never cut: nothing to match"
+    assert never.matched["beats_matched"] is None
     # a matched group's own row: its saving against always-k, no matched comparison
     m2 = summary.group(MODEL, "matched-k1@2")
     assert m2.policy == "matched" and m2.cut_at == 2 and m2.matched is None
     assert m2.stats["flops_saving_pct"].mean == pytest.approx(100 * 4 / 9)
+
+
+def _never_cut_runs(summary):
+    """Copies of the always-k runs relabelled as a detector that never fired."""
+    import copy
+
+    out = []
+    for r in summary.group(MODEL, "always-k3").runs:
+        c = copy.copy(r)
+        c.name = r.name + "-never"
+        c.tags = {**r.tags, "policy": "detector", "label": "detector:never"}
+        out.append(c)
+    return out
 
 
 def test_matched_in_markdown_csv_latex(summary, tmp_path):

@@ -109,8 +109,9 @@ optimizer steps, its schedule spread over them. ``acc_vs_matched_pts = 100 * (ac
 matched_acc)`` (the mean of the matched runs when there are several), then mean ± std over
 seeds. The group *beats* matched k = 1 when that mean minus two standard errors (``std /
 sqrt(n)``, n >= 2 seeds) is above 0 (``"yes"``); when the mean is <= 0: ``"no: the saving came
-from training less"``; otherwise ``"not beyond the noise"``. Runs without a matched run, and
-settings without matched runs, are left out (a note names them).
+from training less"``; otherwise ``"not beyond the noise"``; a group none of whose runs cut:
+``"never cut: nothing to match"``. Runs without a matched run, and settings without matched
+runs, are left out (a note names the runs).
 
 Measured vs compute (``Group.check``, the "Measured vs compute" column). Per run,
 ``time_vs_compute_pts = time_saving_pct - flops_saving_pct`` (the theoretical saving where FLOPs

@@ -138,6 +138,8 @@ def matched_k1(groups: list[Group]) -> list[str]:
             )
         s = g.stats.get("acc_vs_matched_pts")
         beats, verdict = _verdict(s)
+        if g.n_cut == 0:
+            verdict = "never cut: nothing to match"
         g.matched = {
             "dataset": g.dataset,
             "model": g.model,

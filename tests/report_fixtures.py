@@ -15,11 +15,15 @@ from typing import Any
 from critical.io import atomic_write_csv, atomic_write_json, atomic_write_text
 
 MODEL = "tiny_cnn"
+DATASET = "synthetic"
 MAX_EPOCHS = 6
 K = 3
 DETECTOR = "detector:layer_rotation@0.01"
+TRAIN_FLOPS = 3e6  # training FLOPs per sample
+PARAMS = 94_000
 
-#: label -> policy, cut_at, {seed: (final val acc, wall time s, fgsm acc, detector cut epoch)}
+#: label -> policy, cut_at, {seed: (final val acc, wall time s, fgsm acc, detector cut epoch)};
+#: matched runs: k = 1 for matched_epochs = K * cut_at + (MAX_EPOCHS - cut_at) epochs
 SWEEP: dict[str, dict[str, Any]] = {
     "always-k3": {
         "policy": "always",
@@ -27,8 +31,25 @@ SWEEP: dict[str, dict[str, Any]] = {
     },
     "k1": {
         "policy": "k1",
-        "runs": {0: (0.80, 40.0, 0.20, None), 1: (0.82, 44.0, 0.22, None)},
+        # time saving 60 % in both seeds, 6.7 pts short of the FLOPs-based 66.7 %: flagged
+        "runs": {0: (0.80, 40.0, 0.20, None), 1: (0.82, 48.0, 0.22, None)},
         "failed": 2,
+    },
+    "matched-k1@2": {
+        "policy": "matched",
+        "cut_at": 2,
+        "matched_epochs": 10,
+        "runs": {0: (0.87, 62.0, 0.25, None), 1: (0.89, 68.0, 0.27, None)},
+    },
+    "matched-k1@4": {
+        "policy": "matched",
+        "cut_at": 4,
+        "matched_epochs": 14,
+        "runs": {
+            0: (0.90, 85.0, 0.3, None),
+            1: (0.905, 92.0, 0.3, None),
+            2: (0.90, 88.0, 0.3, None),
+        },
     },
     "fixed@2": {
         "policy": "fixed",
@@ -73,6 +94,8 @@ def tags_for(label: str, seed: int) -> dict[str, Any]:
     }
     if "cut_at" in spec:
         tags["cut_at"] = spec["cut_at"]
+    if "matched_epochs" in spec:
+        tags["matched_epochs"] = spec["matched_epochs"]
     return tags
 
 
@@ -92,18 +115,31 @@ def write_run(
     energy: bool = True,
     exception: str | None = None,
     metrics_json: bool = True,
+    dataset: str | None = DATASET,
+    model: str | None = MODEL,
+    new_energy: bool = True,
+    saving_check_agrees: bool = True,
+    datamodule_hparams: dict[str, Any] | None = None,
 ) -> Path:
     """One run directory. ``val/acc`` rises linearly to ``acc`` at epoch ``max_epochs - 1``;
-    wall time, energy, CO2 and cost are spread evenly over the epochs."""
+    wall time, energy, CO2 and cost are spread evenly over the epochs; an epoch at k has
+    ``100 k`` samples and ``100 k TRAIN_FLOPS`` FLOPs. ``dataset`` / ``model`` go into the
+    recorded hparams (``None``: not recorded); ``new_energy=False`` leaves out the compute
+    fields of ``energy.json`` (an older run)."""
     path = Path(root) / name
     path.mkdir(parents=True)
+    module_hp: dict[str, Any] = {"lr": 0.1}
+    if model is not None:
+        module_hp["model"] = model
+    data_hp: dict[str, Any] = {} if dataset is None else {"dataset": dataset}
+    data_hp.update(datamodule_hparams or {})
     config = {
         "name": path.name,
         "path": str(path),
         "stage": "fit",
         "command": ["critical", "fit"],
-        "module": {"class": "tests.TinyModule", "hparams": {"lr": 0.1}},
-        "datamodule": {"class": "tests.TinyDataModule", "hparams": {}, "multiplicity": k},
+        "module": {"class": "tests.TinyModule", "hparams": module_hp},
+        "datamodule": {"class": "tests.TinyDataModule", "hparams": data_hp, "multiplicity": k},
         "trainer": {"max_epochs": max_epochs, "precision": "32-true"},
         # as `critical fit` runs have them: their result files are expected
         "callbacks": [
@@ -136,6 +172,8 @@ def write_run(
             "train/loss": 2.0 / (e + 1),
             "val/acc": acc * (e + 1) / max_epochs,
         }
+        if new_energy:
+            row["energy/flops"] = 100 * kk * TRAIN_FLOPS
         rows.append(row)
     if rows:
         atomic_write_csv(path / "metrics.csv", rows)
@@ -180,26 +218,26 @@ def write_run(
             "co2_kg": energy_kwh * CO2_PER_KWH,
             "cost": energy_kwh * PRICE,
         }
-        atomic_write_json(
-            path / "energy.json",
-            {
-                "country_iso_code": "USA",
-                "region": None,
-                "price_per_kwh": PRICE,
-                "currency": "USD",
-                "energy_measured": True,
-                "missing": None,
-                "fit_duration_s": time_s + 1.0,
-                "cut": {
-                    "cut_epoch": cut_epoch,
-                    "source": "cutoff",
-                    "multiplicity_before": k,
-                    "multiplicity_after": None if cut_epoch is None else 1,
-                },
-                "total": total,
-                "history": hist,
+        summary: dict[str, Any] = {
+            "country_iso_code": "USA",
+            "region": None,
+            "price_per_kwh": PRICE,
+            "currency": "USD",
+            "energy_measured": True,
+            "missing": None,
+            "fit_duration_s": time_s + 1.0,
+            "cut": {
+                "cut_epoch": cut_epoch,
+                "source": "cutoff",
+                "multiplicity_before": k,
+                "multiplicity_after": None if cut_epoch is None else 1,
             },
-        )
+            "total": total,
+            "history": hist,
+        }
+        if new_energy:
+            _add_compute_fields(summary, k, cut_epoch, max_epochs, saving_check_agrees)
+        atomic_write_json(path / "energy.json", summary)
     if robustness:
         atomic_write_json(
             path / "robustness.json",
@@ -225,6 +263,48 @@ def write_run(
     return path
 
 
+def _add_compute_fields(
+    summary: dict[str, Any], k: int, cut: int | None, max_epochs: int, agrees: bool
+) -> None:
+    """The fields the EnergyTracker adds to ``energy.json`` (FLOPs, model, theoretical saving,
+    saving check, measurement), as the report reads them."""
+    for h in summary["history"]:
+        h["flops"] = h["samples"] * TRAIN_FLOPS
+    summary["total"]["flops"] = sum(h["flops"] for h in summary["history"])
+    summary["model"] = {
+        "params": PARAMS,
+        "trainable_params": PARAMS,
+        "flops_per_sample": {"train": TRAIN_FLOPS, "forward": TRAIN_FLOPS / 3},
+        "input_shape": [1, 16, 16],
+        "flops_method": "fixture",
+    }
+    theoretical = 0.0
+    if cut is not None:
+        theoretical = 1 - (k * cut + max_epochs - cut) / (k * max_epochs)
+    summary["theoretical_saving"] = theoretical
+    summary["saving_fraction"] = None if cut is None else {"flops": theoretical}
+    summary["saving_check"] = (
+        None
+        if cut is None
+        else {
+            "agrees": agrees,
+            "message": (
+                "measured saving time agrees with the FLOPs-based saving within the noise"
+                if agrees
+                else "measured saving time falls short of the FLOPs-based saving by more "
+                "than the noise"
+            ),
+        }
+    )
+    summary["measurement"] = {
+        "cpu": {"method": "intel_rapl", "measured": True, "detail": "RAPL energy counters"},
+        "gpu": {"method": None, "measured": False, "detail": "no GPU tracked"},
+        "ram": {"method": "ram_model", "measured": False, "detail": "codecarbon's RAM model"},
+    }
+    summary["energy_available"] = True
+    summary["energy_measured"] = False  # RAM is estimated
+
+
 def make_fake_sweep(root: Path) -> Path:
     """Write the fake sweep of ``SWEEP`` (and its sweep.json) under ``root``; returns root."""
     root = Path(root)
@@ -238,8 +318,10 @@ def make_fake_sweep(root: Path) -> Path:
             name = run_name(label, seed)
             tags = tags_for(label, seed)
             entries.append({"name": name, "tags": tags, "command": ["critical", "fit"]})
-            cut = spec.get("cut_at")
-            k = 1 if spec["policy"] == "k1" else K
+            matched = spec["policy"] == "matched"
+            cut = None if matched else spec.get("cut_at")
+            k = 1 if spec["policy"] in ("k1", "matched") else K
+            epochs = spec.get("matched_epochs", MAX_EPOCHS)
             if seed in spec["runs"]:
                 acc, t, fgsm, det_cut = spec["runs"][seed]
                 write_run(
@@ -251,6 +333,10 @@ def make_fake_sweep(root: Path) -> Path:
                     fgsm=fgsm,
                     cut_epoch=det_cut if det_cut is not None else cut,
                     k=k,
+                    epochs=epochs,
+                    max_epochs=epochs,
+                    # the detector's seed-0 run: its own check disagrees (30 % vs 44.4 %)
+                    saving_check_agrees=not (spec["policy"] == "detector" and seed == 0),
                 )
             elif spec.get("failed") == seed:
                 write_run(

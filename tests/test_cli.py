@@ -1,12 +1,19 @@
-"""The `critical` command: help, version, and a real `critical fit` through LightningCLI."""
+"""The `critical` command: help, version, user errors, and a real `critical fit` through
+LightningCLI."""
 
+import inspect
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+import critical
 from critical import __version__
-from critical.cli import main
+from critical.cli import CHOICES, MONITOR_METRICS, command_help, main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -33,6 +40,8 @@ def test_help_version_and_unknown_command(capsys):
     assert main(["version"]) == 0 and __version__ in capsys.readouterr().out
     assert main(["frobnicate"]) == 2
     assert "unknown command" in capsys.readouterr().err
+    assert main(["fitt"]) == 2
+    assert "did you mean 'fit'?" in capsys.readouterr().err
 
 
 def test_fit_writes_a_complete_run_directory_and_summary(tmp_path, capsys):
@@ -58,8 +67,12 @@ def test_fit_writes_a_complete_run_directory_and_summary(tmp_path, capsys):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["module"]["hparams"]["in_chans"] == 1  # linked from the data
     assert cfg["module"]["hparams"]["num_classes"] == 10
-    with pytest.raises(FileExistsError):  # a run directory is never overwritten
-        main(["fit", *TINY, f"--run.root={tmp_path}", "--run.name=r"])
+    # a run directory is never overwritten: one line (raised in set-up, before training)
+    assert main(["fit", *TINY, f"--run.root={tmp_path}", "--run.name=r"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "already exists" in err[0] and "Traceback" not in "".join(err)
+    with pytest.raises(FileExistsError):  # --debug: the exception itself
+        main(["fit", *TINY, f"--run.root={tmp_path}", "--run.name=r", "--debug"])
 
 
 def test_every_config_parses(capsys):
@@ -70,3 +83,193 @@ def test_every_config_parses(capsys):
             main(["fit", "--config", str(cfg), "--print_config"])
         assert exc.value.code == 0, cfg
         assert "critical_period:" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------
+# help (#14.4): fast, short, with the choices
+# ----------------------------------------------------------------------------------------------
+
+SRC = str(Path(critical.__file__).resolve().parents[1])
+
+
+def _critical(*args, cwd=ROOT, timeout=300):
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "critical.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return proc, time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("args", [["--help"], ["fit", "--help"], ["test", "-h"]])
+def test_help_is_fast_and_short_and_imports_no_lightning(args):
+    code = (
+        "import sys; from critical.cli import main; main(sys.argv[1:]); "
+        "assert 'lightning' not in sys.modules and 'torch' not in sys.modules, 'imported'"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert 5 < len(lines) < 60
+    assert elapsed < 5.0  # about 0.1 s; generous for a loaded machine
+    if args[0] != "--help":
+        out = proc.stdout
+        assert "--help-all" in out
+        for key in ("cutoff.policy", "data.policy", "critical_period.mode", "data.dataset"):
+            assert "{" + "|".join(CHOICES[key]) + "}" in out, key
+        for key in ("data.crop_padding", "data.flip", "data.cutout", "cutoff.epoch"):
+            assert f"--{key} " in out, key
+        assert all(m in out.replace("\n", " ").replace(" " * 38, "") for m in MONITOR_METRICS)
+
+
+def test_help_choices_match_the_code():
+    """CHOICES and MONITOR_METRICS are copies (so the help needs no Lightning): they must equal
+    what the constructors accept."""
+    from critical.callbacks import (
+        augmentation_cutoff,
+        energy,
+        gradient_confusion,
+        layer_rotation,
+        robustness,
+    )
+    from critical.callbacks.critical_period import known_metric_names
+    from critical.data import augment, augment_basic, datamodule
+    from critical.detector import COMBINES, MODES
+    from critical.task import OPTIMIZERS, SCHEDULES
+
+    code = {
+        "model.optimizer": OPTIMIZERS,
+        "model.schedule": SCHEDULES,
+        "data.dataset": datamodule.DATASETS,
+        "data.layout": datamodule.LAYOUTS,
+        "data.padding_mode": augment_basic.PADDING_MODES,
+        "data.policy": augment.POLICIES,
+        "gradient_confusion.mode": gradient_confusion.MODES,
+        "layer_rotation.aggregate": layer_rotation.AGGREGATES,
+        "critical_period.mode": MODES,
+        "critical_period.combine": COMBINES,
+        "cutoff.policy": augmentation_cutoff.POLICIES,
+        "energy.tracking_mode": energy.TRACKING_MODES,
+        "robustness.when": robustness.WHEN,
+        "robustness.source": robustness.SOURCES,
+    }
+    assert {k: tuple(v) for k, v in code.items()} == CHOICES
+    assert set(MONITOR_METRICS) == set(known_metric_names())
+    # the defaults the short help prints
+    from critical.callbacks import AugmentationCutoff
+    from critical.data import ImageDataModule
+    from critical.task import ImageClassifier
+
+    text = command_help("fit")
+    for cls, key in ((ImageDataModule, "data"), (AugmentationCutoff, "cutoff")):
+        for name, param in inspect.signature(cls).parameters.items():
+            line = next((ln for ln in text.splitlines() if f"--{key}.{name} " in ln), None)
+            if line is not None and param.default not in (None, inspect.Parameter.empty):
+                default = (
+                    str(param.default).lower() if isinstance(param.default, bool) else param.default
+                )
+                assert (
+                    f"(default: {default})" in text.split(f"--{key}.{name} ", 1)[1].split("--")[0]
+                )
+    model = inspect.signature(ImageClassifier).parameters
+    assert f"(default: {model['model'].default})" in text
+
+
+# ----------------------------------------------------------------------------------------------
+# user errors (#14.3): two lines, the closest match, exit status 2, no traceback
+# ----------------------------------------------------------------------------------------------
+
+QUICK = str(ROOT / "experiments" / "quickstart.yaml")
+
+
+def _assert_user_error(proc, *needles):
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(err) <= 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "usage:" not in proc.stderr
+    for needle in needles:
+        assert needle in err[0], (needle, err)
+
+
+@pytest.mark.slow
+def test_fit_user_errors_in_a_subprocess(tmp_path):
+    proc, _ = _critical("fit", "--config", QUICK, "--critical_period.threshhold", "0.1")
+    _assert_user_error(
+        proc,
+        "unknown option --critical_period.threshhold",
+        "did you mean --critical_period.threshold?",
+    )
+    proc, _ = _critical("fit", "--config", str(ROOT / "experiments" / "quickstart.yml"))
+    _assert_user_error(proc, "no such file", "did you mean", "quickstart.yaml")
+    proc, _ = _critical(
+        "fit", "--config", QUICK, "--cutoff.policy", "detecter", f"--run.root={tmp_path}"
+    )
+    _assert_user_error(proc, "--cutoff.policy", "'detecter'", "did you mean 'detector'?")
+    assert not any(tmp_path.iterdir())  # nothing written
+    # --debug: the traceback, for a bug report
+    proc, _ = _critical("fit", "--config", QUICK, "--cutoff.policy", "detecter", "--debug")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "ValueError" in proc.stderr
+
+
+def test_fit_user_errors_in_process(tmp_path, capsys):
+    def error(*args):
+        assert main(["fit", "--config", QUICK, f"--run.root={tmp_path}", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 2 and err[0].startswith("critical fit: error: "), err
+        return err[0]
+
+    assert "--data.multiplicity" in error("--data.multiplicity=-2")
+    msg = error("--data.dataset=folder", "--data.root=/no/such/folder")
+    assert "/no/such/folder" in msg
+    assert "did you mean 'digits'?" in error("--data.dataset=digit")
+    assert "--trainer.max_epochs: invalid value 'abc' (expected int" in error(
+        "--trainer.max_epochs=abc"
+    )
+    assert "--data.flip: invalid value 'maybe' (expected bool)" in error("--data.flip=maybe")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_epoch: 2\n")
+    assert "unknown option trainer.max_epoch" in error("--config", str(bad))
+    assert "did you mean trainer.max_epochs?" in error("--config", str(bad))
+    assert not any(p.name != "bad.yaml" for p in tmp_path.iterdir())
+
+
+def test_sweep_and_report_user_errors(tmp_path):
+    proc, _ = _critical("sweep", "nope.yaml")
+    _assert_user_error(proc, "no sweep spec at nope.yaml", "sweep_cifar10_cpu.yaml")
+    proc, _ = _critical("sweep", str(ROOT / "experiments" / "sweep_cifar10_cpu.yml"))
+    _assert_user_error(proc, "did you mean", "sweep_cifar10_cpu.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    proc, _ = _critical("sweep", str(bad))
+    _assert_user_error(proc, "critical sweep: error:")
+    proc, _ = _critical("sweep", str(bad), "--emitt")
+    _assert_user_error(proc, "unknown option --emitt; did you mean --emit?")
+    proc, _ = _critical("report", str(tmp_path), "--tolerence", "1")
+    _assert_user_error(proc, "unknown option --tolerence; did you mean --tolerance?")
+    proc, _ = _critical("report", str(tmp_path / "nope"))
+    _assert_user_error(proc, "not a directory")
+    proc, _ = _critical("fitt")
+    _assert_user_error(proc, "did you mean 'fit'?")
+
+
+def test_help_all_is_lightnings_full_help_with_the_choices(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--help-all"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) > 500  # every Trainer, model, data and callback option
+    assert "--cutoff.policy {detector,fixed,never}" in out
+    assert "--data.policy {none,trivialaugment,randaugment}" in out
+    flat = " ".join(out.split())
+    assert "random-crop padding in pixels (0: no crop)" in flat
+    assert "Known: " + ", ".join(MONITOR_METRICS) in flat

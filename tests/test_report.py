@@ -8,9 +8,18 @@ import math
 import shutil
 
 import pytest
-from report_fixtures import DETECTOR, MODEL, make_fake_sweep, run_name, write_run
+from report_fixtures import (
+    DATASET,
+    DETECTOR,
+    MAX_EPOCHS,
+    MODEL,
+    make_fake_sweep,
+    run_name,
+    write_run,
+)
 
 from critical.report import (
+    Setting,
     Stat,
     latex_escape,
     load_run,
@@ -25,6 +34,7 @@ from critical.report import (
 )
 
 SQRT2 = math.sqrt(2.0)
+SETTING = Setting(DATASET, MODEL, MAX_EPOCHS)
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +59,11 @@ def _status(runs):
 def test_load_runs_finds_nested_runs_and_classifies_them(sweep_dir):
     runs = load_runs(sweep_dir)
     status = _status(runs)
-    assert len(runs) == 14
+    assert len(runs) == 19
     assert status[run_name("k1", 2)] == "failed"
     assert status[run_name("fixed@2", 2)] == "incomplete"
     assert status[run_name(DETECTOR, 2)] == "missing"
-    assert sum(s == "complete" for s in status.values()) == 11
+    assert sum(s == "complete" for s in status.values()) == 16
     by_name = {r.name: r for r in runs}
     failed = by_name[run_name("k1", 2)]
     assert "boom" in failed.problems[0] and "epoch=2" in failed.problems[0]
@@ -61,8 +71,13 @@ def test_load_runs_finds_nested_runs_and_classifies_them(sweep_dir):
     assert by_name[run_name("fixed@2", 2)].problems == ["no robustness.json"]
     missing = by_name[run_name(DETECTOR, 2)]
     assert "no run directory" in missing.problems[0]
-    # a missing run keeps the sweep's tags, so it is counted in its group
+    # a missing run keeps the sweep's tags, so it is counted in its group, in its setting
     assert (missing.model, missing.label, missing.seed) == (MODEL, DETECTOR, 2)
+    assert missing.setting == SETTING
+    # a matched run trains longer (10 epochs) but belongs to the setting it matches (6 epochs)
+    matched = by_name[run_name("matched-k1@2", 0)]
+    assert matched.max_epochs == 10 and matched.budget == MAX_EPOCHS and matched.cut_at == 2
+    assert {r.setting for r in runs} == {SETTING}
     ok = by_name[run_name("fixed@4", 0)]
     assert ok.problems == [] and len(ok.rows) == 6 and ok.cut_epoch == 4
     assert ok.rows[0]["epoch"] == 0 and ok.rows[-1]["val/acc"] == pytest.approx(0.905)
@@ -91,8 +106,12 @@ def test_untagged_run_is_its_own_group_and_csv_fallback(tmp_path):
     assert a.rows[-1]["val/acc"] == pytest.approx(0.7)  # read from metrics.csv
     assert a.rows[-1]["multiplicity"] == 3
     s = summarize(runs)
-    assert [(g.model, g.label) for g in s.groups] == [("-", "adhoc-a"), ("-", "deep/er/adhoc-b")]
-    assert s.group("-", "adhoc-a").stats["acc"].mean == pytest.approx(0.7)
+    # the model comes from config.json's hparams when there is no tag
+    assert [(g.model, g.label) for g in s.groups] == [
+        (MODEL, "adhoc-a"),
+        (MODEL, "deep/er/adhoc-b"),
+    ]
+    assert s.group(MODEL, "adhoc-a").stats["acc"].mean == pytest.approx(0.7)
     assert s.regret == [] and s.oracles == {}
     assert "time_saving_pct" not in s.keys  # no baseline, no savings
 
@@ -103,11 +122,21 @@ def test_untagged_run_is_its_own_group_and_csv_fallback(tmp_path):
 
 
 def test_group_order_and_counts(summary):
-    assert [g.label for g in summary.groups] == ["always-k3", "k1", "fixed@2", "fixed@4", DETECTOR]
+    assert [g.label for g in summary.groups] == [
+        "always-k3",
+        "k1",
+        "matched-k1@2",
+        "matched-k1@4",
+        "fixed@2",
+        "fixed@4",
+        DETECTOR,
+    ]
     counts = {g.label: (len(g.complete), len(g.runs)) for g in summary.groups}
     assert counts == {
         "always-k3": (2, 2),
         "k1": (2, 3),
+        "matched-k1@2": (2, 2),
+        "matched-k1@4": (3, 3),
         "fixed@2": (2, 3),
         "fixed@4": (3, 3),
         DETECTOR: (2, 3),
@@ -158,9 +187,9 @@ def test_savings_against_always_k(summary):
     assert a["time_saving_pct"].mean == 0 and a["acc_delta_pts"].mean == 0
     k1 = summary.group(MODEL, "k1")
     assert k1.baseline == "always-k3"  # k tag 1 != 3: the model's only always group
-    # per seed: 1 - 40/100 = 60 %, 1 - 44/120 = 63.33 %
-    assert k1.stats["time_saving_pct"].mean == pytest.approx((60 + 100 * (1 - 44 / 120)) / 2)
-    assert k1.stats["time_saving_pct"].std == pytest.approx((100 * (1 - 44 / 120) - 60) / SQRT2)
+    # per seed: 1 - 40/100 = 60 %, 1 - 48/120 = 60 %
+    assert k1.stats["time_saving_pct"].mean == pytest.approx(60.0)
+    assert k1.stats["time_saving_pct"].std == pytest.approx(0.0, abs=1e-9)
     assert k1.stats["acc_delta_pts"].mean == pytest.approx(-10.0)
     assert k1.stats["acc_delta_pts"].std == pytest.approx(0.0, abs=1e-9)
     d = summary.group(MODEL, DETECTOR).stats
@@ -179,7 +208,7 @@ def test_savings_against_always_k(summary):
 
 
 def test_regret_and_oracle_cut(summary):
-    o = summary.oracles[MODEL]
+    o = summary.oracles[SETTING]
     assert o["baseline"] == "always-k3" and o["baseline_acc"] == pytest.approx(0.91)
     assert o["best_fixed"] == "fixed@4" and o["best_fixed_acc"] == pytest.approx(0.908)
     # always-k 91.0 % - 0.5 pts = 90.5 %: fixed@2 (87.0) no, fixed@4 (90.8) yes
@@ -198,12 +227,12 @@ def test_regret_and_oracle_cut(summary):
 def test_oracle_depends_on_tolerance(sweep_dir):
     runs = load_runs(sweep_dir)
     tight = summarize(runs, tolerance=0.1)  # 90.8 < 91.0 - 0.1
-    assert tight.oracles[MODEL]["oracle"] is None
-    assert "no fixed cut within 0.1" in tight.oracles[MODEL]["oracle_reason"]
+    assert tight.oracles[SETTING]["oracle"] is None
+    assert "no fixed cut within 0.1" in tight.oracles[SETTING]["oracle_reason"]
     assert tight.regret[0]["accuracy_regret_pts"] == pytest.approx(0.8)
     assert tight.regret[0]["cut_delta_epochs"] is None
     loose = summarize(runs, tolerance=5.0)  # 87.0 >= 86.0: the earlier fixed@2 qualifies
-    assert loose.oracles[MODEL]["oracle"] == "fixed@2"
+    assert loose.oracles[SETTING]["oracle"] == "fixed@2"
     assert loose.regret[0]["cut_delta_epochs"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="tolerance"):
         summarize(runs, tolerance=-1)
@@ -265,7 +294,8 @@ def test_latex_escapes(summary):
 def test_write_report_writes_every_file(summary, tmp_path):
     rep = write_report(summary, tmp_path / "out")
     names = {p.name for p in rep.files}
-    expected = {"summary.md", "summary.csv", "regret.csv", "runs.csv", "summary.tex"}
+    expected = {"summary.md", "summary.csv", "regret.csv", "matched.csv", "runs.csv"}
+    expected.add("summary.tex")
     for base in ("curves_tiny_cnn", "pareto", "accuracy_vs_cut"):
         expected |= {f"{base}.png", f"{base}.pdf"}
     assert names == expected, rep.messages
@@ -284,7 +314,7 @@ def test_write_report_writes_every_file(summary, tmp_path):
     assert rows["always-k3"]["cut_epoch_mean"] == ""  # no value: empty cell
     with open(tmp_path / "out" / "runs.csv", newline="") as f:
         runs = {r["name"]: r for r in csv.DictReader(f)}
-    assert len(runs) == 14 and runs[run_name(DETECTOR, 2)]["status"] == "missing"
+    assert len(runs) == 19 and runs[run_name(DETECTOR, 2)]["status"] == "missing"
     with open(tmp_path / "out" / "regret.csv", newline="") as f:
         (reg,) = list(csv.DictReader(f))
     assert float(reg["accuracy_regret_pts"]) == pytest.approx(0.8) and reg["oracle"] == "fixed@4"
@@ -297,7 +327,7 @@ def test_plots_are_skipped_without_data(tmp_path):
     s = summarize(runs, accuracy_key="no/such")
     rep = write_report(s, tmp_path / "out")
     names = {p.name for p in rep.files}
-    assert "curves_runs.png" in names and "pareto.png" not in names
+    assert f"curves_{MODEL}.png" in names and "pareto.png" not in names
     assert any(m.startswith("pareto:") for m in rep.messages)
     assert any(m.startswith("accuracy_vs_cut:") for m in rep.messages)
     assert any("no 'no/such' column" in n for n in s.notes)
@@ -339,7 +369,7 @@ def test_main_default_out_and_no_plots(tmp_path, capsys):
     assert not (root / "report" / "pareto.png").exists()
     assert "## Runs not complete (4)" in capsys.readouterr().out
     # the report directory is not taken for a run the second time round
-    assert len(load_runs(root)) == 14
+    assert len(load_runs(root)) == 19
 
 
 # ----------------------------------------------------------------------------------------------
@@ -405,8 +435,8 @@ def test_detector_that_never_cuts(tmp_path):
     s = summarize(load_runs(tmp_path))
     (r,) = s.regret
     assert r["n_cut"] == 0 and r["cut_epoch"] is None and r["accuracy_regret_pts"] is None
-    assert s.oracles["m"]["oracle_reason"] == "no fixed cuts"
+    assert s.oracles[Setting(DATASET, "m", MAX_EPOCHS)]["oracle_reason"] == "no fixed cuts"
     assert s.group("m", "det").stats["time_saving_pct"].mean == pytest.approx(0.0)
     rep = write_report(s, tmp_path / "out")
-    assert any("m/det never cut" in m for m in rep.messages)
+    assert any("m on synthetic, 6 epochs / det never cut" in m for m in rep.messages)
     assert "no oracle cut (no fixed cuts)" in to_markdown(s)

@@ -19,9 +19,18 @@ model's ``num_classes``, ``in_chans``, ``img_size``, ``mean`` and ``std`` follow
 
 from __future__ import annotations
 
+import argparse
+import ast
+import difflib
+import logging
+import os
+import re
 import sys
-from collections.abc import Sequence
-from typing import Any
+import textwrap
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NoReturn
 
 from critical import __version__
 
@@ -42,9 +51,236 @@ Run `critical <command> --help` for the options of a command.
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
+#: options with a fixed set of values: shown by ``critical fit --help`` (without importing
+#: Lightning) and added to the full LightningCLI help (``--help-all``); tests/test_cli.py checks
+#: them against the constants of the modules that validate them
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.optimizer": ("sgd", "adamw"),
+    "model.schedule": ("cosine", "multistep", "constant"),
+    "data.dataset": ("cifar10", "cifar100", "folder", "digits", "synthetic"),
+    "data.layout": ("epoch", "batch"),
+    "data.padding_mode": ("zeros", "reflect"),
+    "data.policy": ("none", "trivialaugment", "randaugment"),
+    "gradient_confusion.mode": ("stream", "exact"),
+    "layer_rotation.aggregate": ("mean", "median", "max"),
+    "critical_period.mode": ("scaled", "absolute", "relative"),
+    "critical_period.combine": ("any", "all"),
+    "cutoff.policy": ("detector", "fixed", "never"),
+    "energy.tracking_mode": ("machine", "process"),
+    "robustness.when": ("fit_end", "test_end", "both", "never"),
+    "robustness.source": ("auto", "test", "val"),
+}
+
+#: the metric names ``--critical_period.monitor`` knows (any other logged metric works too)
+MONITOR_METRICS = (
+    "layer_rotation",
+    "gradient_norm",
+    "gradient_predictability",
+    "gradient_confusion/mean",
+    "gradient_confusion/min",
+)
+
+#: help text for options whose constructor documents them only as a type and a default
+OPTION_HELP: dict[str, str] = {
+    "data.crop_padding": "random-crop padding in pixels (0: no crop)",
+    "data.flip": "random horizontal flip",
+    "data.cutout": "side of the cutout square in pixels (0: no cutout)",
+    "data.policy": "extra augmentation per image (--data.num_ops, --data.magnitude)",
+    "data.padding_mode": "padding of the random crop",
+    "critical_period.monitor": "metric(s) watched (one, or a list); any other logged metric "
+    "works too. Known: " + ", ".join(MONITOR_METRICS),
+    "cutoff.policy": "detector: cut when the critical period ends; fixed: after --cutoff.epoch "
+    "epochs (or --cutoff.fraction of max_epochs); never: keep k (a baseline)",
+    "cutoff.epoch": "policy=fixed: the first epoch trained at the target k (0: from the start)",
+    "cutoff.fraction": "policy=fixed: cut after this fraction of max_epochs, in [0, 1] "
+    "(instead of --cutoff.epoch)",
+    "cutoff.target": "k after the cut (>= 1)",
+    "cutoff.disable_augmentation": "also turn augmentation off at the cut",
+}
+
+#: ``critical fit --help``: (section, [(option, metavar, default, what)]); choices come from
+#: CHOICES, defaults of the detector from critical.detector.DEFAULTS
+_MAIN_OPTIONS: tuple[tuple[str, tuple[tuple[str, str, str, str], ...]], ...] = (
+    (
+        "",
+        (
+            ("config", "FILE", "", "a YAML config (experiments/*.yaml); later flags override it"),
+            ("print_config", "", "", "print every option with its resolved value, and exit"),
+            ("seed_everything", "INT", "", "the seed (the data split has its own, --data.seed)"),
+            ("trainer.max_epochs", "INT", "", "epochs (the training budget)"),
+        ),
+    ),
+    (
+        "model",
+        (
+            (
+                "model.model",
+                "NAME",
+                "resnet18_cifar",
+                "cifar_resnet20/32/44/56, resnet18_cifar, vit_cifar_tiny/small, "
+                "small_cnn, or any timm name",
+            ),
+            ("model.optimizer", "", "sgd", ""),
+            ("model.lr", "FLOAT", "0.1", "peak learning rate"),
+            ("model.schedule", "", "cosine", "stepped per epoch"),
+        ),
+    ),
+    (
+        "data",
+        (
+            ("data.dataset", "", "cifar10", ""),
+            ("data.root", "PATH", "", "CIFAR root, or the ImageFolder directory"),
+            ("data.multiplicity", "INT", "1", "k: augmented copies of each image per epoch"),
+            ("data.layout", "", "epoch", "k copies per epoch, or k views in each batch"),
+            ("data.crop_padding", "INT", "4", "random-crop padding in pixels (0: no crop)"),
+            ("data.flip", "BOOL", "true", OPTION_HELP["data.flip"]),
+            ("data.cutout", "INT", "0", "cutout square side in pixels (0: none)"),
+            ("data.policy", "", "none", "extra augmentation per image"),
+        ),
+    ),
+    (
+        "critical period (the detector)",
+        (
+            ("critical_period.monitor", "NAME", "@monitor", ""),
+            ("critical_period.mode", "", "@mode", "how a change is measured"),
+            ("critical_period.threshold", "FLOAT", "@threshold", "largest change counted stable"),
+            ("critical_period.patience", "INT", "@patience", "stable epochs in a row"),
+            ("critical_period.min_epochs", "INT", "@min_epochs", "epochs before it may fire"),
+            ("critical_period.combine", "", "@combine", "with several metrics"),
+        ),
+    ),
+    (
+        "the cut",
+        (
+            ("cutoff.policy", "", "detector", "when k is cut (never: a baseline)"),
+            ("cutoff.epoch", "INT", "", "fixed: first epoch at the target k"),
+            ("cutoff.fraction", "FLOAT", "", "fixed: or this fraction of max_epochs"),
+            ("cutoff.target", "INT", "1", "k after the cut"),
+            ("cutoff.disable_augmentation", "BOOL", "false", "augmentation off after the cut"),
+        ),
+    ),
+    (
+        "where the run goes",
+        (
+            ("run.root", "PATH", "runs", "parent directory of the run directories"),
+            ("run.name", "NAME", "", "the run's directory name (default: time + random)"),
+            ("run.tags", "JSON", "", "free-form labels saved in config.json"),
+        ),
+    ),
+)
+
+_VERBS = {
+    "fit": "train with the critical-period callbacks",
+    "validate": "evaluate on the validation split",
+    "test": "evaluate on the test split",
+}
+
+
+def command_help(cmd: str = "fit") -> str:
+    """``critical fit|validate|test --help``: the main options with their values, fast (no
+    Lightning import) and short; ``--help-all`` prints LightningCLI's full help."""
+    from critical.detector import DEFAULTS
+
+    lines = [
+        f"critical {cmd}: {_VERBS.get(cmd, cmd)} (a LightningCLI).",
+        f"usage: critical {cmd} [--config FILE] [--KEY VALUE | --KEY=VALUE ...] [--debug]",
+    ]
+    for section, options in _MAIN_OPTIONS:
+        lines.append("")
+        if section:
+            lines.append(f"{section}:")
+        for key, metavar, default, what in options:
+            if default.startswith("@"):
+                default = str(DEFAULTS[default[1:]])
+            if key in CHOICES:
+                metavar = "{" + "|".join(CHOICES[key]) + "}"
+                what = what or "one of these"
+            left = f"  --{key} {metavar}".rstrip()
+            if key == "critical_period.monitor":
+                what = "metric(s) watched: " + ", ".join(MONITOR_METRICS) + ", any logged metric"
+            right = " ".join(x for x in (what, f"(default: {default})" if default else "") if x)
+            if len(left) > 36:
+                lines.append(left)
+                left = ""
+            lines += textwrap.wrap(
+                right, 100, initial_indent=f"{left:<38}", subsequent_indent=" " * 38
+            ) or [left]
+    lines += [
+        "",
+        "other keys (each callback's options): gradient_confusion, gradient_norm,",
+        "gradient_predictability, layer_rotation, energy, robustness; trainer.*: any Trainer option.",
+        f"All options, with types and defaults: critical {cmd} --help-all (about 1,100 lines).",
+        "--debug: a traceback instead of the one-line message on an error.",
+    ]
+    return "\n".join(lines)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """:class:`argparse.ArgumentParser` whose errors are two lines: the error, with the closest
+    option for an unknown one, and where the help is; exit status 2 (``critical sweep`` and
+    ``critical report`` use it)."""
+
+    def error(self, message: str) -> NoReturn:
+        unknown = re.search(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            options = list(self._option_string_actions)
+            tokens = unknown.group(1).split()
+            parts = []
+            for token in [t for t in tokens if t.startswith("-")] or tokens:
+                opt = token.split("=", 1)[0]
+                close = _closest(opt, options) if opt.startswith("-") else None
+                parts.append(
+                    f"unknown {'option' if opt.startswith('-') else 'argument'} {opt}"
+                    + (f"; did you mean {close}?" if close else "")
+                )
+            message = ", ".join(parts)
+        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists the options)\n")
+
+
+class UsageError(Exception):
+    """A command-line parse error (unknown option, bad type, missing config file), raised
+    instead of jsonargparse printing the whole usage; ``options`` are the valid option names."""
+
+    def __init__(self, message: str, options: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.options = list(options)
+
+
+def _option_names(parser: Any) -> list[str]:
+    """Every ``--option`` of a jsonargparse/argparse parser and of its subcommand parsers."""
+    names: dict[str, None] = {}
+    todo, seen = [parser], set()
+    while todo:
+        p = todo.pop()
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        for action in getattr(p, "_actions", []):
+            names.update(dict.fromkeys(o for o in action.option_strings if o.startswith("--")))
+            choices = getattr(action, "choices", None)
+            if isinstance(choices, dict):
+                todo += [c for c in choices.values() if hasattr(c, "_actions")]
+    return list(names)
+
+
+def _describe_choices(parser: Any) -> None:
+    """Put the valid values and the missing descriptions (CHOICES, OPTION_HELP) into the help
+    of the LightningCLI parser's options (shown by ``--help-all``)."""
+    actions = getattr(parser, "_option_string_actions", {})
+    for key in {**CHOICES, **OPTION_HELP}:
+        action = actions.get(f"--{key}")
+        if action is None:
+            continue
+        text = OPTION_HELP.get(key) or (action.help or "").strip()
+        if key in CHOICES:
+            text = f"{text.rstrip('.')}. One of: {', '.join(CHOICES[key])}".lstrip(". ")
+            action.metavar = "{" + ",".join(CHOICES[key]) + "}"
+        action.help = text.replace("%", "%%")
+
 
 def _cli_classes():
-    from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
     from critical.callbacks import (
         AugmentationCutoff,
@@ -75,6 +311,14 @@ def _cli_classes():
                 atomic_write_text(path / self.config_filename, text)
             self.already_saved = True
 
+    class ShortErrorParser(LightningArgumentParser):
+        """Raises :class:`UsageError` instead of printing the whole usage (``--debug``: as
+        jsonargparse does)."""
+
+        def error(self, message: str, ex: Exception | None = None):
+            parser = getattr(ex, "subcommand_parser", None) or self
+            raise UsageError(message, _option_names(parser) + _option_names(self)) from ex
+
     class CriticalCLI(LightningCLI):
         """LightningCLI with the critical callbacks under their own keys."""
 
@@ -99,11 +343,12 @@ def _cli_classes():
                 ("data.std", "model.std"),
             ):
                 parser.link_arguments(src, dst, apply_on="instantiate")
+            _describe_choices(parser)
 
         def after_fit(self) -> None:
             print_run_summary(self.trainer)
 
-    return CriticalCLI, RunConfigCallback
+    return CriticalCLI, RunConfigCallback, ShortErrorParser
 
 
 def print_run_summary(trainer: Any) -> None:
@@ -119,12 +364,21 @@ def print_run_summary(trainer: Any) -> None:
         print(format_summary(build_summary(trainer)), flush=True)
 
 
-def run_lightning(argv: Sequence[str] | None) -> None:
-    """Run LightningCLI; ``argv=None`` reads ``sys.argv`` (the console entry point)."""
+def _quiet_seed(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Seed set to")
+
+
+def run_lightning(argv: Sequence[str] | None, *, debug: bool = False) -> None:
+    """Run LightningCLI; ``argv=None`` reads ``sys.argv`` (the console entry point). Parse errors
+    raise :class:`UsageError` (with ``debug``: jsonargparse prints the usage and exits 2)."""
     from critical.data import ImageDataModule
     from critical.task import ImageClassifier
 
-    cli_cls, save_config = _cli_classes()
+    seed_log = logging.getLogger("lightning.fabric.utilities.seed")
+    if _quiet_seed not in seed_log.filters:  # "Seed set to N" (the seed is in config.yaml)
+        seed_log.addFilter(_quiet_seed)
+    cli_cls, save_config, parser_cls = _cli_classes()
+    kwargs: dict[str, Any] = {} if debug else {"parser_class": parser_cls}
     cli_cls(
         ImageClassifier,
         ImageDataModule,
@@ -133,12 +387,184 @@ def run_lightning(argv: Sequence[str] | None) -> None:
         # no default logger: RunDirectory adds a TensorBoardLogger writing into the run directory
         trainer_defaults={"logger": False},
         parser_kwargs={"prog": "critical"},
+        **kwargs,
     )
 
 
+# ----------------------------------------------------------------------------------------------
+# user errors: one or two lines, the closest match, exit status 2
+# ----------------------------------------------------------------------------------------------
+
+#: exceptions that are the user's (a bad value, a missing file) when raised before training
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
+#: Lightning hooks that run before the first training (or evaluation) batch: what they raise is
+#: set-up, like the constructors (a missing dataset, an existing run directory, a metric typo)
+_SETUP_HOOKS = ("prepare_data", "setup", "configure_model", "configure_optimizers", "on_fit_start")
+#: the callback or class -> its key on the command line
+_CLASS_KEYS = {
+    "Trainer": "trainer",
+    "ImageClassifier": "model",
+    "ImageDataModule": "data",
+    "GradientConfusion": "gradient_confusion",
+    "GradientNorm": "gradient_norm",
+    "GradientPredictability": "gradient_predictability",
+    "LayerRotation": "layer_rotation",
+    "CriticalPeriod": "critical_period",
+    "AugmentationCutoff": "cutoff",
+    "EnergyTracker": "energy",
+    "RobustnessEvaluator": "robustness",
+    "RunDirectory": "run",
+}
+
+
+def _frames(tb: TracebackType | None) -> Iterable[Any]:
+    while tb is not None:
+        yield tb.tb_frame
+        tb = tb.tb_next
+
+
+def _before_training(err: BaseException) -> bool:
+    """Whether ``err`` was raised while the classes were instantiated or in a set-up hook (data
+    preparation, ``setup``, ``on_fit_start``, ...), before any training or evaluation step."""
+    for frame in _frames(err.__traceback__):
+        name = frame.f_code.co_name
+        path = frame.f_code.co_filename.replace(os.sep, "/")
+        if name == "instantiate_classes":
+            return True
+        if "lightning/pytorch" not in path:
+            continue
+        if name in ("_call_setup_hook", "_call_configure_model"):
+            return True
+        if name == "prepare_data" and path.endswith("data_connector.py"):
+            return True
+        if name.startswith("_call_") and frame.f_locals.get("hook_name") in _SETUP_HOOKS:
+            return True
+    return False
+
+
+def _option_of(err: BaseException) -> str | None:
+    """``--key.argument`` (or ``--key``) of the constructor that raised ``err``, if known."""
+    key = None
+    for frame in _frames(err.__traceback__):
+        owner = frame.f_locals.get("self") if frame.f_code.co_name == "__init__" else None
+        if owner is not None:
+            key = next((k for c, k in _CLASS_KEYS.items() if type(owner).__name__ == c), key)
+    if key is None:
+        return None
+    m = re.match(r"\s*`?([A-Za-z_][A-Za-z0-9_]*)`? (?:must|needs|is|only)", str(err))
+    return f"--{key}.{m.group(1)}" if m else f"--{key}"
+
+
+def _closest(word: str, candidates: Iterable[str]) -> str | None:
+    found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _suggest_value(message: str) -> str:
+    """``; did you mean 'x'?`` for a message ``... one of [...], got 'y'`` (else ``""``)."""
+    m = re.search(r"one of (\[[^\]]*\]|\([^)]*\)|\{[^}]*\}),? got (.+?)\s*$", message)
+    if not m:
+        return ""
+    try:
+        valid = [str(v) for v in ast.literal_eval(m.group(1))]
+        got = ast.literal_eval(m.group(2))
+    except (ValueError, SyntaxError):
+        return ""
+    close = _closest(str(got), valid) if isinstance(got, str) else None
+    return f"; did you mean {close!r}?" if close else ""
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _config_suggestion(path: str) -> str:
+    """``; did you mean X?`` for a missing config file, among the YAML files next to it (or in
+    ``experiments/``)."""
+    p = Path(path)
+    folder = p.parent if p.parent.is_dir() else Path("experiments")
+    if not folder.is_dir():
+        return ""
+    names = [f.name for f in folder.iterdir() if f.suffix in (".yaml", ".yml", ".json")]
+    close = _closest(p.name, names)
+    return f"; did you mean {folder / close}?" if close else ""
+
+
+def _type_name(text: str) -> str:
+    m = re.match(r"<class '([\w.]+)'>", text.strip())
+    name = m.group(1) if m else text.strip()
+    return {"NoneType": "null", "str": "a string", "dict": "a mapping"}.get(name, name)
+
+
+def usage_error_lines(cmd: str, err: UsageError) -> list[str]:
+    """A parse error as one line, with the closest option or file, and a hint line."""
+    raw = str(err.message)
+    msg = _one_line(raw, 10_000)
+    names = [o[2:] for o in err.options]
+    unknown = re.search(r"unrecognized arguments: (.*)", msg)
+    not_accepted = re.search(r"does not accept (?:option|nested key) '([^']+)'", msg)
+    missing = re.search(r"File does not exist: '?([^' ]+)'?", msg)
+    bad_value = re.match(r'Parser key "([^"]+)":', msg)
+    if unknown:
+        parts = []
+        tokens = [t for t in unknown.group(1).split() if t.startswith("-")] or [unknown.group(1)]
+        for token in tokens:
+            opt = token.split("=", 1)[0]
+            close = _closest(opt, err.options)
+            parts.append(f"unknown option {opt}" + (f"; did you mean {close}?" if close else ""))
+        first = ", ".join(parts)
+    elif not_accepted:
+        key = not_accepted.group(1)
+        close = _closest(key, names)
+        first = f"unknown option {key} (in --config or a flag)" + (
+            f"; did you mean {close}?" if close else ""
+        )
+    elif missing:
+        first = f"no such file: {missing.group(1)}{_config_suggestion(missing.group(1))}"
+    elif bad_value:
+        given = re.search(r"(?:Given|Got) value: (.*)$", raw, re.MULTILINE)
+        expected = re.findall(r"Expected an? (<class '[\w.]+'>|[\w.\[\], ]+?)[.\n]", raw + "\n")
+        what = " or ".join(dict.fromkeys(_type_name(t) for t in expected))
+        value = f" {given.group(1).strip()!r}" if given else ""
+        first = f"--{bad_value.group(1)}: invalid value{value}" + (
+            f" (expected {what})" if what else f": {_one_line(msg[bad_value.end() :], 200)}"
+        )
+    else:
+        first = _one_line(msg)
+    return [
+        f"critical {cmd}: error: {first}",
+        f"(`critical {cmd} --help`: the main options and their values; `--help-all`: all)",
+    ]
+
+
+def user_error_lines(cmd: str, err: BaseException) -> list[str]:
+    """A user error raised before training as one line (the option, the message, the closest
+    valid value) and a hint line."""
+    message = _one_line(str(err) or type(err).__name__)
+    option = _option_of(err)
+    where = f"{option}: " if option and option[2:] not in message else ""
+    return [
+        f"critical {cmd}: error: {where}{message}{_suggest_value(message)}",
+        f"(`critical {cmd} --help` lists the options and their values; --debug shows the "
+        "traceback)",
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``critical`` command. Returns the exit status: 0, or 2 for a user error (printed as
+    one or two lines; ``--debug`` anywhere on the command line shows the traceback instead)."""
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
@@ -147,7 +573,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"critical {__version__}")
         return 0
     if cmd in LIGHTNING_COMMANDS:
-        run_lightning(None if from_sys else argv)
+        if "-h" in rest or "--help" in rest:
+            print(command_help(cmd))
+            return 0
+        args = [cmd, *("--help" if a == "--help-all" else a for a in rest)]
+        if from_sys:  # LightningCLI reads sys.argv itself (and warns when given both)
+            sys.argv = [sys.argv[0], *args]
+        try:
+            run_lightning(None if from_sys else args, debug=debug)
+        except UsageError as err:
+            print("\n".join(usage_error_lines(cmd, err)), file=sys.stderr)
+            return 2
+        except USER_ERRORS as err:
+            if debug or not _before_training(err):
+                raise
+            print("\n".join(user_error_lines(cmd, err)), file=sys.stderr)
+            return 2
         return 0
     if cmd == "sweep":
         from critical.sweep import main as sweep_main
@@ -157,7 +598,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from critical.report import main as report_main
 
         return report_main(rest)
-    print(f"critical: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+    close = _closest(cmd, [*LIGHTNING_COMMANDS, "sweep", "report", "version"])
+    hint = f"; did you mean {close!r}?" if close else ""
+    print(
+        f"critical: error: unknown command {cmd!r}{hint}\n(`critical --help` lists the commands)",
+        file=sys.stderr,
+    )
     return 2
 
 

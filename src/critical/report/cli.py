@@ -30,8 +30,8 @@ class ReportFiles:
 
 
 def write_report(summary: Summary, out_dir: PathLike, *, plots: bool = True) -> ReportFiles:
-    """Write ``summary.md``, ``summary.csv``, ``regret.csv``, ``runs.csv``, ``summary.tex`` and
-    (with ``plots``) the three plots into ``out_dir`` (created). A plot whose data are absent is
+    """Write ``summary.md``, ``summary.csv``, ``regret.csv``, ``matched.csv``, ``runs.csv``,
+    ``summary.tex`` and (with ``plots``) the three plots into ``out_dir`` (created). A plot whose data are absent is
     skipped and its reason added to ``messages``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -57,18 +57,21 @@ def _tolerance(s: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
     if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (accuracy points), got {s}")
+        raise argparse.ArgumentTypeError(f"must be >= 0 (points), got {s}")
     return v
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``critical report RUNS_DIR [--out DIR] [--tolerance 0.5] [--accuracy-key val/acc]``.
+    """``critical report RUNS_DIR [--out DIR] [--tolerance 0.5] [--saving-tolerance 5]
+    [--accuracy-key val/acc] [--no-plots]``.
 
     Prints the Markdown summary and where the files went. Returns 0 (also when some runs are
     incomplete, failed or missing: they are listed), 2 when ``RUNS_DIR`` is not a directory or
     holds no run directory at all.
     """
-    parser = argparse.ArgumentParser(
+    from critical.cli import ArgumentParser
+
+    parser = ArgumentParser(
         prog="critical report",
         description="Tables (Markdown, CSV, LaTeX) and plots from the run directories below "
         "RUNS_DIR (directories with a config.json; sweep.json lists the runs a sweep expects).",
@@ -82,13 +85,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="accuracy points within which a fixed cut matches always-k (oracle cut; default 0.5)",
     )
     parser.add_argument(
+        "--saving-tolerance",
+        type=_tolerance,
+        default=5.0,
+        help="percentage points a measured time or energy saving may differ from the FLOPs-based "
+        "one (beyond 2 standard errors over seeds) before it is flagged (default 5)",
+    )
+    parser.add_argument(
         "--accuracy-key", default="val/acc", help="metric column read as the final accuracy"
     )
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
     args = parser.parse_args(None if argv is None else list(argv))
     root = Path(args.runs_dir)
     if not root.is_dir():
-        print(f"critical report: {root} is not a directory", file=sys.stderr)
+        print(f"critical report: error: {root} is not a directory", file=sys.stderr)
         return 2
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -103,7 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    summary = summarize(runs, tolerance=args.tolerance, accuracy_key=args.accuracy_key)
+    summary = summarize(
+        runs,
+        tolerance=args.tolerance,
+        accuracy_key=args.accuracy_key,
+        saving_tolerance=args.saving_tolerance,
+    )
     out = Path(args.out) if args.out is not None else root / "report"
     report = write_report(summary, out, plots=not args.no_plots)
     print(to_markdown(summary))

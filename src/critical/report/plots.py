@@ -1,9 +1,11 @@
-"""Plots (PNG + PDF each): :func:`plot_curves`, :func:`plot_pareto`,
-:func:`plot_accuracy_vs_cut` from a :class:`~critical.report.stats.Summary`, :func:`plot_run` for
-one run directory, and :func:`pareto_front`.
+"""Plots (PNG + PDF each) from a :class:`~critical.report.stats.Summary`: :func:`plot_curves`,
+:func:`plot_pareto`, :func:`plot_accuracy_vs_cut`, one panel (or file) per setting, never
+mixing settings; and :func:`pareto_front`. The helpers shared with
+:mod:`critical.report.run_plot` (one run directory) are here too.
 
-matplotlib is imported here only, lazily (object-oriented API, no pyplot, no display). A plot
-whose data are absent raises :class:`NoDataError`.
+matplotlib is imported lazily, here and in :mod:`~critical.report.run_plot` only
+(object-oriented API, no pyplot, no display). A plot whose data are absent raises
+:class:`NoDataError`. Accuracies are drawn in %.
 """
 
 from __future__ import annotations
@@ -11,16 +13,16 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
 from critical.io import PathLike, atomic_write_bytes
-from critical.report.runs import _POLICY_RANK, POLICIES, Run, _finite, load_run
+from critical.report._format import _unit
+from critical.report.runs import _POLICY_RANK, POLICIES, Run, Setting, _finite
 from critical.report.stats import Group, Summary
-from critical.report.tables import _unit
 
 __all__ = [
     "NoDataError",
@@ -28,7 +30,6 @@ __all__ = [
     "plot_accuracy_vs_cut",
     "plot_curves",
     "plot_pareto",
-    "plot_run",
 ]
 
 #: ``critical/`` columns that are control signals, not training-dynamics metrics
@@ -76,6 +77,23 @@ def _save(fig: Any, base: Path) -> list[Path]:
     return paths
 
 
+def _figure_legend(fig: Any, axes: list[Any]) -> None:
+    """One legend for the whole figure, below the panels (outside every panel's data, tick
+    labels and axis labels), each label once."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(
+            list(entries.values()),
+            list(entries),
+            loc="outside lower center",
+            ncol=min(len(entries), 5),
+            fontsize=8,
+        )
+
+
 def _metric_columns(columns: Iterable[str]) -> list[str]:
     """Whole-model training-dynamics columns: ``critical/...`` minus control signals and
     per-layer columns (a column ``X/<layer>`` whose ``X`` is itself a candidate, or one of the
@@ -111,10 +129,18 @@ def _short(key: str) -> str:
     return key.removeprefix("critical/")
 
 
-def _runs_for_curves(summary: Summary, model: str) -> tuple[Group | None, list[Run]]:
-    mgroups = [g for g in summary.groups if g.model == model]
-    cands = [g for g in mgroups if g.policy == "always"] + [
-        g for g in mgroups if g.policy != "always"
+def _is_accuracy(key: str) -> bool:
+    return key.endswith(("/acc", "_acc")) or key == "acc"
+
+
+def _scale(key: str) -> float:
+    """100 for accuracies (drawn in %), else 1."""
+    return 100.0 if _is_accuracy(key) else 1.0
+
+
+def _runs_for_curves(groups: list[Group]) -> tuple[Group | None, list[Run]]:
+    cands = [g for g in groups if g.policy == "always"] + [
+        g for g in groups if g.policy != "always"
     ]
     for g in cands:
         runs = g.complete or [r for r in g.runs if r.rows]
@@ -123,25 +149,45 @@ def _runs_for_curves(summary: Summary, model: str) -> tuple[Group | None, list[R
     return None, []
 
 
+def _file_names(settings: list[Setting]) -> dict[Setting, str]:
+    """``<model>`` when a model has one setting, else ``<model>_<data set>_E<budget>``."""
+    count: dict[str, int] = {}
+    for s in settings:
+        count[s.model] = count.get(s.model, 0) + 1
+    out = {}
+    for s in settings:
+        name = s.model if count[s.model] == 1 else f"{s.model}_{s.dataset}_E{s.budget}"
+        out[s] = _slug(name)
+    return out
+
+
+def _title(setting: Setting) -> str:
+    return setting.label if setting.model != "-" or setting.dataset != "-" else "runs"
+
+
 def plot_curves(
     summary: Summary, out_dir: PathLike, messages: list[str] | None = None
 ) -> list[Path]:
-    """Per model, ``curves_<model>.{png,pdf}``: each training-dynamics metric and the
-    validation accuracy against epoch, mean ± std over the complete seeds of the always-k group
-    (else of the model's first group with rows), with every complete detector run's cut epoch as
-    a vertical line at the epoch boundary (``cut_epoch - 0.5``), one colour per detector group,
-    and the fixed cuts as light dotted lines.
+    """Per setting, ``curves_<model>.{png,pdf}`` (``curves_<model>_<data>_E<budget>`` when a
+    model has several settings): each training-dynamics metric and the validation accuracy (%)
+    against epoch, mean ± std over the complete seeds of the always-k group (else of the
+    setting's first group with rows), with the cut epochs as vertical lines at the epoch
+    boundary (``cut_epoch - 0.5``): those of the plotted runs themselves (when they cut), of
+    every complete detector run (one colour per detector group), and the fixed cuts (light,
+    dotted).
 
     Raises:
-        NoDataError: no model has metric rows.
+        NoDataError: no setting has metric rows.
     """
     out_dir = Path(out_dir)
     paths: list[Path] = []
-    for model in summary.models:
-        group, runs = _runs_for_curves(summary, model)
+    names = _file_names(summary.settings)
+    for setting in summary.settings:
+        groups = summary.in_setting(setting)
+        group, runs = _runs_for_curves(groups)
         if group is None:
             if messages is not None:
-                messages.append(f"curves: {model}: no metric rows; skipped")
+                messages.append(f"curves: {setting.label}: no metric rows; skipped")
             continue
         cols: dict[str, None] = {}
         for r in runs:
@@ -149,16 +195,16 @@ def plot_curves(
         keys = [*cols, summary.accuracy_key]
         n = len(keys)
         ncols = 2 if n > 1 else 1
-        nrows = math.ceil(n / ncols)
-        fig, axes = _figure(nrows, ncols, width=5.0, height=3.2)
-        mgroups = [g for g in summary.groups if g.model == model]
-        detectors = [g for g in mgroups if g.policy == "detector"]
+        fig, axes = _figure(math.ceil(n / ncols), ncols, width=5.0, height=3.2)
+        detectors = [g for g in groups if g.policy == "detector" and g is not group]
         fixed_cuts = sorted(
-            {g.cut_at for g in mgroups if g.policy == "fixed" and g.cut_at is not None}
+            {g.cut_at for g in groups if g.policy == "fixed" and g.cut_at is not None}
         )
+        own_cuts = sorted({r.cut_epoch for r in runs if r.cut_epoch is not None})
         colors = [f"C{i + 1}" for i in range(len(detectors))]
         for ax, key in zip(axes, keys):
             e, m, s = _mean_curve(runs, key)
+            m, s = m * _scale(key), s * _scale(key)
             if e.size:
                 ax.plot(e, m, color="C0", marker=".", label=f"{group.label} (n={len(runs)})")
                 if len(runs) > 1:
@@ -167,36 +213,30 @@ def plot_curves(
                 for g, c in zip(detectors, colors):
                     de, dm, _ = _mean_curve(g.complete, key)
                     if de.size:
-                        ax.plot(de, dm, color=c, linewidth=1, label=g.label)
+                        ax.plot(de, dm * _scale(key), color=c, linewidth=1, label=g.label)
+                if _is_accuracy(key):
+                    ax.set_ylabel("%")
             for i, at in enumerate(fixed_cuts):
-                ax.axvline(
-                    at - 0.5,
-                    color="0.6",
-                    linestyle=":",
-                    alpha=0.6,
-                    label="fixed cuts" if i == 0 else None,
-                )
+                label = "fixed cuts" if i == 0 else None
+                ax.axvline(at - 0.5, color="0.6", linestyle=":", alpha=0.6, label=label)
+            for j, cut in enumerate(own_cuts):
+                label = f"cut: {group.label}" if j == 0 else None
+                ax.axvline(cut - 0.5, color="C0", linestyle="--", alpha=0.8, label=label)
             for g, c in zip(detectors, colors):
                 cuts = [r.cut_epoch for r in g.complete if r.cut_epoch is not None]
                 for j, cut in enumerate(cuts):
-                    ax.axvline(
-                        cut - 0.5,
-                        color=c,
-                        linestyle="--",
-                        alpha=0.8,
-                        label=f"cut: {g.label}" if j == 0 else None,
-                    )
-            ax.set_title(_short(key), fontsize=10)
+                    label = f"cut: {g.label}" if j == 0 else None
+                    ax.axvline(cut - 0.5, color=c, linestyle="--", alpha=0.8, label=label)
+            title = _short(key) + (" (%)" if _is_accuracy(key) else "")
+            ax.set_title(title, fontsize=10)
             ax.set_xlabel("epoch")
             _integer_ticks(ax.xaxis)
             ax.grid(alpha=0.3)
         for ax in axes[n:]:
             ax.set_visible(False)
-        for ax in {id(axes[0]): axes[0], id(axes[n - 1]): axes[n - 1]}.values():
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7)
-        fig.suptitle(f"{model}: training dynamics ({group.label}, mean ± std over seeds)")
-        paths += _save(fig, out_dir / f"curves_{_slug(model)}")
+        _figure_legend(fig, axes[:n])
+        fig.suptitle(f"{_title(setting)}: training dynamics ({group.label}, mean ± std over seeds)")
+        paths += _save(fig, out_dir / f"curves_{names[setting]}")
     if not paths:
         raise NoDataError("curves: no run has metric rows; no metric-curve plot")
     return paths
@@ -223,8 +263,9 @@ def plot_pareto(
     summary: Summary, out_dir: PathLike, messages: list[str] | None = None
 ) -> list[Path]:
     """``pareto.{png,pdf}``: mean accuracy against mean energy per group (error bars: std over
-    seeds), one panel per model, points labelled, the Pareto front (lower energy, higher
-    accuracy) drawn as a step line. Without energy measurements the x axis is wall time.
+    seeds), one panel per setting (groups of different settings are never on one front),
+    points labelled, the Pareto front (lower energy, higher accuracy) drawn as a step line.
+    Without energy measurements the x axis is wall time.
 
     Raises:
         NoDataError: no group has both an accuracy and an energy (or time).
@@ -235,15 +276,18 @@ def plot_pareto(
         if messages is not None and summary.groups:
             messages.append("pareto: no energy measured; the x axis is wall time")
     panels = []
-    for model in summary.models:
-        gs = [g for g in summary.groups if g.model == model]
-        gs = [g for g in gs if _finite(g.mean("acc")) and _finite(g.mean(xkey))]
+    for setting in summary.settings:
+        gs = [
+            g
+            for g in summary.in_setting(setting)
+            if _finite(g.mean("acc")) and _finite(g.mean(xkey))
+        ]
         if gs:
-            panels.append((model, gs))
+            panels.append((setting, gs))
     if not panels:
         raise NoDataError("pareto: no group has both an accuracy and an energy/time; skipped")
     fig, axes = _figure(1, len(panels), width=6.0, height=4.5)
-    for ax, (model, gs) in zip(axes, panels):
+    for ax, (setting, gs) in zip(axes, panels):
         top = max(abs(g.mean(xkey)) for g in gs)
         unit, scale = _unit(xkey, top, summary.currency)
         xs = [g.mean(xkey) * scale for g in gs]
@@ -269,7 +313,7 @@ def plot_pareto(
         ax.step(fx, fy, where="post", color="k", alpha=0.5, linewidth=1, label="Pareto front")
         ax.set_xlabel(f"{'energy' if xkey == 'energy_kwh' else 'wall time'} ({unit})")
         ax.set_ylabel(f"accuracy (%) [{summary.accuracy_key}]")
-        ax.set_title(model if model != "-" else "runs")
+        ax.set_title(_title(setting), fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return _save(fig, Path(out_dir) / "pareto")
@@ -282,41 +326,47 @@ def _zero(v: float) -> float:
 def plot_accuracy_vs_cut(
     summary: Summary, out_dir: PathLike, messages: list[str] | None = None
 ) -> list[Path]:
-    """``accuracy_vs_cut.{png,pdf}``, one panel per model with fixed cuts or detector groups:
-    the fixed cuts' mean accuracy against their cut epoch as a line with a ± std band,
-    always-k and k1 as horizontal lines (the tolerance below always-k dotted), detector groups as
-    points at their mean cut epoch (error bars: std of cut epoch and accuracy), the oracle cut
-    starred.
+    """``accuracy_vs_cut.{png,pdf}``, one panel per setting with fixed cuts or detector groups:
+    the fixed cuts' mean accuracy against their cut epoch as a line with a ± std band, the
+    matched k = 1 runs against the cut epoch they match (dashed), always-k and k1 as horizontal
+    lines (the tolerance below always-k dotted), detector groups as points at their mean cut
+    epoch (error bars: std of cut epoch and accuracy), the oracle cut starred.
 
     Raises:
-        NoDataError: no model has fixed cuts or detector groups with an accuracy.
+        NoDataError: no setting has fixed cuts or detector groups with an accuracy.
     """
     panels = []
-    for model in summary.models:
-        gs = [g for g in summary.groups if g.model == model and _finite(g.mean("acc"))]
-        fixed = sorted(
-            (g for g in gs if g.policy == "fixed" and g.cut_at is not None),
-            key=lambda g: cast(float, g.cut_at),  # not None: filtered just above
-        )
+    for setting in summary.settings:
+        gs = [g for g in summary.in_setting(setting) if _finite(g.mean("acc"))]
+        fixed = _by_cut(gs, "fixed")
+        matched = _by_cut(gs, "matched")
         det = [g for g in gs if g.policy == "detector" and _finite(g.mean("cut_epoch"))]
         if messages is not None:
             for g in gs:
                 if g.policy == "detector" and g not in det:
-                    messages.append(f"accuracy_vs_cut: {model}/{g.label} never cut; not drawn")
+                    messages.append(
+                        f"accuracy_vs_cut: {setting.label} / {g.label} never cut; not drawn"
+                    )
         if fixed or det:
-            panels.append((model, gs, fixed, det))
+            panels.append((setting, gs, fixed, matched, det))
         elif messages is not None and gs:
-            messages.append(f"accuracy_vs_cut: {model}: no fixed cuts or detector cuts; skipped")
+            messages.append(
+                f"accuracy_vs_cut: {setting.label}: no fixed cuts or detector cuts; skipped"
+            )
     if not panels:
         raise NoDataError("accuracy_vs_cut: no fixed cuts or detector cuts; skipped")
     fig, axes = _figure(1, len(panels), width=6.0, height=4.5)
-    for ax, (model, gs, fixed, det) in zip(axes, panels):
-        if fixed:
-            x = np.asarray([g.cut_at for g in fixed], dtype=float)
-            m = np.asarray([100 * g.mean("acc") for g in fixed])
-            s = np.asarray([100 * _zero(g.stats["acc"].std) for g in fixed])
-            ax.plot(x, m, "o-", color="C2", label="fixed cut")
-            ax.fill_between(x, m - s, m + s, color="C2", alpha=0.2, linewidth=0)
+    for ax, (setting, gs, fixed, matched, det) in zip(axes, panels):
+        for line, color, style, label in (
+            (fixed, "C3", "o-", "fixed cut"),
+            (matched, "C2", "s--", "matched k=1"),
+        ):
+            if line:
+                x = np.asarray([g.cut_at for g in line], dtype=float)
+                m = np.asarray([100 * g.mean("acc") for g in line])
+                s = np.asarray([100 * _zero(g.stats["acc"].std) for g in line])
+                ax.plot(x, m, style, color=color, label=label)
+                ax.fill_between(x, m - s, m + s, color=color, alpha=0.15, linewidth=0)
         for g in gs:
             if g.policy not in ("always", "k1"):
                 continue
@@ -328,7 +378,7 @@ def plot_accuracy_vs_cut(
             )
             if spread > 0:
                 ax.axhspan(level - spread, level + spread, color=c, alpha=0.1, linewidth=0)
-        o = summary.oracles.get(model) or {}
+        o = summary.oracles.get(setting) or {}
         if o.get("baseline_acc") is not None:
             ax.axhline(
                 100 * o["baseline_acc"] - summary.tolerance,
@@ -356,101 +406,18 @@ def plot_accuracy_vs_cut(
                 yerr=100 * _zero(g.stats["acc"].std),
                 fmt="D",
                 capsize=3,
-                color=f"C{3 + i}",
+                color=f"C{4 + i}",
                 label=g.label,
             )
         ax.set_xlabel("cut epoch (first epoch at k = 1)")
         _integer_ticks(ax.xaxis)
         ax.set_ylabel(f"accuracy (%) [{summary.accuracy_key}]")
-        ax.set_title(model if model != "-" else "runs")
+        ax.set_title(_title(setting), fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return _save(fig, Path(out_dir) / "accuracy_vs_cut")
 
 
-def plot_run(run_dir: PathLike) -> list[Path]:
-    """Draw one run: one panel per training-dynamics metric, accuracy (``val/acc``, ``test/acc``
-    and ``train/acc`` when logged; ``train/loss`` on a second axis), and k per epoch, the cut
-    marked by a vertical line at the epoch boundary before the first epoch at the reduced k.
-    Saved as ``run_dir/plot.png`` and ``run_dir/plot.pdf``; returns their paths.
-
-    Raises:
-        FileNotFoundError: ``run_dir`` is not a directory.
-        ValueError: the run has no metric rows.
-
-    Example::
-
-        >>> from critical.report import plot_run
-        >>> plot_run("runs/my-run")  # doctest: +SKIP
-        [PosixPath('runs/my-run/plot.png'), PosixPath('runs/my-run/plot.pdf')]
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    run = load_run(run_dir)
-    if not run.rows:
-        raise ValueError(f"{run_dir}: no metric rows (metrics.json / metrics.csv); nothing to plot")
-    columns = run.columns()
-    metrics = _metric_columns(columns)
-    acc_keys = [k for k in ("val/acc", "test/acc", "train/acc") if k in columns]
-    k_key = "multiplicity" if any(_finite(r.get("multiplicity")) for r in run.rows) else None
-    panels: list[tuple[str, Callable[[Any], None]]] = []
-
-    def draw_metric(key: str) -> Callable[[Any], None]:
-        def draw(ax: Any) -> None:
-            ax.plot(*run.column(key), ".-")
-
-        return draw
-
-    for key in metrics:
-        panels.append((_short(key), draw_metric(key)))
-
-    def draw_acc(ax: Any) -> None:
-        for i, key in enumerate(acc_keys):
-            e, v = run.column(key)
-            ax.plot(e, 100 * v, ".-", color=f"C{i}", label=key)
-        ax.set_ylabel("accuracy (%)")
-        if "train/loss" in columns:
-            ax2 = ax.twinx()
-            ax2.plot(*run.column("train/loss"), color="0.5", linestyle="--", label="train/loss")
-            ax2.set_ylabel("train/loss")
-            ax2.legend(fontsize=7, loc="center right")
-        if acc_keys:
-            ax.legend(fontsize=7, loc="lower right")
-
-    if acc_keys or "train/loss" in columns:
-        panels.append(("accuracy", draw_acc))
-    if k_key is not None:
-
-        def draw_k(ax: Any) -> None:
-            ax.step(*run.column(k_key), "o-", where="mid")
-            _integer_ticks(ax.yaxis)
-
-        panels.append(("multiplicity k", draw_k))
-    n = len(panels)
-    if n == 0:
-        raise ValueError(
-            f"{run_dir}: the metric rows hold no training-dynamics metric, accuracy, loss or "
-            "multiplicity; nothing to plot"
-        )
-    ncols = 2 if n > 1 else 1
-    fig, axes = _figure(math.ceil(n / ncols), ncols, width=5.0, height=3.2)
-    cut = run.cut_epoch
-    ce = run.cut_event or {}
-    kb, ka = ce.get("multiplicity_before"), ce.get("multiplicity_after")
-    cut_label = f"cut (k {kb}→{ka})" if kb is not None and ka is not None else "cut"
-    for ax, (title, draw) in zip(axes, panels):
-        draw(ax)
-        if cut is not None:
-            ax.axvline(cut - 0.5, color="C3", linestyle="--", label=cut_label)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("epoch")
-        _integer_ticks(ax.xaxis)
-        ax.grid(alpha=0.3)
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    if cut is not None:
-        axes[0].legend(fontsize=7)
-    title = run.name if run.label == run.name else f"{run.name} ({run.label})"
-    fig.suptitle(f"{title} — {run.status}" if run.status != "complete" else title)
-    return _save(fig, run_dir / "plot")
+def _by_cut(groups: list[Group], policy: str) -> list[Group]:
+    found = [g for g in groups if g.policy == policy and g.cut_at is not None]
+    return sorted(found, key=lambda g: cast(float, g.cut_at))  # not None: filtered just above

@@ -33,11 +33,13 @@ from critical.runfiles import (
     run_status,
 )
 
-__all__ = ["POLICIES", "STATUSES", "Run", "load_run", "load_runs"]
+__all__ = ["POLICIES", "STATUSES", "Run", "Setting", "load_run", "load_runs"]
 
 STATUSES = ("complete", "incomplete", "failed", "missing")
-POLICIES = ("always", "k1", "fixed", "detector")
+POLICIES = ("always", "k1", "matched", "fixed", "detector")
 _POLICY_RANK = {p: i for i, p in enumerate(POLICIES)}
+#: policies that cut k during the run (compared with their matched k = 1 run)
+CUT_POLICIES = ("fixed", "detector")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -52,6 +54,39 @@ _int = as_int
 def _finite(v: object) -> TypeGuard[float]:
     """Whether ``v`` is a finite number (not a bool)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# ----------------------------------------------------------------------------------------------
+# settings
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What runs must share to be compared: the data set, the model and the budget (epochs).
+
+    ``"-"`` stands for an unknown data set or model, ``None`` for an unknown budget.
+
+    Example:
+        >>> Setting("cifar10", "cifar_resnet20", 60).label
+        'cifar_resnet20 on cifar10, 60 epochs'
+        >>> Setting("-", "-", None).label
+        'unknown model on unknown data, unknown epochs'
+    """
+
+    dataset: str
+    model: str
+    budget: int | None
+
+    @property
+    def label(self) -> str:
+        model = self.model if self.model != "-" else "unknown model"
+        data = self.dataset if self.dataset != "-" else "unknown data"
+        epochs = f"{self.budget} epochs" if self.budget is not None else "unknown epochs"
+        return f"{model} on {data}, {epochs}"
+
+    def sort_key(self) -> tuple:
+        return (self.dataset, self.model, self.budget if self.budget is not None else math.inf)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -85,12 +120,66 @@ class Run:
     robustness: dict[str, Any] | None = None
     status: str = "complete"
     problems: list[str] = field(default_factory=list)
+    #: the setting of a run without a config.json (a missing sweep run), from its sweep's runs
+    setting_hint: Setting | None = None
 
     # ------------------------------------------------------------------ tags
+    def _hparams(self, part: str) -> dict[str, Any]:
+        node = self.config.get(part) if isinstance(self.config, dict) else None
+        hp = node.get("hparams") if isinstance(node, dict) else None
+        return hp if isinstance(hp, dict) else {}
+
     @property
     def model(self) -> str:
+        """The ``model`` tag, else ``config.json["module"]["hparams"]["model"]``, else ``"-"``."""
         m = self.tags.get("model")
+        if m in (None, ""):
+            m = self._hparams("module").get("model")
         return str(m) if m not in (None, "") else "-"
+
+    @property
+    def dataset(self) -> str:
+        """``config.json["datamodule"]["hparams"]["dataset"]`` (``folder:<root>`` for an image
+        folder; a ``train_size`` or ``image_size`` that is set is appended in brackets), else a
+        ``dataset`` tag, else ``"-"``."""
+        hp = self._hparams("datamodule")
+        name = hp.get("dataset")
+        if name in (None, ""):
+            tag = self.tags.get("dataset")
+            return str(tag) if tag not in (None, "") else "-"
+        name = str(name)
+        if name == "folder" and hp.get("root"):
+            name = f"folder:{hp['root']}"
+        extra = [f"{k}={hp[k]}" for k in ("train_size", "image_size") if hp.get(k) is not None]
+        return name + (f"[{','.join(extra)}]" if extra else "")
+
+    @property
+    def budget(self) -> int | None:
+        """The ``budget`` tag, else ``trainer.max_epochs``; for a matched k = 1 run without the
+        tag, the budget of the run it matches: ``matched_epochs - (k - 1) * cut_at``."""
+        b = _int(self.tags.get("budget"))
+        if b is not None:
+            return b
+        if self.policy == "matched":
+            em = _int(self.tags.get("matched_epochs")) or self.max_epochs
+            k, c = self.k, self.cut_at
+            if em is not None and k is not None and c is not None and em - (k - 1) * c > c:
+                return em - (k - 1) * c
+        return self.max_epochs
+
+    @property
+    def setting(self) -> Setting:
+        """``(dataset, model, budget)``; for a run without a ``config.json``, the setting its
+        sweep's other runs of the same model (and budget tag) share, when they share one."""
+        if not self.config and self.setting_hint is not None:
+            return self.setting_hint
+        return Setting(self.dataset, self.model, self.budget)
+
+    @property
+    def alias_of(self) -> str | None:
+        """``config.json["alias_of"]``: the run whose training this one is a copy of."""
+        a = self.config.get("alias_of") if isinstance(self.config, dict) else None
+        return str(a) if a not in (None, "") else None
 
     @property
     def policy(self) -> str | None:
@@ -107,6 +196,8 @@ class Run:
             return "k1"
         if label.startswith("fixed"):
             return "fixed"
+        if label.startswith("matched"):
+            return "matched"
         if label.startswith("detector"):
             return "detector"
         return None
@@ -122,6 +213,8 @@ class Run:
             return f"always-k{self.tags['k']}"
         if p == "fixed" and self.tags.get("cut_at") is not None:
             return f"fixed@{self.tags['cut_at']}"
+        if p == "matched" and self.tags.get("cut_at") is not None:
+            return f"matched-k1@{self.tags['cut_at']}"
         if p in POLICIES:
             return str(p)
         return self.name
@@ -136,10 +229,11 @@ class Run:
 
     @property
     def cut_at(self) -> int | None:
-        """The ``cut_at`` tag, else the ``N`` of a ``fixed@N`` label."""
+        """The ``cut_at`` tag, else the ``N`` of a ``fixed@N`` or ``matched-k1@N`` label (for a
+        matched run: the cut epoch of the runs it matches)."""
         c = _int(self.tags.get("cut_at"))
-        if c is None and self.policy == "fixed":
-            m = re.match(r"fixed@(\d+)$", self.label)
+        if c is None and self.policy in ("fixed", "matched"):
+            m = re.match(r"(?:fixed|matched-k1)@(\d+)$", self.label)
             c = int(m.group(1)) if m else None
         return c
 
@@ -298,4 +392,25 @@ def load_runs(root: PathLike) -> list[Run]:
                 runs[key] = run
             run = runs[key]
             run.tags = {**etags, **run.tags}
+    _hint_settings(list(runs.values()))
     return sorted(runs.values(), key=lambda r: r.name)
+
+
+def _hint_settings(runs: list[Run]) -> None:
+    """Give each run without a ``config.json`` the setting of the runs of its sweep with the
+    same model (and budget tag, when it has one), if they all share one."""
+    known: dict[tuple[Any, str], set[Setting]] = {}
+    for r in runs:
+        if r.config:
+            known.setdefault((r.tags.get("sweep"), r.model), set()).add(r.setting)
+    for r in runs:
+        if r.config:
+            continue
+        budget = _int(r.tags.get("budget"))
+        found = {
+            s
+            for s in known.get((r.tags.get("sweep"), r.model), set())
+            if budget is None or s.budget == budget
+        }
+        if len(found) == 1:
+            r.setting_hint = found.pop()

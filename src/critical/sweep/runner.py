@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import argparse
+import difflib
 import os
 import shlex
 import shutil
@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from critical.io import atomic_write_json, atomic_write_text
 from critical.runfiles import CONFIG, read_json, run_status
@@ -176,8 +178,27 @@ def slurm_script(
     return "\n".join(lines) + "\n"
 
 
+def _closest_spec(path: str) -> str:
+    """``; did you mean X?`` among the YAML files next to ``path`` and in ``experiments/``, else
+    the sweep specs there."""
+    p = Path(path)
+    folders = [f for f in dict.fromkeys((p.parent, Path("experiments"))) if f.is_dir()]
+    for folder in folders:
+        names = [f.name for f in folder.glob("*.y*ml")]
+        close = difflib.get_close_matches(p.name, names, n=1, cutoff=0.6)
+        if close:
+            return f"; did you mean {folder / close[0]}?"
+    for folder in folders:
+        sweeps = sorted(str(f) for f in folder.glob("sweep_*.y*ml"))
+        if sweeps:
+            return f" (sweep specs: {', '.join(sweeps)})"
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    from critical.cli import ArgumentParser
+
+    p = ArgumentParser(
         prog="critical sweep",
         description="Run, or emit commands for, a grid of cut policies x models x budgets x seeds.",
     )
@@ -190,12 +211,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sbatch-arg", action="append", default=[], help="extra sbatch option")
     p.add_argument("--only", action="append", default=[], help="run only runs whose label is this")
     args = p.parse_args(argv)
+    if not os.path.isfile(args.spec):
+        print(
+            f"critical sweep: error: no sweep spec at {args.spec}{_closest_spec(args.spec)}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         spec = load_spec(args.spec)
         out = Path(args.out or Path("runs") / str(spec.get("name", "sweep")))
         runs = plan(spec, out)
-    except ValueError as err:
-        print(f"critical sweep: {err}", file=sys.stderr)
+    except (ValueError, OSError, yaml.YAMLError) as err:
+        print(f"critical sweep: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     if args.only:
         runs = [r for r in runs if r.tags["label"] in args.only]

@@ -1,6 +1,7 @@
 """The gradient callbacks' probing: skipped steps, checkpoints inside an epoch, the shared read,
 and exact mode leaving the module's own training untouched."""
 
+import contextlib
 import itertools
 import math
 import warnings
@@ -105,6 +106,50 @@ def test_gradient_callbacks_share_one_read(tmp_path):
     assert shared_reader(trainer, lay, torch.bfloat16, torch.device("cpu")) is not gc._reader
     assert shared_reader(trainer, lay, torch.float32, torch.device("cpu")) is gc._reader
     assert other.state_dtype == torch.bfloat16
+
+
+@contextlib.contextmanager
+def host_syncs_forbidden():
+    """Tensor -> Python conversions (which synchronise with a GPU) raise inside the block."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("host synchronisation on the hot path")
+
+    names = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__")
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+    for n in names:
+        setattr(torch.Tensor, n, forbidden)
+    try:
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(torch.Tensor, n, f)
+
+
+def test_no_tensor_to_python_conversion_between_epoch_start_and_end(tmp_path):
+    """The CPU stand-in for ``torch.cuda.set_sync_debug_mode("error")``: the hooks that run
+    inside an epoch never turn a tensor into a Python value."""
+    cbs = [
+        GradientConfusion(max_share=1),
+        GradientPredictability(max_share=1),
+        GradientNorm(max_share=1),
+        LayerRotation(),
+    ]
+    for cb in cbs:
+        for hook in ("on_train_epoch_start", "on_after_backward", "on_before_optimizer_step"):
+            fn = getattr(cb, hook)
+            if fn is None:
+                continue
+
+            def guarded(*a, __fn=fn, **k):
+                with host_syncs_forbidden():
+                    return __fn(*a, **k)
+
+            setattr(cb, hook, guarded)
+    trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=cbs)
+    trainer.fit(TinyModule(), TinyDataModule(n=64, batch_size=8))
+    assert [h["probes"] for h in cbs[0].history] == [8, 8]
+    assert all(len(cb.history) == 2 for cb in cbs)
 
 
 # ---------------------------------------------------------------------------- checkpoints

@@ -76,8 +76,6 @@ class GradientReader:
         self._matrix = layout.norm_matrix("param", grad_device)
         self._buffer: torch.Tensor | None = None
         self._views: list[torch.Tensor] = []
-        self._grads_token: object = _UNSET
-        self._grads: list[torch.Tensor] = []
         self._sq_token: object = _UNSET
         self._sq = torch.zeros(0)
         self._finite = torch.zeros(0, dtype=torch.bool)
@@ -93,25 +91,23 @@ class GradientReader:
             and all(a is b for a, b in zip(self.layout.params, layout.params))
         )
 
-    def grads(self, token: Hashable) -> list[torch.Tensor]:
-        """The current gradients, one dense tensor per parameter."""
-        if token != self._grads_token:
-            grads = [p.grad for p in self.layout.params]
-            if any(g is None or g.is_sparse for g in grads):
-                grads = [
-                    torch.zeros_like(p) if g is None else g.to_dense() if g.is_sparse else g
-                    for p, g in zip(self.layout.params, grads)
-                ]
-            self._grads = cast(list[torch.Tensor], grads)  # no None left (replaced above)
-            self._grads_token = token
-        return self._grads
+    def grads(self) -> list[torch.Tensor]:
+        """The current gradients, one dense tensor per parameter (not kept: a gradient that
+        training frees is not held here)."""
+        grads = [p.grad for p in self.layout.params]
+        if any(g is None or g.is_sparse for g in grads):
+            grads = [
+                torch.zeros_like(p) if g is None else g.to_dense() if g.is_sparse else g
+                for p, g in zip(self.layout.params, grads)
+            ]
+        return cast(list[torch.Tensor], grads)  # no None left (replaced above)
 
     @torch.no_grad()
     def sq_norms(self, token: Hashable) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sq, finite)``: squared norms ``(L + 1,)`` float32, whole gradient first, and a 0-d
         bool, True when they are all finite. Fresh tensors at every new token."""
         if token != self._sq_token:
-            sq = sq_norms(self.grads(token), self._matrix)
+            sq = sq_norms(self.grads(), self._matrix)
             if sq.device != self.device:
                 sq = sq.to(self.device)
             self._sq, self._finite = sq, torch.isfinite(sq[0])
@@ -125,7 +121,7 @@ class GradientReader:
         the latest token's gradient and must not be modified."""
         if token != self._flat_token:
             buffer = self.allocate()
-            torch._foreach_copy_(self._views, self.grads(token))
+            torch._foreach_copy_(self._views, self.grads())
             buffer.nan_to_num_(0.0, 0.0, 0.0)
             self._flat_token = token
         assert self._buffer is not None  # allocated above

@@ -95,6 +95,35 @@ def test_skipped_steps_are_not_probed(tmp_path):
         assert gn.history[epoch]["gradient_norm"] == pytest.approx(rms, rel=1e-5)
 
 
+def test_reader_norms_and_flat_gradient_channels_last_included():
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Flatten(),
+        torch.nn.LazyLinear(2),
+    )
+    net(torch.rand(2, 3, 6, 6))
+    net[0].to(memory_format=torch.channels_last)
+    net(torch.rand(2, 3, 6, 6).contiguous(memory_format=torch.channels_last)).sum().backward()
+    net[3].bias.grad[0] = float("nan")
+    lay = gradient_layout(net)
+    reader = GradientReader(lay)
+    sq, finite = reader.sq_norms(token=1)
+    assert reader.sq_norms(token=1)[0] is sq  # one read per token
+    assert not bool(finite)
+    net[3].bias.grad[0] = 0.0
+    sq, finite = reader.sq_norms(token=2)
+    per_layer = [sum(float(p.grad.double().square().sum()) for p in m.parameters()) for m in net]
+    per_layer = [v for v in per_layer if v]  # the Flatten has no parameters
+    assert bool(finite) and sq.tolist() == pytest.approx([sum(per_layer), *per_layer], rel=1e-5)
+    flat = reader.flat(token=2)
+    assert net[0].weight.grad.stride() != net[0].weight.grad.contiguous().stride()
+    segments = torch.split(flat, lay.lengths)
+    assert [float(s.double().square().sum()) for s in segments] == pytest.approx(per_layer)
+    ref = torch.cat([p.grad.permute(0, 2, 3, 1).reshape(-1) for p in lay.params[:1]])
+    assert torch.equal(segments[0][: ref.numel()], ref)  # conv weight in memory order
+
+
 def test_gradient_callbacks_share_one_read(tmp_path):
     gc, gp, gn = GradientConfusion(), GradientPredictability(), GradientNorm()
     trainer = tiny_trainer(tmp_path, max_epochs=1, callbacks=[gc, gp, gn])

@@ -127,12 +127,6 @@ class ParamLayout:
         index = self.layer_of_param() if per == "param" else list(range(self.num_layers))
         return norm_matrix(index, self.num_layers, device=device)
 
-    def element_layer(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """The layer index of every element of the flat vector, ``(P,)`` int32."""
-        layers = torch.arange(self.num_layers, dtype=torch.int32)
-        lengths = torch.tensor(self.lengths)
-        return torch.repeat_interleave(layers, lengths, output_size=self.numel).to(device)
-
     def layer_of_param(self) -> list[int]:
         """The index of the layer each parameter belongs to, in flat order."""
         out: list[int] = []

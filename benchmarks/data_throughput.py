@@ -9,17 +9,25 @@ tensor, the baseline from PIL images made once from it), so JPEG decoding is not
   the device (index_select, crop, flip, policy, all batched);
 * baseline: ``torch.utils.data.DataLoader`` over a Dataset applying
   ``Compose([RandomCrop(32, padding=4), RandomHorizontalFlip(), TrivialAugmentWide(),
-  ToTensor()])`` per image, with ``--workers`` worker processes.
+  ToTensor()])`` per image, with ``--workers`` worker processes (default: every CPU this process
+  may use). With ``--device cuda`` the baseline's batches are also moved to the GPU the usual
+  way (``pin_memory=True``, ``.to(device, non_blocking=True)``), as a training loop would.
 
 Rates are steady-state: the clock starts after the first batch (worker start-up and warm-up
 excluded) and stops after the last. Data: the CIFAR-10 ImageFolder given by ``--data`` (default
 ``../shared/data/cifar10/train`` relative to the repository root; decoded once into the
 ``~/.cache/critical`` cache), or generated 32 x 32 images when the folder is absent.
 
+Without the CIFAR-10 folder (e.g. on a GPU machine that has only the repository) it uses
+generated images: the cost of these augmentations hardly depends on the pixels.
+
 Usage::
 
-    python benchmarks/data_throughput.py            # full run
-    python benchmarks/data_throughput.py --quick    # a few seconds
+    python benchmarks/data_throughput.py                  # full run, CPU
+    python benchmarks/data_throughput.py --quick          # a few seconds
+    python benchmarks/data_throughput.py --device cuda    # fast path on the GPU (~1 minute)
+
+The last line (``SUMMARY ...``) holds the figures.
 """
 
 from __future__ import annotations
@@ -103,22 +111,40 @@ class PILDataset(Dataset):
 
 
 def bench_baseline(
-    images: torch.Tensor, batch_size: int, policy: str, workers: int, min_images: int
+    images: torch.Tensor, batch_size: int, policy: str, workers: int, min_images: int, device: str
 ) -> float:
     ds = PILDataset(images, policy)
+    cuda = device.startswith("cuda")
     loader = DataLoader(
-        ds, batch_size=batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0
+        ds,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=cuda,
     )
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     done, start = 0, None
     while True:
         for xb, _ in loader:
+            if cuda:
+                xb = xb.to(device, non_blocking=True)
             if start is None:
+                sync()
                 start = time.perf_counter()
                 continue
             done += xb.shape[0]
         if done >= min_images:
             break
+    sync()
     return done / (time.perf_counter() - start)
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def main() -> None:
@@ -130,8 +156,8 @@ def main() -> None:
     p.add_argument(
         "--workers",
         type=int,
-        default=min(2, os.cpu_count() or 1),
-        help="DataLoader workers of the baseline (default: min(2, CPUs))",
+        default=usable_cpus(),
+        help="DataLoader workers of the baseline (default: the CPUs this process may use)",
     )
     p.add_argument("--device", default="cpu", help="device of the fast path (cpu, cuda)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -151,10 +177,15 @@ def main() -> None:
     pool = 6000 if args.quick else 50000
     repeats = args.repeats or (1 if args.quick else 3)
     images, src = load_images(args.data, pool)
+    device = (
+        torch.cuda.get_device_name(torch.device(args.device))
+        if args.device.startswith("cuda")
+        else "CPU"
+    )
     print(
-        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"load average {os.getloadavg()[0]:.2f}"
+        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs "
+        f"({usable_cpus()} usable), {device}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), load average {os.getloadavg()[0]:.2f}"
     )
     print(f"data: {src}; {len(images)} images in the pool")
     print(f"augmentation: RandomCrop(32, padding=4) + HorizontalFlip + {args.policy} + to float")
@@ -163,11 +194,19 @@ def main() -> None:
     fast, base = [], []
     for _ in range(repeats):  # alternate so that a burst of load on a shared machine hits both
         fast.append(bench_fast(images, args.batch_size, args.policy, args.device, n_fast))
-        base.append(bench_baseline(images, args.batch_size, args.policy, args.workers, n_base))
+        base.append(
+            bench_baseline(images, args.batch_size, args.policy, args.workers, n_base, args.device)
+        )
     f_med, b_med = statistics.median(fast), statistics.median(base)
     print(f"fast path (batched tensors, {args.device}): {_fmt(fast)}")
     print(f"torchvision DataLoader + PIL ({args.workers} workers): {_fmt(base)}")
     print(f"ratio fast / baseline (medians): {f_med / b_med:.1f}x")
+    print(
+        f"SUMMARY policy={args.policy} batch={args.batch_size} device={device} "
+        f"fast={f_med:.0f}/s baseline={b_med:.0f}/s (PIL, {args.workers} workers"
+        f"{', pinned, to GPU' if args.device.startswith('cuda') else ''}) "
+        f"ratio={f_med / b_med:.1f}x torch={torch.__version__} load={os.getloadavg()[0]:.2f}"
+    )
 
 
 def _fmt(rates: list[float]) -> str:

@@ -48,8 +48,9 @@ def test_one_history_entry_per_epoch_and_logged(tmp_path):
 
 def test_stream_values_match_brute_force_on_the_same_gradients(tmp_path):
     rec = GradRecorder()
-    gc = GradientConfusion(max_probes=100, sketch_dim=4096)  # every step probed, sketch exact
-    gp = GradientPredictability(max_probes=100)
+    # every step probed, sketch exact
+    gc = GradientConfusion(max_probes=100, max_share=1, sketch_dim=4096)
+    gp = GradientPredictability(max_probes=100, max_share=1)
     trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[rec, gc, gp])
     module = TinyModule()
     trainer.fit(module, TinyDataModule(n=64, batch_size=8))
@@ -157,7 +158,8 @@ class NaNCleaner(Callback):
 
 
 def test_non_finite_gradient_is_skipped_with_one_warning(tmp_path):
-    gc, gp = GradientConfusion(max_probes=100), GradientPredictability(max_probes=100)
+    gc = GradientConfusion(max_probes=100, max_share=1)
+    gp = GradientPredictability(max_probes=100, max_share=1)
     trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[NaNInjector(3), gc, gp, NaNCleaner()])
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
@@ -208,6 +210,8 @@ def test_no_trainable_parameters_is_a_clear_error(tmp_path):
         (lambda: GradientConfusion(state_dtype="int8"), "float32"),
         (lambda: GradientPredictability(max_probes=0), "max_probes"),
         (lambda: GradientPredictability(probe_every=0), "probe_every"),
+        (lambda: GradientNorm(max_share=0), "max_share"),
+        (lambda: GradientConfusion(max_share=1.5), "max_share"),
         (lambda: LayerRotation(include="biases"), r"\['weights', 'all'\]"),
         (lambda: LayerRotation(aggregate="sum"), r"\['mean', 'median', 'max'\]"),
     ],

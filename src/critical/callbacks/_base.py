@@ -1,10 +1,10 @@
-"""What the three metric callbacks share: argument checks, the probe schedule, gradient reading,
-per-epoch finalisation, logging and history, and checkpoint state."""
+"""What the metric callbacks share: argument checks, per-epoch finalisation, logging and history,
+and checkpoint state (the gradient-reading part is in :mod:`critical.callbacks._probe`)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias
 
 import lightning.pytorch as pl
 import torch
@@ -39,54 +39,25 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 @torch.no_grad()
-def read_into(layout: ParamLayout, views: list[torch.Tensor]) -> None:
-    """Copy the current ``.grad`` of every parameter of ``layout`` into ``views`` (one fused
-    foreach copy; a missing gradient reads as zero). No host synchronisation."""
-    grads = [p.grad for p in layout.params]
-    if any(g is None or g.is_sparse for g in grads):
-        for v, g in zip(views, grads):
-            if g is None:
-                v.zero_()
-        pairs = [
-            (v, g.to_dense() if g.is_sparse else g) for v, g in zip(views, grads) if g is not None
-        ]
-        if pairs:
-            torch._foreach_copy_([v for v, _ in pairs], [g for _, g in pairs])
-        return
-    torch._foreach_copy_(views, cast(list[torch.Tensor], grads))  # no None left (checked above)
-
-
-@torch.no_grad()
 def read_params_into(layout: ParamLayout, views: list[torch.Tensor]) -> None:
     torch._foreach_copy_(views, [p.detach() for p in layout.params])
 
 
-class ProbeSchedule:
-    """Which optimizer steps of an epoch are probed: at most ``max_probes``, evenly spread.
-
-    ``every=None`` spreads the probes over the epoch's optimizer steps (known at epoch start
-    from ``trainer.num_training_batches`` and gradient accumulation); an integer probes every
-    ``every``-th step. Steps are counted per epoch from 0.
-    """
-
-    def __init__(self, max_probes: int, every: int | None) -> None:
-        self.max_probes = max_probes
-        self.every = every
-        self.stride = 1
-
-    def start_epoch(self, trainer: pl.Trainer) -> None:
-        if self.every is not None:
-            self.stride = self.every
-            return
-        batches = trainer.num_training_batches
-        if not math.isfinite(batches):
-            self.stride = 1
-            return
-        steps = math.ceil(batches / max(1, trainer.accumulate_grad_batches))
-        self.stride = max(1, steps // self.max_probes)
-
-    def is_probe(self, step: int) -> bool:
-        return step % self.stride == 0 and step // self.stride < self.max_probes
+#: hooks Lightning calls for every callback at every batch; it skips an attribute that is not
+#: callable (``trainer.call._call_callback_hooks``), so a callback that leaves one of these as the
+#: base class's no-op sets it to None and saves the per-step dispatch (a profiler context, a
+#: formatted name, a call): on a GPU, where a step takes milliseconds, that is measurable
+PER_BATCH_HOOKS = (
+    *(
+        f"on_{stage}_batch_{when}"
+        for stage in ("train", "validation", "test", "predict")
+        for when in ("start", "end")
+    ),
+    "on_before_zero_grad",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+)
 
 
 class MetricCallback(Callback):
@@ -116,6 +87,10 @@ class MetricCallback(Callback):
         self._finalized_epoch: int | None = None
         self._last_values: dict[str, float] = {}
         self._warned: set[str] = set()
+        self._state_key: str | None = None
+        for hook in PER_BATCH_HOOKS:
+            if getattr(type(self), hook) is getattr(Callback, hook):  # not overridden
+                setattr(self, hook, None)
 
     # ----------------------------------------------------------------- subclass API
     def _compute_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EpochValues:
@@ -136,7 +111,10 @@ class MetricCallback(Callback):
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(name=self.name, **self._state_key_fields())
+        # Lightning formats it at every hook call of every step: computed once
+        if self._state_key is None:
+            self._state_key = self._generate_state_key(name=self.name, **self._state_key_fields())
+        return self._state_key
 
     def _state_key_fields(self) -> dict[str, Any]:
         return {}
@@ -158,6 +136,13 @@ class MetricCallback(Callback):
             return dict(self._last_values)
         self._finalized_epoch = epoch
         scalars, layers, info = self._compute_epoch(trainer, pl_module)
+        if info.get("partial"):
+            self.warn_once(
+                "partial",
+                f"{type(self).__name__}: epoch {epoch} was resumed from a mid-epoch checkpoint "
+                "that did not hold its gradient statistics; its values cover only the steps "
+                "after the resume (history entry marked 'partial')",
+            )
         finite = {k: float(v) for k, v in scalars.items() if v is not None and math.isfinite(v)}
         self._last_values = finite
         if not finite:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import copy
+import random
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from itertools import islice
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
+from torch import nn
 from typing_extensions import override
 
-from critical.callbacks._base import EpochValues, MetricCallback, ProbeSchedule, read_into
+from critical.callbacks._base import EpochValues
+from critical.callbacks._probe import GradientCallback
 from critical.metrics.functional import gradient_confusion
-from critical.metrics.layers import ParamLayout, gradient_layout
 from critical.metrics.streaming import StreamingConfusion
 from critical.validation import check_choice, check_int
 
@@ -20,7 +25,7 @@ MODES = ("stream", "exact")
 LossFn = Callable[[pl.LightningModule, Any], torch.Tensor]
 
 
-class GradientConfusion(MetricCallback):
+class GradientConfusion(GradientCallback):
     """Logs, every epoch, the mean and most negative pairwise cosine between mini-batch gradients.
 
     Logged (prefix ``critical/``): ``gradient_confusion/mean`` and ``gradient_confusion/min`` for
@@ -31,7 +36,11 @@ class GradientConfusion(MetricCallback):
 
     * ``"stream"`` (default, no extra computation): reads the gradients training already computed,
       in ``on_before_optimizer_step`` (after accumulation and AMP unscaling), at up to
-      ``max_probes`` optimizer steps spread over the epoch. The mean pairwise cosine is exact over
+      ``max_probes`` optimizer steps spread over the epoch, at most ``max_share`` of them (but at
+      least 4): step ``k * stride`` is the k-th probe, 32 of CIFAR-10's 391 steps at batch 128,
+      one in 8 steps of a shorter epoch. A step whose ``training_step`` returned None has no
+      gradient and passes the probe on to the next step. One read of the gradients per probed step is shared with the other gradient
+      callbacks; an unprobed step costs a counter check. The mean pairwise cosine is exact over
       the probed steps, from a running sum of unit gradients. The minimum is estimated from a
       signed-hash sketch of each probe (exact for layers of at most ``sketch_dim`` elements; see
       :class:`~critical.metrics.StreamingConfusion`). Gradients of different steps are taken at
@@ -41,22 +50,27 @@ class GradientConfusion(MetricCallback):
       batches (the first batches of the train dataloader at fit start, or ``probe_batches``) at
       the frozen current weights and reports their exact mean and minimum pairwise cosine. Cost:
       ``exact_batches`` extra forward + backward passes per epoch (Fukase et al. pay a full pass
-      over the training set) and ``exact_batches * P`` floats during the computation. Batch-norm
-      running statistics are saved and restored; the model's ``.grad`` is not touched. The loss is
+      over the training set) and ``exact_batches * P`` floats during the computation. The loss is
       ``loss_fn(pl_module, batch)``, by default the module's ``training_step`` with its logging
-      silenced. Under DDP each rank uses its own probe batches and the gradients are averaged over
-      ranks, as in training.
+      silenced. The extra passes leave training as it was: buffers (batch-norm running
+      statistics) are restored, torchmetrics ``Metric`` submodules are swapped for copies while
+      they run (the module's own accuracy is untouched), the random number generators (torch,
+      CUDA, NumPy, Python) are restored, and the model's ``.grad`` is not touched. Under DDP each
+      rank uses its own probe batches and the gradients are averaged over ranks, as in training.
 
     Memory (P = trainable parameters, in ``state_dtype`` on ``state_device``): stream mode holds
-    3 P (gradient buffer and the two running sums) plus P int32 for the sketch hash and
-    ``L * sketch_dim`` floats per probe; exact mode holds ``exact_batches * P`` during the epoch-end
-    computation. ``state_device="cpu"`` moves this off the accelerator at the price of a
+    the two running sums (2 P), P int32 for the element-to-layer map and P int32 for the sketch
+    hash, and per probe ``L + 1`` squared norms and ``L * sketch_dim`` sketch floats; the gradient
+    buffer (P) is shared with the other gradient callbacks. Exact mode holds
+    ``exact_batches * P`` during the epoch-end computation. ``state_device="cpu"`` moves this off the accelerator at the price of a
     device-to-host copy (and synchronisation) at each probe.
 
     Args:
         mode: ``"stream"`` or ``"exact"``.
         max_probes: probes per epoch (stream mode), >= 2.
         probe_every: probe every n-th optimizer step instead of spreading ``max_probes`` evenly.
+        max_share: stream mode: at most this share of an epoch's steps is probed (but at least 4
+            probes): 32 probes need epochs of 256 steps or more.
         sketch_dim: sketch buckets per layer for the stream-mode minimum (0: do not estimate it).
         exact_batches: number of fixed probe batches (exact mode), >= 2.
         probe_batches: the probe batches to use in exact mode instead of the first train batches.
@@ -79,6 +93,7 @@ class GradientConfusion(MetricCallback):
         mode: str = "stream",
         max_probes: int = 32,
         probe_every: int | None = None,
+        max_share: float = 0.125,
         sketch_dim: int = 1024,
         exact_batches: int = 8,
         probe_batches: Iterable[Any] | None = None,
@@ -88,10 +103,17 @@ class GradientConfusion(MetricCallback):
         state_dtype: str | torch.dtype = "float32",
         name: str | None = None,
     ) -> None:
-        super().__init__(log_layers, name, state_device, state_dtype)
+        super().__init__(
+            max_probes,
+            probe_every,
+            max_share,
+            log_layers,
+            name,
+            state_device,
+            state_dtype,
+            min_probes=2,
+        )
         self.mode = check_choice("mode", mode, MODES)
-        self.max_probes = check_int("max_probes", max_probes, 2)
-        self.probe_every = check_int("probe_every", probe_every, 1, allow_none=True)
         self.sketch_dim = check_int("sketch_dim", sketch_dim, 0)
         self.exact_batches = check_int("exact_batches", exact_batches, 2)
         if loss_fn is not None and not callable(loss_fn):
@@ -100,12 +122,7 @@ class GradientConfusion(MetricCallback):
         self.probe_batches = None if probe_batches is None else list(probe_batches)
         if self.probe_batches is not None and len(self.probe_batches) < 2:
             raise ValueError("`probe_batches` must hold at least 2 batches")
-        self._schedule = ProbeSchedule(self.max_probes, self.probe_every)
-        self._layout: ParamLayout | None = None
         self._acc: StreamingConfusion | None = None
-        self._buffer: torch.Tensor | None = None
-        self._views: list[torch.Tensor] = []
-        self._step = 0
 
     @override
     def _state_key_fields(self) -> dict[str, Any]:
@@ -113,28 +130,34 @@ class GradientConfusion(MetricCallback):
 
     # ------------------------------------------------------------------ setup
     @override
+    def _streaming(self) -> bool:
+        return self.mode == "stream"
+
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._layout = gradient_layout(pl_module)
-        self.layer_names = list(self._layout.names)
-        if self.mode == "stream":
-            dev = self._state_device(pl_module)
-            self._buffer = self._layout.new_buffer(self.state_dtype, dev)
-            self._views = self._layout.param_views(self._buffer)
-            self._acc = StreamingConfusion(
-                self._layout.lengths, self.sketch_dim, self.state_dtype, dev
-            )
-        elif self.loss_fn is None and not pl_module.automatic_optimization:
+        super().on_fit_start(trainer, pl_module)
+        if self.mode == "exact" and self.loss_fn is None and not pl_module.automatic_optimization:
             raise ValueError(
                 "GradientConfusion(mode='exact') needs `loss_fn` for modules with manual "
                 "optimization: their training_step steps the optimizer itself"
             )
 
     @override
+    def _build(self, pl_module: pl.LightningModule, device: torch.device) -> None:
+        assert self._layout is not None  # set before _build
+        self._acc = StreamingConfusion(
+            self._layout.lengths, self.sketch_dim, self.state_dtype, device
+        )
+        assert self._reader is not None  # set before _build
+        self._reader.allocate()
+
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.mode == "exact" and self.probe_batches is None:
             loader = trainer.train_dataloader
             assert loader is not None  # built by Lightning before on_train_start
-            batches = list(islice(iter(loader), self.exact_batches))
+            with _rng_restored(pl_module.device):  # drawing them leaves the data order as it was
+                batches = list(islice(iter(loader), self.exact_batches))
             if len(batches) < 2:
                 raise ValueError(
                     f"GradientConfusion(mode='exact') needs at least 2 probe batches, the train "
@@ -142,24 +165,31 @@ class GradientConfusion(MetricCallback):
                 )
             self.probe_batches = batches
 
-    @override
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._step = 0
-        self._schedule.start_epoch(trainer)
-        if self._acc is not None:
-            self._acc.reset()
-
     # ------------------------------------------------------------------ hot path
     @override
-    def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
-    ) -> None:
-        step, self._step = self._step, self._step + 1
-        if self._acc is None or not self._schedule.is_probe(step):
+    def _reset(self) -> None:
+        assert self._acc is not None
+        self._acc.reset()
+
+    @override
+    def _on_step(self, trainer: pl.Trainer, fresh: bool) -> None:
+        if not self._schedule.advance(fresh):
             return
-        assert self._layout is not None and self._buffer is not None  # set with _acc
-        read_into(self._layout, self._views)
-        self._acc.update(self._buffer)
+        reader, acc = self._reader, self._acc
+        assert reader is not None and acc is not None  # built in on_fit_start (stream mode)
+        token = trainer.global_step
+        sq, valid = reader.sq_norms(token)
+        acc.update(reader.flat(token), sq, valid)
+
+    @override
+    def _stream_state(self) -> dict[str, Any]:
+        assert self._acc is not None
+        return self._acc.state_dict()
+
+    @override
+    def _load_stream_state(self, state: dict[str, Any]) -> None:
+        assert self._acc is not None
+        self._acc.load_state_dict(state)
 
     # ------------------------------------------------------------------ epoch end
     @override
@@ -180,7 +210,7 @@ class GradientConfusion(MetricCallback):
             "gradient_confusion/mean": out["layer_mean"],
             "gradient_confusion/min": out["layer_min"],
         }
-        return scalars, layers, {"probes": out["count"]}
+        return scalars, layers, self._info(out["count"])
 
     def _loss(self, pl_module: pl.LightningModule, batch: Any, idx: int) -> torch.Tensor:
         if self.loss_fn is not None:
@@ -205,29 +235,20 @@ class GradientConfusion(MetricCallback):
         assert layout is not None and probe_batches is not None  # on_fit_start, on_train_start
         dev = self._state_device(pl_module)
         grads = torch.zeros(len(probe_batches), layout.numel, dtype=self.state_dtype, device=dev)
-        saved = {k: v.detach().clone() for k, v in pl_module.named_buffers()}
-        was_training = pl_module.training
-        pl_module.train()
-        try:
-            with torch.enable_grad():
-                for i, batch in enumerate(probe_batches):
-                    batch = trainer.strategy.batch_to_device(batch)
-                    with trainer.precision_plugin.train_step_context():
-                        loss = self._loss(pl_module, batch, i)
-                    gs = torch.autograd.grad(loss.float(), layout.params, allow_unused=True)
-                    views = layout.param_views(grads[i])
-                    for v, g in zip(views, gs):
-                        if g is None:
-                            v.zero_()
-                    torch._foreach_copy_(
-                        [v for v, g in zip(views, gs) if g is not None],
-                        [g for g in gs if g is not None],
-                    )
-        finally:
-            with torch.no_grad():
-                for k, v in pl_module.named_buffers():
-                    v.copy_(saved[k])
-            pl_module.train(was_training)
+        with _isolated(pl_module), torch.enable_grad():
+            for i, batch in enumerate(probe_batches):
+                batch = trainer.strategy.batch_to_device(batch)
+                with trainer.precision_plugin.train_step_context():
+                    loss = self._loss(pl_module, batch, i)
+                gs = torch.autograd.grad(loss.float(), layout.params, allow_unused=True)
+                views = layout.param_views(grads[i])
+                for v, g in zip(views, gs):
+                    if g is None:
+                        v.zero_()
+                torch._foreach_copy_(
+                    [v for v, g in zip(views, gs) if g is not None],
+                    [g for g in gs if g is not None],
+                )
         if trainer.world_size > 1:
             grads = trainer.strategy.reduce(grads, reduce_op="mean")
         grads = grads.float()
@@ -255,3 +276,52 @@ class GradientConfusion(MetricCallback):
             "layer_mean": r.layer_mean.tolist(),
             "layer_min": r.layer_min.tolist(),
         }
+
+
+@contextmanager
+def _rng_restored(device: torch.device) -> Iterator[None]:
+    """Leave the random number generators (torch CPU and ``device``, NumPy, Python) as found."""
+    py, npy = random.getstate(), np.random.get_state()
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+
+
+@contextmanager
+def _isolated(module: nn.Module) -> Iterator[None]:
+    """Extra passes that leave no trace on ``module``: in train mode, with its buffers restored,
+    its torchmetrics ``Metric`` submodules swapped for copies, and the random generators
+    restored."""
+    from torchmetrics import Metric
+
+    saved = {k: v.detach().clone() for k, v in module.named_buffers()}
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    stack = [module]
+    while stack:
+        parent = stack.pop()
+        for name, child in parent.named_children():
+            if isinstance(child, Metric):
+                swapped.append((parent, name, child))
+            else:
+                stack.append(child)
+    was_training = module.training
+    device = next(iter(module.parameters())).device
+    try:
+        for parent, name, metric in swapped:
+            setattr(parent, name, copy.deepcopy(metric))
+        module.train()
+        with _rng_restored(device):
+            yield
+    finally:
+        for parent, name, metric in swapped:
+            setattr(parent, name, metric)
+        with torch.no_grad():
+            for k, v in module.named_buffers():
+                v.copy_(saved[k])
+        module.train(was_training)

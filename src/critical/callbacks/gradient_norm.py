@@ -4,17 +4,18 @@ information (Achille et al., ICLR 2019) and the signal of Accordion's critical-r
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning.pytorch as pl
 import torch
 from typing_extensions import override
 
-from critical.callbacks._base import EpochValues, MetricCallback, ProbeSchedule
-from critical.metrics.layers import ParamLayout, gradient_layout
+from critical.callbacks._base import EpochValues
+from critical.callbacks._probe import GradientCallback
 from critical.metrics.streaming import StreamingNorm
-from critical.validation import check_int
 
 
-class GradientNorm(MetricCallback):
+class GradientNorm(GradientCallback):
     """Logs, every epoch, the root-mean-square norm of the mini-batch gradients of the probed
     optimizer steps, whole model and per layer.
 
@@ -26,12 +27,15 @@ class GradientNorm(MetricCallback):
     ``CriticalPeriod(monitor="gradient_norm", rule="relative", threshold=0.5, patience=1)``.
 
     Gradients are read in ``on_before_optimizer_step`` (after accumulation and AMP unscaling) at
-    up to ``max_probes`` optimizer steps per epoch; only their per-parameter norms are taken
-    (one fused ``_foreach_norm``), nothing is copied. Memory: one float64 per layer.
+    up to ``max_probes`` optimizer steps per epoch (steps with a backward pass; see
+    :class:`~critical.callbacks.GradientConfusion` for the schedule); only their norms are taken
+    (one fused ``_foreach_norm``, shared with the other gradient callbacks probing the same
+    step), nothing is copied. Memory: ``L + 1`` floats per probe.
 
     Args:
         max_probes: probed optimizer steps per epoch, >= 1.
         probe_every: probe every n-th optimizer step instead of spreading them evenly.
+        max_share: at most this share of an epoch's steps is probed (but at least 4 probes).
         log_layers: also log per-layer values.
         name: distinguishes two instances in checkpoints.
 
@@ -47,44 +51,40 @@ class GradientNorm(MetricCallback):
         self,
         max_probes: int = 32,
         probe_every: int | None = None,
+        max_share: float = 0.125,
         log_layers: bool = False,
         name: str | None = None,
     ) -> None:
-        super().__init__(log_layers, name)
-        self.max_probes = check_int("max_probes", max_probes, 1)
-        self.probe_every = check_int("probe_every", probe_every, 1, allow_none=True)
-        self._schedule = ProbeSchedule(self.max_probes, self.probe_every)
-        self._layout: ParamLayout | None = None
+        super().__init__(max_probes, probe_every, max_share, log_layers, name)
         self._acc: StreamingNorm | None = None
-        self._step = 0
 
     @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._layout = gradient_layout(pl_module)
-        self.layer_names = list(self._layout.names)
-        self._acc = StreamingNorm(self._layout.layer_of_param(), pl_module.device)
+    def _build(self, pl_module: pl.LightningModule, device: torch.device) -> None:
+        assert self._layout is not None  # set before _build
+        self._acc = StreamingNorm(self._layout.layer_of_param(), device)
 
     @override
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._step = 0
-        self._schedule.start_epoch(trainer)
-        if self._acc is not None:
-            self._acc.reset()
+    def _reset(self) -> None:
+        assert self._acc is not None
+        self._acc.reset()
 
     @override
-    @torch.no_grad()
-    def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
-    ) -> None:
-        step, self._step = self._step, self._step + 1
-        if self._acc is None or self._layout is None or not self._schedule.is_probe(step):
+    def _on_step(self, trainer: pl.Trainer, fresh: bool) -> None:
+        if not self._schedule.advance(fresh):
             return
-        grads = [p.grad for p in self._layout.params]
-        present = [g for g in grads if g is not None]
-        if len(present) < len(grads):
-            return  # no fresh gradient for every parameter: not a probe
-        norms = torch._foreach_norm([g.to_dense() if g.is_sparse else g for g in present])
-        self._acc.update(torch.stack(norms))
+        assert self._reader is not None and self._acc is not None  # built in on_fit_start
+        sq, _ = self._reader.sq_norms(trainer.global_step)
+        self._acc.update_sq(sq)
+
+    @override
+    def _stream_state(self) -> dict[str, Any]:
+        assert self._acc is not None
+        return self._acc.state_dict()
+
+    @override
+    def _load_stream_state(self, state: dict[str, Any]) -> None:
+        assert self._acc is not None
+        self._acc.load_state_dict(state)
 
     @override
     def _compute_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EpochValues:
@@ -99,5 +99,5 @@ class GradientNorm(MetricCallback):
         return (
             {"gradient_norm": out["norm"]},
             {"gradient_norm": out["layer_norm"]},
-            {"probes": out["count"]},
+            self._info(out["count"]),
         )

@@ -3,32 +3,39 @@ point where this one did?"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning.pytorch as pl
 import torch
 from typing_extensions import override
 
-from critical.callbacks._base import EpochValues, MetricCallback, ProbeSchedule, read_into
-from critical.metrics.layers import ParamLayout, gradient_layout
+from critical.callbacks._base import EpochValues
+from critical.callbacks._probe import GradientCallback
+from critical.metrics.reader import sq_norms
 from critical.metrics.streaming import StreamingCosine
-from critical.validation import check_int
 
 
-class GradientPredictability(MetricCallback):
+class GradientPredictability(GradientCallback):
     """Logs, every epoch, the mean cosine between the gradient of a step and of the next step.
 
     Logged (prefix ``critical/``): ``gradient_predictability`` (whole model) and, with
     ``log_layers=True``, ``gradient_predictability/<layer>``.
 
     Gradients are read in ``on_before_optimizer_step`` (after accumulation and AMP unscaling) at
-    up to ``max_probes`` pairs of consecutive optimizer steps ``(s, s + 1)`` spread over the epoch;
-    nothing extra is computed. A pair with a non-finite gradient is skipped (one warning).
+    up to ``max_probes`` pairs of consecutive optimizer steps ``(s, s')`` spread over the epoch,
+    ``s'`` being the next step with a backward pass (a step whose ``training_step`` returned None
+    changes nothing and is passed over); nothing extra is computed. The read at ``s`` is shared
+    with the other gradient callbacks probing it. A pair with a non-finite gradient is skipped
+    (one warning).
 
-    Memory: 2 P elements of ``state_dtype`` on ``state_device`` (this step's and the previous
-    probed step's gradient).
+    Memory: P elements of ``state_dtype`` on ``state_device`` (the opening step's gradient, also
+    used as scratch when the pair closes) besides the shared flat gradient, and ``3 (L + 1)``
+    floats per pair.
 
     Args:
         max_probes: pairs of consecutive steps per epoch, >= 1.
         probe_every: start a pair every n-th optimizer step instead of spreading them evenly.
+        max_share: at most this share of an epoch's steps opens a pair (but at least 4 pairs).
         log_layers: also log per-layer values.
         state_device: device of the O(P) state (default: the module's).
         state_dtype: ``"float32"`` (default), ``"bfloat16"``, ``"float16"`` or ``"float64"``.
@@ -46,59 +53,74 @@ class GradientPredictability(MetricCallback):
         self,
         max_probes: int = 32,
         probe_every: int | None = None,
+        max_share: float = 0.125,
         log_layers: bool = False,
         state_device: str | torch.device | None = None,
         state_dtype: str | torch.dtype = "float32",
         name: str | None = None,
     ) -> None:
-        super().__init__(log_layers, name, state_device, state_dtype)
-        self.max_probes = check_int("max_probes", max_probes, 1)
-        self.probe_every = check_int("probe_every", probe_every, 1, allow_none=True)
-        self._schedule = ProbeSchedule(self.max_probes, self.probe_every)
-        self._layout: ParamLayout | None = None
+        super().__init__(
+            max_probes, probe_every, max_share, log_layers, name, state_device, state_dtype
+        )
         self._acc: StreamingCosine | None = None
-        self._bufs: list[torch.Tensor] = []
-        self._views: list[list[torch.Tensor]] = []
-        self._norms: list[torch.Tensor | None] = [None, None]
-        self._cur = 0
-        self._prev_step: int | None = None
-        self._step = 0
+        self._prev = torch.zeros(0)  # the gradient of the step that opened the pending pair
+        self._prev_views: list[torch.Tensor] = []
+        self._prev_sq: torch.Tensor | None = None  # its squared norms; None: no pair open
+        self._matrix = torch.zeros(0)
 
     @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._layout = gradient_layout(pl_module)
-        self.layer_names = list(self._layout.names)
-        dev = self._state_device(pl_module)
-        self._bufs = [self._layout.new_buffer(self.state_dtype, dev) for _ in range(2)]
-        self._views = [self._layout.param_views(b) for b in self._bufs]
-        self._acc = StreamingCosine(self._layout.lengths, dev)
+    def _build(self, pl_module: pl.LightningModule, device: torch.device) -> None:
+        layout = self._layout
+        assert layout is not None  # set before _build
+        self._acc = StreamingCosine(layout.lengths, device)
+        self._prev = layout.new_buffer(self.state_dtype, device)
+        self._prev_views = layout.layer_views(self._prev)
+        self._matrix = layout.norm_matrix("layer", device)
+        self._prev_sq = None
+        assert self._reader is not None  # set before _build
+        self._reader.allocate()
 
     @override
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._step = 0
-        self._prev_step = None
-        self._schedule.start_epoch(trainer)
-        assert self._acc is not None  # built in on_fit_start
+    def _reset(self) -> None:
+        assert self._acc is not None
         self._acc.reset()
+        self._prev_sq = None  # pairs do not cross epochs
 
     @override
-    def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
-    ) -> None:
-        step, self._step = self._step, self._step + 1
-        closes_pair = self._prev_step == step - 1
-        if not (closes_pair or self._schedule.is_probe(step)):
+    def _on_step(self, trainer: pl.Trainer, fresh: bool) -> None:
+        opens = self._schedule.advance(fresh)
+        closes = fresh and self._prev_sq is not None
+        if not (opens or closes):
             return
-        cur, prev = self._cur, 1 - self._cur
-        assert self._layout is not None and self._acc is not None  # built in on_fit_start
-        read_into(self._layout, self._views[cur])
-        self._norms[cur] = self._acc.layer_norms(self._bufs[cur])
-        if closes_pair:
-            self._acc.update(self._bufs[prev], self._bufs[cur], self._norms[prev], self._norms[cur])
-        # keep this gradient only if it opens a pair (probe steps) - a closing step of a
-        # stride-1 schedule is also the next probe
-        self._prev_step = step if self._schedule.is_probe(step) else None
-        self._cur = 1 - self._cur
+        reader, acc = self._reader, self._acc
+        assert reader is not None and acc is not None  # built in on_fit_start
+        token = trainer.global_step
+        sq, _ = reader.sq_norms(token)
+        flat = reader.flat(token)
+        if closes:
+            assert self._prev_sq is not None
+            self._prev.add_(flat)  # a + b: its squared norms give the dot products
+            acc.update_sq(self._prev_sq, sq, sq_norms(self._prev_views, self._matrix))
+        if opens:
+            self._prev.copy_(flat)
+        self._prev_sq = sq if opens else None
+
+    @override
+    def _stream_state(self) -> dict[str, Any]:
+        assert self._acc is not None
+        state: dict[str, Any] = {"acc": self._acc.state_dict(), "prev_sq": self._prev_sq}
+        if self._prev_sq is not None:
+            state["prev"] = self._prev
+        return state
+
+    @override
+    def _load_stream_state(self, state: dict[str, Any]) -> None:
+        assert self._acc is not None
+        self._acc.load_state_dict(state["acc"])
+        prev_sq = state.get("prev_sq")
+        self._prev_sq = None if prev_sq is None else prev_sq.to(self._prev.device)
+        if self._prev_sq is not None:
+            self._prev.copy_(state["prev"])
 
     @override
     def _compute_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EpochValues:
@@ -113,5 +135,5 @@ class GradientPredictability(MetricCallback):
         return (
             {"gradient_predictability": out["mean"]},
             {"gradient_predictability": out["layer_mean"]},
-            {"probes": out["count"]},
+            self._info(out["count"]),
         )

@@ -25,8 +25,10 @@ from critical.metrics.layers import (
     WEIGHT_MODULES,
     ParamLayout,
     gradient_layout,
+    norm_matrix,
     weight_layout,
 )
+from critical.metrics.reader import GradientReader, sq_norms
 from critical.metrics.streaming import StreamingConfusion, StreamingCosine, StreamingNorm
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "WEIGHT_MODULES",
     "ConfusionResult",
     "CosineResult",
+    "GradientReader",
     "ParamLayout",
     "StreamingConfusion",
     "StreamingCosine",
@@ -44,8 +47,10 @@ __all__ = [
     "gradient_predictability",
     "layer_rotation",
     "mean_pairwise_cosine_from_sum",
+    "norm_matrix",
     "pairwise_cosine",
     "segment_cosine",
     "segment_sum",
+    "sq_norms",
     "weight_layout",
 ]

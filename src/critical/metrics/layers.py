@@ -38,6 +38,7 @@ __all__ = [
     "WEIGHT_MODULES",
     "ParamLayout",
     "gradient_layout",
+    "norm_matrix",
     "weight_layout",
 ]
 
@@ -99,9 +100,32 @@ class ParamLayout:
         return torch.zeros(self.numel, dtype=dtype, device=device)
 
     def param_views(self, buffer: torch.Tensor) -> list[torch.Tensor]:
-        """Views of ``buffer`` shaped like each parameter (for ``torch._foreach_copy_``)."""
+        """Views of ``buffer`` shaped like each parameter (for ``torch._foreach_copy_``).
+
+        A parameter stored densely in another memory order (``channels_last``) gets a view with
+        its strides, so that one fused copy moves its gradient; the elements of a parameter then
+        lie in the buffer in memory order, which no metric (norms, cosines, sums per layer)
+        depends on."""
         chunks = torch.split(buffer, self.param_numels)
-        return [c.view(p.shape) for c, p in zip(chunks, self.params)]
+        return [
+            c.as_strided(p.shape, p.stride()) if _dense(p) else c.view(p.shape)
+            for c, p in zip(chunks, self.params)
+        ]
+
+    def layer_views(self, buffer: torch.Tensor) -> list[torch.Tensor]:
+        """The layer segments of a flat ``buffer``."""
+        return list(torch.split(buffer, self.lengths))
+
+    def norm_matrix(
+        self, per: str = "param", device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """``(L + 1, K)`` 0/1 matrix mapping K squared norms (one per parameter with
+        ``per="param"``, one per layer with ``per="layer"``) to the squared norm of the whole
+        vector (row 0) and of each layer (rows 1..L); see :func:`norm_matrix`."""
+        if per not in ("param", "layer"):
+            raise ValueError(f"`per` must be 'param' or 'layer', got {per!r}")
+        index = self.layer_of_param() if per == "param" else list(range(self.num_layers))
+        return norm_matrix(index, self.num_layers, device=device)
 
     def layer_of_param(self) -> list[int]:
         """The index of the layer each parameter belongs to, in flat order."""
@@ -116,6 +140,36 @@ class ParamLayout:
     def signature(self) -> list[tuple[str, int]]:
         """(name, length) per layer: identifies a layout across checkpoints."""
         return list(zip(self.names, self.lengths))
+
+
+def norm_matrix(
+    layer_of: Sequence[int],
+    num_layers: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``(num_layers + 1, K)`` 0/1 matrix: row 0 sums all K entries, row ``1 + l`` those with
+    ``layer_of[k] == l``. Times a vector of K squared norms, it gives the squared norm of the whole
+    and of each layer in one product.
+
+    Example:
+        >>> norm_matrix([0, 0, 1], 2).tolist()
+        [[1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+    m = torch.zeros(num_layers + 1, len(layer_of), dtype=dtype)
+    m[0] = 1.0
+    m[torch.tensor(list(layer_of), dtype=torch.long) + 1, torch.arange(len(layer_of))] = 1.0
+    return m.to(device)
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Whether ``t`` covers its ``numel`` elements without gaps or overlaps (any dim order)."""
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride()), key=lambda d: d[1]):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def _layout(groups: Iterable[tuple[str, Sequence[nn.Parameter]]]) -> ParamLayout:

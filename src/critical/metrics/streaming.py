@@ -3,7 +3,13 @@
 Modelled on torchmetrics (``update`` / ``compute`` / ``reset``), but holding O(P) tensors and
 taking flat vectors laid out by a :class:`~critical.metrics.ParamLayout`. ``update`` never
 synchronises with the host: validity checks (non-finite gradients) are folded into the
-arithmetic and counted on the device; ``compute`` is where values reach Python.
+arithmetic; what is per probe and O(L) (squared norms, validity flags, sketches) is kept as is and
+reduced in ``compute``, where values reach Python.
+
+Two entry points per accumulator: ``update`` takes the vectors and computes what it needs (the
+reference path, for direct use); the ``*_sq`` / keyword forms take squared norms already computed
+by a :class:`~critical.metrics.GradientReader`, so that a training step pays a small, fixed number
+of kernels whatever the number of layers.
 
 Example:
     >>> import torch
@@ -23,14 +29,15 @@ from typing import Any
 import torch
 
 from critical.metrics.functional import mean_pairwise_cosine_from_sum, segment_sum
+from critical.metrics.layers import norm_matrix
+from critical.metrics.reader import sq_norms
 
 __all__ = ["StreamingConfusion", "StreamingCosine", "StreamingNorm"]
 
 
-def _where_pos_inv(x: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
-    """1 / x where ``ok & x > 0`` (finite), else 0 - without NaN leaking through."""
-    use = ok & (x > 0) & torch.isfinite(x)
-    return torch.where(use, 1.0 / torch.where(use, x, torch.ones_like(x)), torch.zeros_like(x))
+def _inv_sqrt(sq: torch.Tensor) -> torch.Tensor:
+    """``1 / sqrt(sq)`` where that is finite and positive, else 0 (zero, NaN or inf input)."""
+    return sq.rsqrt().nan_to_num_(0.0, 0.0, 0.0)
 
 
 def _nan_list(n: int) -> list[float]:
@@ -48,8 +55,9 @@ class StreamingConfusion:
     ``sqrt((1 + cos^2) / sketch_dim)``, so the minimum is biased low). ``sketch_dim=0`` turns the
     estimate off.
 
-    Memory: ``2 P`` elements of ``dtype`` for the sums, ``P`` int32 for the sketch hash, and
-    ``L * sketch_dim`` floats per probe.
+    Memory: ``2 P`` elements of ``dtype`` for the sums, ``P`` int32 for the element-to-layer map
+    and ``P`` int32 for the sketch hash; per probe ``L + 1`` squared norms and
+    ``L * sketch_dim`` sketch floats.
 
     Non-finite gradients are skipped (counted in ``skipped``); zero-norm gradients (or layers)
     count as probes whose cosine with every other is 0.
@@ -81,129 +89,151 @@ class StreamingConfusion:
         self.numel = sum(self.lengths)
         L = len(self.lengths)
         self._lengths_t = torch.tensor(self.lengths, dtype=torch.long, device=self.device)
+        self._layer_matrix = norm_matrix(range(L), L, device=self.device)
+        layers = torch.arange(L, dtype=torch.int32, device=self.device)
+        self._element_layer = torch.repeat_interleave(
+            layers, self._lengths_t, output_size=self.numel
+        )
         self.sum_layer = torch.zeros(self.numel, dtype=dtype, device=self.device)
         self.sum_model = torch.zeros(self.numel, dtype=dtype, device=self.device)
-        self.n = torch.zeros((), dtype=torch.long, device=self.device)
-        self.skipped = torch.zeros((), dtype=torch.long, device=self.device)
-        self.nz_model = torch.zeros((), dtype=torch.long, device=self.device)
-        self.nz_layer = torch.zeros(L, dtype=torch.long, device=self.device)
-        self._sketches: list[torch.Tensor] = []  # (L, d) per probe, layer-unit vectors
-        self._weights: list[torch.Tensor] = []  # (L,) per probe: |g_l| / |g|
-        self._valid: list[torch.Tensor] = []
+        self._sq: list[torch.Tensor] = []  # (L + 1,) per probe: squared norms, whole first
+        self._valid: list[torch.Tensor] = []  # 0-d bool per probe
+        self._sketches: list[torch.Tensor] = []  # (L, d) per probe, of the raw gradient
         self._hash = self._make_hash(seed) if sketch_dim else None
 
     def _make_hash(self, seed: int) -> torch.Tensor:
         """Bucket of every element: layer l uses buckets [l*2d, (l+1)*2d); the upper half of a
-        layer's buckets holds the elements whose sign is flipped."""
+        layer's buckets holds the elements whose sign is flipped. Drawn on the state device."""
         d = self.sketch_dim
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator(device=self.device).manual_seed(seed)
         parts = []
         for layer, n in enumerate(self.lengths):
             base = layer * 2 * d
             if n <= d:  # injective: the sketch of this layer is exact
-                parts.append(torch.arange(n, dtype=torch.int32) + base)
+                parts.append(torch.arange(n, dtype=torch.int32, device=self.device) + base)
             else:
-                parts.append(torch.randint(0, 2 * d, (n,), generator=g, dtype=torch.int32) + base)
-        return torch.cat(parts).to(self.device)
+                r = torch.randint(
+                    0, 2 * d, (n,), generator=g, dtype=torch.int32, device=self.device
+                )
+                parts.append(r + base)
+        return torch.cat(parts)
+
+    @property
+    def probes(self) -> int:
+        """Probes added since the last reset (valid or not)."""
+        return len(self._sq)
 
     def reset(self) -> None:
         self.sum_layer.zero_()
         self.sum_model.zero_()
-        for t in (self.n, self.skipped, self.nz_model, self.nz_layer):
-            t.zero_()
-        self._sketches.clear()
-        self._weights.clear()
+        self._sq.clear()
         self._valid.clear()
+        self._sketches.clear()
 
     @torch.no_grad()
-    def update(self, flat: torch.Tensor) -> None:
-        """Add one gradient. ``flat`` (P,) is used as scratch space and overwritten."""
+    def update(
+        self,
+        flat: torch.Tensor,
+        sq: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+    ) -> None:
+        """Add one gradient ``flat`` (P,); it is not modified.
+
+        ``sq`` (the ``(L + 1,)`` squared norms, whole first) and ``valid`` (0-d bool) may come
+        from a :class:`~critical.metrics.GradientReader`; ``flat`` must then have its non-finite
+        entries zeroed, as the reader's is. Without them they are computed here."""
         if flat.shape != (self.numel,):
             raise ValueError(
                 f"expected a flat vector of {self.numel} elements, got {tuple(flat.shape)}"
             )
-        views = list(torch.split(flat, self.lengths))
-        layer_norm = torch.stack(torch._foreach_norm(views)).to(torch.float32)
-        total = layer_norm.norm()
-        valid = torch.isfinite(total)
-        flat.nan_to_num_(0.0, 0.0, 0.0)
-        inv_total = _where_pos_inv(total, valid)
-        inv_layer = _where_pos_inv(layer_norm, valid)
-        self.sum_model.addcmul_(flat, inv_total.to(flat.dtype))
-        torch._foreach_mul_(views, list(inv_layer.to(flat.dtype).unbind()))  # layer-unit vectors
-        self.sum_layer.add_(flat)
-        self.n.add_(valid.long())
-        self.skipped.add_((~valid).long())
-        self.nz_model.add_((inv_total > 0).long())
-        self.nz_layer.add_((inv_layer > 0).long())
+        if sq is None or valid is None:
+            sq = sq_norms(torch.split(flat, self.lengths), self._layer_matrix)
+            valid = torch.isfinite(sq[0])
+            flat = flat.nan_to_num(0.0, 0.0, 0.0)
+        inv = _inv_sqrt(sq).mul_(valid)  # 0 for zero norms and invalid probes
+        if inv.dtype != flat.dtype:
+            inv = inv.to(flat.dtype)
+        self.sum_model.addcmul_(flat, inv[:1])
+        self.sum_layer.addcmul_(flat, inv[1:].index_select(0, self._element_layer))
+        self._sq.append(sq)
+        self._valid.append(valid)
         if self._hash is not None:
             d = self.sketch_dim
             buckets = torch.zeros(
                 len(self.lengths) * 2 * d, dtype=torch.float32, device=flat.device
             )
-            buckets.index_add_(0, self._hash, flat.to(torch.float32))
+            buckets.index_add_(0, self._hash, flat if flat.dtype == torch.float32 else flat.float())
             b = buckets.view(len(self.lengths), 2, d)
             self._sketches.append(b[:, 0] - b[:, 1])
-            self._weights.append(layer_norm.nan_to_num(0.0, 0.0, 0.0) * inv_total)
-            self._valid.append(valid)
 
     def compute(self) -> dict[str, Any]:
         """Epoch values as Python numbers (this is where the host synchronises)."""
         L = len(self.lengths)
-        n = int(self.n)
-        out: dict[str, Any] = {"count": n, "skipped": int(self.skipped)}
+        sq, valid = _stacked(self._sq, self._valid, L + 1, self.device)
+        n = int(valid.sum())
+        out: dict[str, Any] = {"count": n, "skipped": len(self._sq) - n}
         if n < 2:
             out.update(
                 mean=float("nan"), min=float("nan"), layer_mean=_nan_list(L), layer_min=_nan_list(L)
             )
             return out
+        nonzero = ((sq > 0) & valid[:, None]).sum(0)  # (L + 1,): whole, then per layer
+        count = torch.tensor(float(n), dtype=torch.float64, device=self.device)
         sm = self.sum_model.to(torch.float64)
         sl = self.sum_layer.to(torch.float64)
-        mean = mean_pairwise_cosine_from_sum(sm.dot(sm), self.nz_model, self.n)
+        mean = mean_pairwise_cosine_from_sum(sm.dot(sm), nonzero[0], count)
         layer_sq = segment_sum(sl * sl, self._lengths_t)
-        layer_mean = mean_pairwise_cosine_from_sum(layer_sq, self.nz_layer, self.n.expand(L))
-        out["mean"] = float(mean)
-        out["layer_mean"] = [float(v) for v in layer_mean]
-        out["min"], out["layer_min"] = float("nan"), _nan_list(L)
+        layer_mean = mean_pairwise_cosine_from_sum(layer_sq, nonzero[1:], count.expand(L))
+        values = [mean.view(1), layer_mean]
         if self._sketches:
-            keep = torch.stack(self._valid)
-            sk = torch.stack(self._sketches)[keep].to(torch.float64)  # (N, L, d)
-            w = torch.stack(self._weights)[keep].to(torch.float64)  # (N, L)
+            kept = sq[valid]  # (N, L + 1)
+            inv = kept.rsqrt().nan_to_num(0.0, 0.0, 0.0)
+            sk = torch.stack(self._sketches)[valid].to(torch.float64) * inv[:, 1:, None]
+            w = kept[:, 1:].sqrt() * inv[:, :1]  # (N, L): |g_l| / |g|
             gram = torch.einsum("ild,jld->lij", sk, sk)  # (L, N, N) layer-unit dot estimates
             whole = torch.einsum("il,jl,lij->ij", w, w, gram)
             off = ~torch.eye(sk.shape[0], dtype=torch.bool, device=sk.device)
-            out["min"] = float(whole[off].clamp(-1, 1).min())
-            out["layer_min"] = [float(v) for v in gram[:, off].clamp(-1, 1).min(dim=1).values]
+            values += [whole[off].clamp(-1, 1).min().view(1), gram[:, off].clamp(-1, 1).amin(1)]
+        flat = torch.cat(values).tolist()  # one transfer to the host
+        out["mean"], out["layer_mean"] = flat[0], flat[1 : L + 1]
+        out["min"], out["layer_min"] = float("nan"), _nan_list(L)
+        if self._sketches:
+            out["min"], out["layer_min"] = flat[L + 1], flat[L + 2 :]
         return out
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "sum_layer": self.sum_layer,
             "sum_model": self.sum_model,
-            "counts": torch.stack([self.n, self.skipped, self.nz_model]),
-            "nz_layer": self.nz_layer,
-            "sketches": list(self._sketches),
-            "weights": list(self._weights),
+            "sq": list(self._sq),
             "valid": list(self._valid),
+            "sketches": list(self._sketches),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sum_layer.copy_(state["sum_layer"])
         self.sum_model.copy_(state["sum_model"])
-        n, skipped, nz = state["counts"].to(self.device)
-        self.n.fill_(n)
-        self.skipped.fill_(skipped)
-        self.nz_model.fill_(nz)
-        self.nz_layer.copy_(state["nz_layer"])
-        self._sketches = [t.to(self.device) for t in state["sketches"]]
-        self._weights = [t.to(self.device) for t in state["weights"]]
+        self._sq = [t.to(self.device) for t in state["sq"]]
         self._valid = [t.to(self.device) for t in state["valid"]]
+        self._sketches = [t.to(self.device) for t in state["sketches"]]
+
+
+def _stacked(
+    sq: list[torch.Tensor], valid: list[torch.Tensor], width: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-probe squared norms ``(N, width)`` float64 and flags ``(N,)``, empty when N = 0."""
+    if not sq:
+        empty = torch.zeros(0, width, dtype=torch.float64, device=device)
+        return empty, torch.zeros(0, dtype=torch.bool, device=device)
+    return torch.stack(sq).to(device, torch.float64), torch.stack(valid).to(device)
 
 
 class StreamingCosine:
     """Mean cosine over pairs of vectors (whole and per layer), e.g. consecutive gradients.
 
-    Pairs containing a non-finite value are skipped and counted; zero vectors give cosine 0.
+    Keeps, per pair, the squared norms of ``a``, ``b`` and ``a + b`` (whole and per layer), from
+    which ``compute`` takes the cosines: ``a . b = (|a + b|^2 - |a|^2 - |b|^2) / 2``. Pairs
+    containing a non-finite value are skipped and counted; zero vectors give cosine 0.
 
     Example:
         >>> import torch
@@ -218,77 +248,71 @@ class StreamingCosine:
         if not self.lengths or min(self.lengths) < 1:
             raise ValueError(f"`lengths` must be positive segment sizes, got {lengths!r}")
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self._lengths_t = torch.tensor(self.lengths, dtype=torch.long, device=self.device)
         L = len(self.lengths)
-        self.sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        self.sum_layer = torch.zeros(L, dtype=torch.float64, device=self.device)
-        self.n = torch.zeros((), dtype=torch.long, device=self.device)
-        self.skipped = torch.zeros((), dtype=torch.long, device=self.device)
+        self._matrix = norm_matrix(range(L), L, torch.float64, self.device)
+        self._pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def probes(self) -> int:
+        """Pairs added since the last reset (valid or not)."""
+        return len(self._pairs)
 
     def reset(self) -> None:
-        for t in (self.sum, self.sum_layer, self.n, self.skipped):
-            t.zero_()
-
-    def layer_norms(self, v: torch.Tensor) -> torch.Tensor:
-        """Per-layer norms of a flat vector, shape ``(L,)`` (float64)."""
-        return torch.stack(torch._foreach_norm(list(torch.split(v, self.lengths)))).double()
+        self._pairs.clear()
 
     @torch.no_grad()
-    def update(
-        self,
-        a: torch.Tensor,
-        b: torch.Tensor,
-        norms_a: torch.Tensor | None = None,
-        norms_b: torch.Tensor | None = None,
-    ) -> None:
-        """Add the cosine of ``a`` and ``b``. Per-layer norms already known (e.g. from
-        :meth:`layer_norms` when the vector was read) can be passed to save a pass over P."""
-        la = self.layer_norms(a) if norms_a is None else norms_a.double()
-        lb = self.layer_norms(b) if norms_b is None else norms_b.double()
-        dots = segment_sum(a * b, self._lengths_t).double()
-        valid = torch.isfinite(la.sum() + lb.sum() + dots.sum())
-        dots, la, lb = (t.nan_to_num(0.0, 0.0, 0.0) for t in (dots, la, lb))
-        layer_cos = (dots * _where_pos_inv(la * lb, valid)).clamp(-1, 1)
-        whole = (dots.sum() * _where_pos_inv(la.norm() * lb.norm(), valid)).clamp(-1, 1)
-        self.sum.add_(whole)
-        self.sum_layer.add_(layer_cos)
-        self.n.add_(valid.long())
-        self.skipped.add_((~valid).long())
+    def update(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Add the cosine of ``a`` and ``b`` (computed in float64)."""
+        a, b = a.to(torch.float64), b.to(torch.float64)
+        parts = [torch.split(v, self.lengths) for v in (a, b, a + b)]
+        self.update_sq(*(sq_norms(p, self._matrix) for p in parts))
+
+    def update_sq(self, sq_a: torch.Tensor, sq_b: torch.Tensor, sq_sum: torch.Tensor) -> None:
+        """Add one pair from the ``(L + 1,)`` squared norms (whole first) of ``a``, ``b`` and
+        ``a + b``: no pass over the vectors. The tensors are kept, not copied."""
+        self._pairs.append((sq_a, sq_b, sq_sum))
 
     def compute(self) -> dict[str, Any]:
-        n = int(self.n)
+        L = len(self.lengths)
+        n = 0
+        if self._pairs:
+            a, b, s = (
+                torch.stack([p[i] for p in self._pairs]).to(self.device, torch.float64)
+                for i in range(3)
+            )
+            valid = (torch.isfinite(a) & torch.isfinite(b) & torch.isfinite(s)).all(dim=1)
+            n = int(valid.sum())
         if n == 0:
             return {
                 "count": 0,
-                "skipped": int(self.skipped),
+                "skipped": len(self._pairs),
                 "mean": float("nan"),
-                "layer_mean": _nan_list(len(self.lengths)),
+                "layer_mean": _nan_list(L),
             }
+        a, b, s = a[valid], b[valid], s[valid]
+        den = a * b
+        cos = torch.where(den > 0, (s - a - b) / 2 / den.clamp_min(1e-300).sqrt(), 0.0)
+        means = (cos.clamp(-1.0, 1.0).sum(dim=0) / n).tolist()
         return {
             "count": n,
-            "skipped": int(self.skipped),
-            "mean": float(self.sum) / n,
-            "layer_mean": [float(v) / n for v in self.sum_layer],
+            "skipped": len(self._pairs) - n,
+            "mean": means[0],
+            "layer_mean": means[1:],
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "sum": self.sum,
-            "sum_layer": self.sum_layer,
-            "counts": torch.stack([self.n, self.skipped]),
-        }
+        return {"pairs": [torch.stack(p) for p in self._pairs]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sum.copy_(state["sum"])
-        self.sum_layer.copy_(state["sum_layer"])
-        n, skipped = state["counts"].to(self.device)
-        self.n.fill_(n)
-        self.skipped.fill_(skipped)
+        self._pairs = [
+            (t[0], t[1], t[2]) for t in (p.to(self.device) for p in state.get("pairs", []))
+        ]
 
 
 class StreamingNorm:
     """Root-mean-square norm of probed gradients, whole model and per layer, from per-parameter
-    norms (no copy of the gradients: ``update`` takes the norms ``torch._foreach_norm`` gives).
+    norms (no copy of the gradients: ``update`` takes the norms ``torch._foreach_norm`` gives,
+    ``update_sq`` the squared norms a :class:`~critical.metrics.GradientReader` gives).
 
     The mean squared mini-batch gradient norm is a proxy for the trace of the (empirical) Fisher
     information (Achille et al., ICLR 2019) scaled by the batch size; its epoch-to-epoch relative
@@ -317,41 +341,45 @@ class StreamingNorm:
         if not idx or min(idx) < 0:
             raise ValueError(f"`layer_of_param` must be non-negative layer indices, got {idx!r}")
         self.num_layers = max(idx) + 1
-        self._index = torch.tensor(idx, dtype=torch.long, device=self.device)
-        self.sum_sq = torch.zeros(self.num_layers, dtype=torch.float64, device=self.device)
-        self.n = torch.zeros((), dtype=torch.long, device=self.device)
-        self.skipped = torch.zeros((), dtype=torch.long, device=self.device)
+        self._matrix = norm_matrix(idx, self.num_layers, torch.float64, self.device)
+        self._sq: list[torch.Tensor] = []
+
+    @property
+    def probes(self) -> int:
+        """Probes added since the last reset (valid or not)."""
+        return len(self._sq)
 
     def reset(self) -> None:
-        for t in (self.sum_sq, self.n, self.skipped):
-            t.zero_()
+        self._sq.clear()
 
     @torch.no_grad()
     def update(self, param_norms: torch.Tensor) -> None:
         """Add one probe: ``param_norms`` holds the norm of every parameter's gradient."""
         sq = param_norms.to(torch.float64).square()
-        layer_sq = torch.zeros_like(self.sum_sq).index_add_(0, self._index, sq)
-        valid = torch.isfinite(layer_sq.sum())
-        self.sum_sq.add_(torch.where(valid, layer_sq, torch.zeros_like(layer_sq)))
-        self.n.add_(valid.long())
-        self.skipped.add_((~valid).long())
+        self.update_sq(torch.mv(self._matrix, sq))
+
+    def update_sq(self, sq: torch.Tensor) -> None:
+        """Add one probe from its ``(L + 1,)`` squared norms, whole gradient first (kept, not
+        copied)."""
+        self._sq.append(sq)
 
     def compute(self) -> dict[str, Any]:
-        n = int(self.n)
-        out: dict[str, Any] = {"count": n, "skipped": int(self.skipped)}
+        L = self.num_layers
+        n = 0
+        if self._sq:
+            sq = torch.stack(self._sq).to(self.device, torch.float64)
+            valid = torch.isfinite(sq).all(dim=1)
+            n = int(valid.sum())
+        out: dict[str, Any] = {"count": n, "skipped": len(self._sq) - n}
         if n == 0:
-            out.update(norm=float("nan"), layer_norm=_nan_list(self.num_layers))
+            out.update(norm=float("nan"), layer_norm=_nan_list(L))
             return out
-        mean_sq = self.sum_sq / n
-        out["norm"] = float(mean_sq.sum().sqrt())
-        out["layer_norm"] = [float(v) for v in mean_sq.sqrt()]
+        rms = (sq[valid].sum(dim=0) / n).sqrt().tolist()
+        out["norm"], out["layer_norm"] = rms[0], rms[1:]
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sum_sq": self.sum_sq, "counts": torch.stack([self.n, self.skipped])}
+        return {"sq": list(self._sq)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sum_sq.copy_(state["sum_sq"])
-        n, skipped = state["counts"].to(self.device)
-        self.n.fill_(n)
-        self.skipped.fill_(skipped)
+        self._sq = [t.to(self.device) for t in state.get("sq", [])]

@@ -1,9 +1,11 @@
 """The ``critical`` command.
 
 ``critical fit|validate|test`` is a :class:`~lightning.pytorch.cli.LightningCLI` over
-:class:`~critical.task.ImageClassifier` and :class:`~critical.data.ImageDataModule` with the
-library's callbacks already wired in, each under its own key, so every Trainer, model, data and
-callback option is settable from YAML or flags::
+:class:`~critical.task.ImageClassifier` and a datamodule — :class:`~critical.data.ImageDataModule`
+by default, any other with ``data: {class_path: ..., init_args: {...}}`` (such as
+:class:`~critical.data.TimeSeriesDataModule`) — with the library's callbacks already wired in,
+each under its own key, so every Trainer, model, data and callback option is settable from YAML
+or flags::
 
     critical fit --config experiments/quickstart.yaml
     critical fit --config experiments/cifar10_resnet18.yaml --cutoff.policy fixed --cutoff.epoch 30
@@ -11,7 +13,8 @@ callback option is settable from YAML or flags::
 
 Callback keys: ``gradient_confusion``, ``gradient_norm``, ``gradient_predictability``, ``layer_rotation``,
 ``critical_period``, ``cutoff``, ``energy``, ``robustness``, ``run`` (the run directory). The
-model's ``num_classes``, ``in_chans``, ``img_size``, ``mean`` and ``std`` follow the data.
+model's ``num_classes``, ``in_chans``, ``img_size`` (the series length for time series), ``mean``
+and ``std`` follow the data.
 
 ``critical sweep`` and ``critical report`` are in :mod:`critical.sweep` and
 :mod:`critical.report`.
@@ -42,6 +45,14 @@ Run `critical <command> --help` for the options of a command.
 """
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
+DEFAULT_DATAMODULE = "critical.data.ImageDataModule"
+
+
+def input_size(data: Any) -> int:
+    """The model's ``img_size`` from the datamodule: its ``series_length`` (time series) or its
+    ``image_size`` (images)."""
+    length = getattr(data, "series_length", None)
+    return int(length if length is not None else data.image_size)
 
 
 def _cli_classes():
@@ -92,14 +103,18 @@ def _cli_classes():
                 (RunDirectory, "run"),
             ):
                 parser.add_lightning_class_args(cls, key)
+            # `data:` without a class_path configures the ImageDataModule, as before
+            parser.set_defaults({"data": {"class_path": DEFAULT_DATAMODULE}})
             for src, dst in (
                 ("data.num_classes", "model.num_classes"),
                 ("data.in_chans", "model.in_chans"),
-                ("data.image_size", "model.img_size"),
                 ("data.mean", "model.mean"),
                 ("data.std", "model.std"),
             ):
                 parser.link_arguments(src, dst, apply_on="instantiate")
+            parser.link_arguments(
+                "data", "model.img_size", compute_fn=input_size, apply_on="instantiate"
+            )
 
         def after_fit(self) -> None:
             print_run_summary(self.trainer)
@@ -139,6 +154,15 @@ def epoch_table(rows: Sequence[dict[str, Any]], cut_epoch: int | None = None) ->
     return out
 
 
+def _split_names(trainer: Any) -> dict[str, str]:
+    """The datamodule's description of its splits (``split_names``), or ``{}``."""
+    try:
+        names = getattr(trainer.datamodule, "split_names", None)
+    except Exception:  # noqa: BLE001 - a summary line must not fail a finished run
+        return {}
+    return dict(names) if isinstance(names, dict) else {}
+
+
 def print_run_summary(trainer: Any) -> None:
     """Print what a run measured and where its files are; draw its plot (rank 0 only)."""
     if trainer.global_rank != 0:
@@ -161,9 +185,12 @@ def print_run_summary(trainer: Any) -> None:
     if run is not None and run.rows:
         lines += epoch_table(run.rows, cut_epoch=None if cut is None else cut.cut_epoch)
         lines.append("-" * 72)
+    splits = _split_names(trainer)
     acc = m.get("val/acc")
+    on_val = f", on {splits['val']}" if acc is not None and "val" in splits else ""
     lines.append(
-        f"validation accuracy (last epoch): {_fmt(None if acc is None else float(acc), '%', 100, 4)}"
+        f"validation accuracy (last epoch{on_val}): "
+        f"{_fmt(None if acc is None else float(acc), '%', 100, 4)}"
     )
     if cp is not None:
         ev = cp.event
@@ -191,7 +218,9 @@ def print_run_summary(trainer: Any) -> None:
             for k in ("clean_acc", "fgsm_acc", "pgd_acc", "corruption_acc")
             if k in r
         ]
-        lines.append("robustness: " + ", ".join(parts))
+        kind = r.get("data")
+        on = f" (on {splits.get(kind, kind)})" if kind else ""
+        lines.append(f"robustness{on}: " + ", ".join(parts))
     if energy is not None:
         s = energy.summary()
         t = s["total"]
@@ -224,13 +253,15 @@ def print_run_summary(trainer: Any) -> None:
 
 def run_lightning(argv: Sequence[str] | None) -> None:
     """Run LightningCLI; ``argv=None`` reads ``sys.argv`` (the console entry point)."""
-    from critical.data import ImageDataModule
+    import lightning as L
+
     from critical.task import ImageClassifier
 
     cli_cls, save_config = _cli_classes()
     cli_cls(
         ImageClassifier,
-        ImageDataModule,
+        L.LightningDataModule,
+        subclass_mode_data=True,
         args=None if argv is None else list(argv),
         save_config_callback=save_config,
         # no default logger: RunDirectory adds a TensorBoardLogger writing into the run directory

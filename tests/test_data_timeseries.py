@@ -110,7 +110,7 @@ def test_fit_resnet1d_with_the_detector_cuts_k_and_is_measured_from_the_start(tm
     trainer = tiny_trainer(tmp_path, max_epochs=3, callbacks=[rotation, cp, cut])
     trainer.fit(model, dm)
     assert cut.cut_epoch == 2 and dm.multiplicity == 1  # fires after epoch 1
-    assert [round(v, 6) >= 0 for v in rotation.history["layer_rotation"]] == [True] * 3
+    assert len(rotation.history) == 3 and all(h["layer_rotation"] > 0 for h in rotation.history)
     results = trainer.test(model, dm, verbose=False)
     assert 0.0 <= results[0]["test/acc"] <= 1.0
 

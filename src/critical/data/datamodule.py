@@ -278,8 +278,9 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
             if s["test"] is not None
             else f"none: the validation split ({carved})"
         )
+        less = "" if self.val_root else " less validation"
         return {
-            "train": f"{name} training images less validation ({n['train']} images)",
+            "train": f"{name} training images{less} ({n['train']} images)",
             "val": f"held-out folder {self.val_root} ({n['val']} images)"
             if self.val_root
             else carved,

@@ -42,6 +42,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
 
 from critical.data.augment_ts import SeriesAugment
 from critical.data.loader import LAYOUTS, AugmentedLoader, MultiplicitySampler, TensorLoader
@@ -149,10 +150,12 @@ class TimeSeriesDataModule(MultiplicityMixin, L.LightningDataModule):
         self._device: torch.device | None = None
 
     # ---------------------------------------------------------------- multiplicity protocol
+    @override
     def state_dict(self) -> dict[str, Any]:
         """``multiplicity`` and ``augment``, saved in Lightning checkpoints."""
         return {"multiplicity": self._multiplicity, "augment": self._augment}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore ``multiplicity`` and ``augment`` from a checkpoint."""
         if "multiplicity" in state_dict:
@@ -215,6 +218,7 @@ class TimeSeriesDataModule(MultiplicityMixin, L.LightningDataModule):
         }
 
     # ---------------------------------------------------------------- loading
+    @override
     def prepare_data(self) -> None:
         """Nothing to download: the data ship with aeon."""
 
@@ -235,6 +239,7 @@ class TimeSeriesDataModule(MultiplicityMixin, L.LightningDataModule):
         trainer = self.trainer
         return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         """Load and split the data (once) and put it on the training device."""
         splits = self._load()
@@ -264,6 +269,7 @@ class TimeSeriesDataModule(MultiplicityMixin, L.LightningDataModule):
         return int(trainer.global_rank), int(trainer.world_size)
 
     # ---------------------------------------------------------------- loaders
+    @override
     def train_dataloader(self) -> AugmentedLoader:
         """A loader for the current ``multiplicity`` / ``augment``, yielding device batches."""
         train = self._current()["train"]
@@ -289,14 +295,17 @@ class TimeSeriesDataModule(MultiplicityMixin, L.LightningDataModule):
         rank, world = self._dist()
         return TensorLoader(data.values, data.labels, self.eval_batch_size, rank, world)
 
+    @override
     def val_dataloader(self) -> TensorLoader | list[Any]:
         """Un-augmented validation batches (``[]`` when ``val_size`` is 0)."""
         return self._eval_loader(self._current()["val"])
 
+    @override
     def test_dataloader(self) -> TensorLoader | list[Any]:
         """Un-augmented batches of the official test split."""
         return self._eval_loader(self._current()["test"])
 
+    @override
     def predict_dataloader(self) -> TensorLoader | list[Any]:
         """Same as ``test_dataloader()``."""
         return self.test_dataloader()

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 __all__ = ["ResNet1d", "ResidualBlock1d"]
 
@@ -63,6 +64,7 @@ class ResidualBlock1d(nn.Module):
         else:
             self.shortcut = nn.BatchNorm1d(cout)
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[-1]
         h = self.act(self.bn1(self.conv1(x)[..., :t]))
@@ -142,5 +144,6 @@ class ResNet1d(nn.Module):
         logits: torch.Tensor = self.fc(x)
         return logits
 
+    @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

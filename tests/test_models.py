@@ -7,7 +7,7 @@ import timm
 import torch
 
 from critical import models
-from critical.models import CifarResNet, SmallCNN, create_model, list_models
+from critical.models import CifarResNet, ResNet1d, SmallCNN, create_model, list_models
 
 EXPECTED_PARAMS = {  # (low, high) with num_classes=10, in_chans=3
     "resnet18_cifar": (11.1e6, 11.25e6),
@@ -29,7 +29,7 @@ def _n_params(m: torch.nn.Module) -> int:
 def test_list_models_is_ours_and_sorted():
     names = list_models()
     assert names == sorted(names)
-    assert set(names) == set(EXPECTED_PARAMS)
+    assert set(names) == set(EXPECTED_PARAMS) | set(models.SERIES_MODELS)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
@@ -131,3 +131,39 @@ def test_falls_through_to_timm():
     assert net(torch.rand(1, 1, 32, 32)).shape == (1, 5)
     vit = create_model("vit_tiny_patch16_224", num_classes=3, img_size=32)  # takes img_size
     assert vit.patch_embed.img_size == (32, 32)
+
+
+# ------------------------------------------------------------------ 1-D ResNet (time series)
+def test_resnet1d_wang_et_al_shapes_params_and_timm_api():
+    net = timm.create_model("resnet1d", num_classes=4, in_chans=6)
+    assert isinstance(net, ResNet1d)
+    assert _n_params(net) == 506_244  # 64/128/128 filters, kernels 8/5/3
+    assert _n_params(create_model("resnet1d_small", num_classes=4, in_chans=6)) == 128_196
+    assert [b.conv1.kernel_size for b in net.blocks] == [(8,)] * 3
+    for t in (100, 7):  # any length; the length is kept through the blocks
+        assert net.forward_features(torch.randn(2, 6, t)).shape == (2, 128, t)
+        assert net(torch.randn(2, 6, t)).shape == (2, 4)
+    net.reset_classifier(9)
+    assert net(torch.randn(1, 6, 25)).shape == (1, 9)
+    assert models.input_ndim("resnet1d") == 1 and models.input_ndim("small_cnn") == 2
+    with pytest.raises(ValueError, match=r"\(B, C, T\)"):
+        net(torch.randn(1, 6, 8, 8))
+
+
+def test_model_summary_reports_flops_and_params_for_series_and_image_models():
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+
+    from critical.task import ImageClassifier
+
+    series = ImageClassifier("resnet1d", num_classes=4, in_chans=6, img_size=100)
+    image = ImageClassifier("cifar_resnet20", num_classes=10, in_chans=3, img_size=32)
+    assert tuple(series.example_input_array.shape) == (1, 6, 100)
+    assert tuple(image.example_input_array.shape) == (1, 3, 32, 32)
+    flops = {}
+    for name, module in (("series", series), ("image", image)):
+        summary = ModelSummary(module)
+        assert summary.total_parameters == _n_params(module.net)
+        flops[name] = summary.total_flops
+        assert flops[name] > 0
+    # forward FLOPs of one sample: about 2 x MACs of the convolutions (a few tens of millions)
+    assert 5e7 < flops["series"] < 2e8 and 5e7 < flops["image"] < 1e9

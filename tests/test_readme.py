@@ -39,4 +39,4 @@ def test_readme_commands_exist():
         assert (README.parent / path).is_file(), path
     for path in re.findall(r"critical sweep (experiments/\S+\.yaml)", text):
         assert (README.parent / path).is_file(), path
-    assert "python -m pytest" in text and 'pip install -e ".[dev]"' in text
+    assert "python -m pytest" in text and 'pip install -e ".[dev,timeseries]"' in text

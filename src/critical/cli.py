@@ -1,9 +1,11 @@
 """The ``critical`` command.
 
 ``critical fit|validate|test`` is a :class:`~lightning.pytorch.cli.LightningCLI` over
-:class:`~critical.task.ImageClassifier` and :class:`~critical.data.ImageDataModule` with the
-library's callbacks already wired in, each under its own key, so every Trainer, model, data and
-callback option is settable from YAML or flags::
+:class:`~critical.task.ImageClassifier` and a datamodule — :class:`~critical.data.ImageDataModule`
+by default, any other with ``data: {class_path: ..., init_args: {...}}`` (such as
+:class:`~critical.data.TimeSeriesDataModule`) — with the library's callbacks already wired in,
+each under its own key, so every Trainer, model, data and callback option is settable from YAML
+or flags::
 
     critical fit --config experiments/quickstart.yaml
     critical fit --config experiments/cifar10_resnet18.yaml --cutoff.policy fixed --cutoff.epoch 30
@@ -11,7 +13,8 @@ callback option is settable from YAML or flags::
 
 Callback keys: ``gradient_confusion``, ``gradient_norm``, ``gradient_predictability``, ``layer_rotation``,
 ``critical_period``, ``cutoff``, ``energy``, ``robustness``, ``run`` (the run directory). The
-model's ``num_classes``, ``in_chans``, ``img_size``, ``mean`` and ``std`` follow the data.
+model's ``num_classes``, ``in_chans``, ``img_size`` (the series length for time series), ``mean``
+and ``std`` follow the data.
 
 ``critical sweep`` and ``critical report`` are in :mod:`critical.sweep` and
 :mod:`critical.report`.
@@ -50,6 +53,15 @@ Run `critical <command> --help` for the options of a command.
 """
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
+DEFAULT_DATAMODULE = "critical.data.ImageDataModule"
+
+
+def input_size(data: Any) -> int:
+    """The model's ``img_size`` from the datamodule: its ``series_length`` (time series) or its
+    ``image_size`` (images)."""
+    length = getattr(data, "series_length", None)
+    return int(length if length is not None else data.image_size)
+
 
 #: options with a fixed set of values: shown by ``critical fit --help`` (without importing
 #: Lightning) and added to the full LightningCLI help (``--help-all``); tests/test_cli.py checks
@@ -335,14 +347,18 @@ def _cli_classes():
                 (RunDirectory, "run"),
             ):
                 parser.add_lightning_class_args(cls, key)
+            # `data:` without a class_path configures the ImageDataModule, as before
+            parser.set_defaults({"data": {"class_path": DEFAULT_DATAMODULE}})
             for src, dst in (
                 ("data.num_classes", "model.num_classes"),
                 ("data.in_chans", "model.in_chans"),
-                ("data.image_size", "model.img_size"),
                 ("data.mean", "model.mean"),
                 ("data.std", "model.std"),
             ):
                 parser.link_arguments(src, dst, apply_on="instantiate")
+            parser.link_arguments(
+                "data", "model.img_size", compute_fn=input_size, apply_on="instantiate"
+            )
             _describe_choices(parser)
 
         def after_fit(self) -> None:
@@ -371,7 +387,8 @@ def _quiet_seed(record: logging.LogRecord) -> bool:
 def run_lightning(argv: Sequence[str] | None, *, debug: bool = False) -> None:
     """Run LightningCLI; ``argv=None`` reads ``sys.argv`` (the console entry point). Parse errors
     raise :class:`UsageError` (with ``debug``: jsonargparse prints the usage and exits 2)."""
-    from critical.data import ImageDataModule
+    import lightning as L
+
     from critical.task import ImageClassifier
 
     seed_log = logging.getLogger("lightning.fabric.utilities.seed")
@@ -381,7 +398,8 @@ def run_lightning(argv: Sequence[str] | None, *, debug: bool = False) -> None:
     kwargs: dict[str, Any] = {} if debug else {"parser_class": parser_cls}
     cli_cls(
         ImageClassifier,
-        ImageDataModule,
+        L.LightningDataModule,
+        subclass_mode_data=True,
         args=None if argv is None else list(argv),
         save_config_callback=save_config,
         # no default logger: RunDirectory adds a TensorBoardLogger writing into the run directory

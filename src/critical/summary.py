@@ -82,6 +82,7 @@ _KEYS = (
     "epochs",
     "max_epochs",
     "val_acc",
+    "splits",
     "critical_period",
     "diverged",
     "cut",
@@ -196,6 +197,11 @@ def build_summary(
             model=e.get("model"),
         )
         s["not_written"].update(e.get("not_written") or {})
+    try:  # which data each accuracy is on (the datamodule's own description)
+        names = getattr(getattr(trainer, "datamodule", None), "split_names", None)
+    except Exception:  # noqa: BLE001 - a summary must not fail a finished run
+        names = None
+    s["splits"] = dict(names) if isinstance(names, Mapping) else None
     rob = find_callback(trainer, lambda cb: hasattr(cb, "all_results"))
     results = getattr(rob, "results", None)
     if results:
@@ -204,6 +210,8 @@ def build_summary(
             for k in ("clean_acc", "fgsm_acc", "pgd_acc", "corruption_acc")
             if k in results
         }
+        if results.get("data"):
+            s["robustness"]["data"] = results["data"]
     explain_saving(s)
     return to_jsonable(s)
 
@@ -304,7 +312,9 @@ def format_summary(s: Mapping[str, Any], rows: Sequence[Mapping[str, Any]] = ())
     if rows:
         lines += epoch_table(rows, cut_epoch=cut.get("cut_epoch"))
         lines.append("-" * 72)
-    lines.append(f"validation accuracy (last epoch): {_pct(s.get('val_acc'), 2)}")
+    splits = s.get("splits") or {}
+    on_val = f", on {splits['val']}" if "val" in splits else ""
+    lines.append(f"validation accuracy (last epoch{on_val}): {_pct(s.get('val_acc'), 2)}")
     cp = s.get("critical_period")
     if cp is not None:
         over = f"over at the end of epoch {cp['epoch']} ({cp['reason']})" if cp["over"] else None
@@ -316,10 +326,12 @@ def format_summary(s: Mapping[str, Any], rows: Sequence[Mapping[str, Any]] = ())
         to = cut.get("multiplicity_after")
         change = "" if cut.get("cut_epoch") is None else f" -> {to} from epoch {cut['cut_epoch']}"
         lines.append(f"multiplicity: k={cut['multiplicity_before']}{change}")
-    rob = s.get("robustness")
+    rob = dict(s.get("robustness") or {})
+    kind = rob.pop("data", None)
     if rob:
         parts = [f"{k.replace('_acc', '')} {_pct(v, 2)}" for k, v in rob.items()]
-        lines.append("robustness: " + ", ".join(parts))
+        on = f" (on {splits.get(kind, kind)})" if kind else ""
+        lines.append(f"robustness{on}: " + ", ".join(parts))
     lines += _energy_lines(s)
     lines.append(("saving: " if s.get("saved") else "") + str(s.get("saving_note")))
     frac = s.get("saving_fraction")

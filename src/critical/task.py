@@ -4,7 +4,11 @@
 its input inside ``forward`` (so it takes images in ``[0, 1]``, or ``uint8`` in ``[0, 255]``, as
 adversarial attacks and our tensor datamodules expect), trains with SGD + Nesterov momentum (or
 AdamW) under an *epoch-based* learning-rate schedule, and logs ``train/loss``, ``train/acc``,
-``val/loss``, ``val/acc``, ``test/loss``, ``test/acc`` once per epoch.
+``val/loss``, ``val/acc``, ``test/loss``, ``test/acc`` once per epoch. It also classifies time
+series ``(B, C, T)`` with the 1-D models of :mod:`critical.models` (``resnet1d``), and can start
+from a weights file for fine-tuning (``weights=``, ``new_head=``, ``freeze=``; see
+:mod:`critical.models.weights`). ``example_input_array`` is set, so Lightning's model summary
+reports the model's FLOPs as well as its parameters.
 
 Why the schedule is epoch-based: the callbacks of this library change the augmentation
 multiplicity k during training, and with it the number of optimization steps per epoch (an epoch
@@ -36,7 +40,9 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
-from critical.models import create_model
+from critical.models import create_model, input_ndim
+from critical.models.weights import freeze as freeze_layers
+from critical.models.weights import load_weights, read_state_dict
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -189,14 +195,18 @@ class ImageClassifier(L.LightningModule):
 
     Args:
         model: a name from :func:`critical.models.list_models` (``"resnet18_cifar"``,
-            ``"cifar_resnet20"``, ``"vit_cifar_tiny"``, ``"small_cnn"``, ...) or any timm name.
+            ``"cifar_resnet20"``, ``"vit_cifar_tiny"``, ``"small_cnn"``, ``"resnet1d"``, ...) or
+            any timm name.
         num_classes: number of classes (>= 2).
-        in_chans: image channels.
-        img_size: image side (used by ViTs).
+        in_chans: image channels, or the variables of a series.
+        img_size: image side (used by ViTs), or the series length T for series models (used by
+            ``example_input_array``, the input of the model summary's FLOP count).
         model_kwargs: extra constructor arguments for the model (``drop_rate``, ``shortcut``, ...).
         mean: per-channel mean subtracted in ``forward`` (one value is broadcast). ``None``: the
-            CIFAR-10 mean when ``in_chans == 3``, else 0.5. Stored as the buffer ``mean``.
-        std: per-channel std, as ``mean``. ``None``: CIFAR-10 std for 3 channels, else 0.5.
+            CIFAR-10 mean when ``in_chans == 3``, else 0.5 (series models: 0). Stored as the
+            buffer ``mean``.
+        std: per-channel std, as ``mean``. ``None``: CIFAR-10 std for 3 channels, else 0.5
+            (series models: 1).
         optimizer: ``"sgd"`` (momentum, optionally Nesterov) or ``"adamw"`` (use a small ``lr``,
             e.g. 1e-3, and a larger ``weight_decay``, e.g. 0.05, typically for ViTs).
         lr: peak learning rate (> 0).
@@ -219,9 +229,23 @@ class ImageClassifier(L.LightningModule):
         channels_last: run the model in channels-last memory format (faster convs on GPU).
         compile: ``torch.compile`` the model in ``configure_model`` (in place; the state-dict keys
             do not change).
+        weights: start from this local file: a Lightning checkpoint (of an ``ImageClassifier``
+            or of any module whose network keys match), a state dict or a ``.safetensors`` file
+            of the network (:func:`~critical.models.weights.read_state_dict`). Names and shapes
+            must match exactly; a mismatch raises ``ValueError`` naming the first mismatching
+            key. The metric callbacks then measure from these weights (layer rotation from the
+            fine-tuning start).
+        new_head: with ``weights``, keep a freshly initialized classifier for ``num_classes``
+            instead of loading the file's one (fine-tuning to another task).
+        freeze: ``"backbone"`` (everything but the classifier) or module paths of the network
+            (``["blocks.0", "blocks.1"]``) whose parameters are not trained.
+        pretrained: timm's pretrained weights (timm names only). For a local file through timm,
+            also pass ``model_kwargs={"pretrained_cfg_overlay": {"file": path}}``; timm then
+            drops the file's classifier when ``num_classes`` differs.
 
-    Inputs: ``forward(x)`` takes ``x`` of shape (B, C, H, W), float in [0, 1] or uint8 in
-    [0, 255]; batches are ``(x, y)`` with integer labels ``y``.
+    Inputs: ``forward(x)`` takes images ``x`` of shape (B, C, H, W), float in [0, 1] or uint8
+    in [0, 255], or series (B, C, T) for series models; batches are ``(x, y)`` with integer
+    labels ``y``.
 
     Example:
         >>> import torch
@@ -265,6 +289,10 @@ class ImageClassifier(L.LightningModule):
         schedule_epochs: int | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        weights: str | None = None,
+        new_head: bool = False,
+        freeze: str | list[str] | None = None,
+        pretrained: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -283,6 +311,8 @@ class ImageClassifier(L.LightningModule):
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         if schedule_epochs is not None and schedule_epochs < 1:
             raise ValueError(f"schedule_epochs must be >= 1 or None, got {schedule_epochs}")
+        if new_head and weights is None:
+            raise ValueError("new_head=True needs weights=<file> to start from")
         # Validate the schedule arguments now (fail before training starts); the schedule that is
         # used is rebuilt in configure_optimizers, once trainer.max_epochs is known.
         EpochSchedule(
@@ -295,8 +325,14 @@ class ImageClassifier(L.LightningModule):
         )
         self.save_hyperparameters()
 
-        mean_values = _channel_stats(mean, CIFAR10_MEAN, 0.5, in_chans, "mean")
-        std_values = _channel_stats(std, CIFAR10_STD, 0.5, in_chans, "std")
+        ndim = input_ndim(model)
+        series = ndim == 1
+        mean_values = _channel_stats(
+            mean, () if series else CIFAR10_MEAN, 0.0 if series else 0.5, in_chans, "mean"
+        )
+        std_values = _channel_stats(
+            std, () if series else CIFAR10_STD, 1.0 if series else 0.5, in_chans, "std"
+        )
         if any(s <= 0 for s in std_values):
             raise ValueError(f"std must be > 0, got {std_values}")
         self.register_buffer("mean", torch.tensor(mean_values).view(1, -1, 1, 1))
@@ -307,8 +343,18 @@ class ImageClassifier(L.LightningModule):
             num_classes=num_classes,
             in_chans=in_chans,
             img_size=img_size,
+            pretrained=pretrained,
             **(model_kwargs or {}),
         )
+        if weights is not None:
+            try:
+                load_weights(self.net, read_state_dict(weights), new_head=new_head)
+            except ValueError as err:
+                raise ValueError(f"ImageClassifier(weights={weights!r}): {err}") from None
+        if freeze:
+            freeze_layers(self.net, freeze)
+        # one input of the right shape: Lightning's model summary counts the FLOPs with it
+        self.example_input_array = torch.zeros(1, in_chans, *([img_size] * ndim))
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self._compiled = False
@@ -334,19 +380,22 @@ class ImageClassifier(L.LightningModule):
             self._compiled = True
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Map images in [0, 1] (float) or [0, 255] (uint8) to normalized float tensors."""
+        """Map images in [0, 1] (float) or [0, 255] (uint8), or float series, to normalized
+        float tensors (per channel)."""
         if x.dtype == torch.uint8:
             x = x.to(self.mean.dtype).div_(255.0)
         elif not x.is_floating_point():
             raise TypeError(f"images must be float in [0, 1] or uint8, got dtype {x.dtype}")
-        x = (x - self.mean) / self.std
+        shape = (1, -1) + (1,) * (x.dim() - 2)  # (1, C, 1, 1) for images, (1, C, 1) for series
+        x = (x - self.mean.view(shape)) / self.std.view(shape)
         if self._hp.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
     @override
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for images ``x`` (B, C, H, W) in [0, 1] (float) or [0, 255] (uint8)."""
+        """Logits for images ``x`` (B, C, H, W) in [0, 1] (float) or [0, 255] (uint8), or for
+        series (B, C, T)."""
         return self.net(self.normalize(x))
 
     # ------------------------------------------------------------------ steps

@@ -12,6 +12,10 @@
   :class:`MultiplicityDataModule` for users' own data, and the protocol for their own
   datamodules.
 * :mod:`critical.data.protocol` — how callbacks find and change k.
+* :mod:`critical.data.timeseries` — :class:`TimeSeriesDataModule`, time-series classification
+  on aeon's bundled data sets (:mod:`critical.data.series_data`; optional extra
+  ``pip install -e ".[timeseries]"``) with the batched time-series augmentation of
+  :mod:`critical.data.augment_ts`.
 
 Example:
     >>> from critical.data import ImageDataModule, supports_multiplicity
@@ -32,6 +36,7 @@ from critical.data.augment import (
     to_float,
     trivial_augment,
 )
+from critical.data.augment_ts import SeriesAugment
 from critical.data.datamodule import ImageDataModule
 from critical.data.datasets import (
     DATASETS,
@@ -55,8 +60,11 @@ from critical.data.loader import (
 )
 from critical.data.multiplicity import MultiplicityDataModule, MultiplicityDataset
 from critical.data.protocol import find_multiplicity_target, get_multiplicity, supports_multiplicity
+from critical.data.series_data import BUNDLED_DATASETS, SeriesData, load_bundled
+from critical.data.timeseries import TimeSeriesDataModule
 
 __all__ = [
+    "BUNDLED_DATASETS",
     "DATASETS",
     "LAYOUTS",
     "POLICIES",
@@ -68,12 +76,16 @@ __all__ = [
     "MultiplicityDataModule",
     "MultiplicityDataset",
     "MultiplicitySampler",
+    "SeriesAugment",
+    "SeriesData",
     "TensorLoader",
+    "TimeSeriesDataModule",
     "cutout",
     "default_cache_dir",
     "epoch_order",
     "find_multiplicity_target",
     "get_multiplicity",
+    "load_bundled",
     "load_cifar",
     "load_dataset",
     "load_digits",

@@ -26,8 +26,11 @@ in :mod:`critical.data.loader`. Under DDP each rank gets a disjoint, equally lon
 epoch; reshuffles are reproducible from ``(seed, epoch)``.
 
 Validation and test loaders are un-augmented. ``test_dataloader()`` uses the official test
-split where the dataset has one (CIFAR, synthetic) and otherwise the validation split (folder,
-digits); :attr:`ImageDataModule.has_test_split` says which.
+split where the dataset has one (CIFAR, synthetic), your own held-out ImageFolder directory
+(``dataset="folder", test_root=...``), and otherwise the validation split (folder, digits);
+:attr:`ImageDataModule.has_test_split` says which, :attr:`ImageDataModule.split_names` says what
+each split is (for reports). ``val_root`` likewise replaces the validation split carved out of
+``root`` by a folder of its own.
 
 Example:
     >>> dm = ImageDataModule("synthetic", batch_size=64, multiplicity=2, policy="trivialaugment")
@@ -119,6 +122,11 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
         cache_dir: where the ImageFolder cache lives (default ``~/.cache/critical``).
         data_device: where to keep the data (``"cpu"``, ``"cuda"``...); default: the trainer's
             root device, CPU without a trainer.
+        val_root: folder only: an ImageFolder directory with the same class sub-folders (all or
+            some of them) used as the validation split; ``val_size`` is then ignored and all of
+            ``root`` trains.
+        test_root: folder only: an ImageFolder directory used as the test split (accuracy on
+            your own held-out images).
 
     Example:
         >>> ImageDataModule("mnist")  # doctest: +ELLIPSIS
@@ -151,12 +159,19 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
         image_size: int | None = None,
         cache_dir: str | None = None,
         data_device: str | None = None,
+        val_root: str | None = None,
+        test_root: str | None = None,
     ) -> None:
         super().__init__()
         check_choice("dataset", dataset, DATASETS)
         if dataset == "folder" and not root:
             raise ValueError("dataset='folder' needs root=<path of an ImageFolder directory>")
         check_path("root", root, allow_none=True)
+        for name, folder in (("val_root", val_root), ("test_root", test_root)):
+            if folder and dataset != "folder":
+                raise ValueError(f"{name} is an option of dataset='folder', not {dataset!r}")
+            if folder and not os.path.isdir(os.path.expanduser(folder)):
+                raise ValueError(f"{name} {folder!r} is not a directory")
         check_choice("layout", layout, LAYOUTS)
         check_int("batch_size", batch_size, 1)
         check_int("eval_batch_size", eval_batch_size, 1, allow_none=True)
@@ -181,6 +196,8 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
         self.image_size_option = image_size
         self.cache_dir = cache_dir
         self.data_device = data_device
+        self.val_root = val_root or None
+        self.test_root = test_root or None
         self.augmentation = BatchAugment(
             crop_padding=crop_padding,
             padding_mode=padding_mode,
@@ -262,8 +279,33 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
 
     @property
     def has_test_split(self) -> bool:
-        """Whether ``test_dataloader()`` uses an official test split (else: validation)."""
-        return bool(DATASET_INFO[self.dataset]["has_test"])
+        """Whether ``test_dataloader()`` uses a test split (official or ``test_root``; else:
+        validation)."""
+        return bool(DATASET_INFO[self.dataset]["has_test"]) or self.test_root is not None
+
+    @property
+    def split_names(self) -> dict[str, str]:
+        """What each split is, for reports: ``{"train": ..., "val": ..., "test": ...}``
+        (loads the data)."""
+        s = self._load()
+        n = {k: len(v) if isinstance(v, ImageData) else 0 for k, v in s.items()}
+        name = f"folder {self.root}" if self.dataset == "folder" else self.dataset
+        carved = f"seeded stratified {n['val']} images of the {name} training images"
+        test = (
+            f"held-out folder {self.test_root} ({n['test']} images)"
+            if self.test_root
+            else f"{self.dataset} official test split ({n['test']} images)"
+            if s["test"] is not None
+            else f"none: the validation split ({carved})"
+        )
+        less = "" if self.val_root else " less validation"
+        return {
+            "train": f"{name} training images{less} ({n['train']} images)",
+            "val": f"held-out folder {self.val_root} ({n['val']} images)"
+            if self.val_root
+            else carved,
+            "test": test,
+        }
 
     @property
     def train_data(self) -> ImageData:
@@ -297,9 +339,13 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
             load_cifar(self.dataset, root, train=True, download=True)
             load_cifar(self.dataset, root, train=False, download=True)
         elif self.dataset == "folder":
-            folder = self._root()
-            assert folder is not None  # __init__ requires root for dataset="folder"
-            load_image_folder(folder, cache_dir=self.cache_dir, image_size=self.image_size_option)
+            for folder in (self._root(), self.val_root, self.test_root):
+                if folder:
+                    load_image_folder(
+                        os.path.expanduser(folder),
+                        cache_dir=self.cache_dir,
+                        image_size=self.image_size_option,
+                    )
 
     def _load(self) -> _Splits:
         if self._splits is not None:
@@ -312,13 +358,33 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
             image_size=self.image_size_option,
             seed=self.seed,
         )
-        train_idx, val_idx = stratified_split(train_full.labels, self.val_size, self.seed)
-        train, val = train_full.subset(train_idx), train_full.subset(val_idx)
+        if self.test_root:
+            test = self._held_out("test_root", self.test_root, train_full)
+        if self.val_root:
+            train, val = train_full, self._held_out("val_root", self.val_root, train_full)
+        else:
+            train_idx, val_idx = stratified_split(train_full.labels, self.val_size, self.seed)
+            train, val = train_full.subset(train_idx), train_full.subset(val_idx)
         if self.train_size is not None and not _keeps_all(self.train_size, len(train)):
             _, keep = stratified_split(train.labels, self.train_size, self.seed + 1)
             train = train.subset(keep)
         self._splits = {"train": train, "val": val, "test": test}
         return self._splits
+
+    def _held_out(self, name: str, folder: str, train: ImageData) -> ImageData:
+        """The ImageFolder ``folder`` labelled by the training classes, same image shape."""
+        data = load_image_folder(
+            os.path.expanduser(folder),
+            cache_dir=self.cache_dir,
+            image_size=self.image_size_option,
+            classes=train.classes,
+        )
+        if data.images.shape[1:] != train.images.shape[1:]:
+            raise ValueError(
+                f"{name} images have shape {tuple(data.images.shape[1:])}, the training images "
+                f"{tuple(train.images.shape[1:])}: pass image_size=<int> to resize both"
+            )
+        return data
 
     def _target_device(self) -> torch.device:
         if self.data_device is not None:

@@ -52,6 +52,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -164,6 +165,7 @@ def load_image_folder(
     grayscale: bool = False,
     num_workers: int | None = None,
     use_cache: bool = True,
+    classes: Sequence[str] | None = None,
 ) -> ImageData:
     """An ImageFolder-style directory (``root/<class>/<image>``) decoded once to ``uint8``.
 
@@ -175,6 +177,9 @@ def load_image_folder(
         grayscale: decode to 1 channel instead of RGB.
         num_workers: decoding threads (default: the number of CPUs, at most 8).
         use_cache: read and write the cache (``False`` always decodes).
+        classes: label the images by their class's position in this list (the training
+            folder's classes, for a held-out validation or test folder, which may lack some of
+            them); a sub-folder that is not in the list raises ``ValueError``.
 
     The cache file is ``<cache_dir>/folder-<name>-<root hash>-<content hash>.pt``; the content
     hash covers relative paths, labels, sizes, mtimes and decode options, so any change to the
@@ -198,9 +203,9 @@ def load_image_folder(
             f"root/<class>/<image>.jpg"
         )
     check_int("image_size", image_size, 1, allow_none=True)
-    classes, files, stats = _scan_folder(root_path)
+    found, files, stats = _scan_folder(root_path)
     opts = f"gray={bool(grayscale)}|size={image_size}"
-    key = _folder_key(classes, files, stats, opts)
+    key = _folder_key(found, files, stats, opts)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     root_tag = hashlib.sha256(str(root_path).encode()).hexdigest()[:8]
     stem = f"folder-{_safe(root_path.name)}-{root_tag}-"
@@ -209,8 +214,9 @@ def load_image_folder(
     if use_cache and cache_file.is_file():
         try:
             blob = torch.load(cache_file, map_location="cpu", weights_only=True)
-            if blob.get("key") == key and list(blob["classes"]) == classes:
-                return ImageData(blob["images"], blob["labels"], list(blob["classes"]))
+            if blob.get("key") == key and list(blob["classes"]) == found:
+                cached = ImageData(blob["images"], blob["labels"], list(blob["classes"]))
+                return _relabel(cached, classes, root_path)
         except Exception:  # noqa: BLE001 - unreadable cache: decode again
             pass
 
@@ -224,7 +230,7 @@ def load_image_folder(
         )
     images = torch.stack(imgs)
     labels = torch.tensor([label for _, label in files], dtype=torch.int64)
-    data = ImageData(images, labels, classes)
+    data = ImageData(images, labels, found)
 
     if use_cache:
         cache.mkdir(parents=True, exist_ok=True)
@@ -232,7 +238,7 @@ def load_image_folder(
             "key": key,
             "images": images,
             "labels": labels,
-            "classes": classes,
+            "classes": found,
             "root": str(root_path),
         }
         fd, tmp = tempfile.mkstemp(dir=cache, prefix=".tmp-", suffix=".pt")
@@ -253,7 +259,21 @@ def load_image_folder(
                     old.unlink()
                 except OSError:
                     pass
-    return data
+    return _relabel(data, classes, root_path)
+
+
+def _relabel(data: ImageData, classes: Sequence[str] | None, root: Path) -> ImageData:
+    """``data`` labelled by the positions of its class names in ``classes`` (if given)."""
+    if classes is None or list(classes) == data.classes:
+        return data
+    unknown = [c for c in data.classes if c not in classes]
+    if unknown:
+        raise ValueError(
+            f"class folder(s) {unknown} of {str(root)!r} are not classes of the training data "
+            f"{list(classes)}"
+        )
+    mapping = torch.tensor([list(classes).index(c) for c in data.classes], dtype=torch.int64)
+    return ImageData(data.images, mapping[data.labels], list(classes))
 
 
 def _safe(name: str) -> str:

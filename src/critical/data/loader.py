@@ -49,7 +49,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -244,7 +244,10 @@ class AugmentedLoader:
 
     Wraps ``uint8`` images ``(N, C, H, W)`` and labels kept on the training device; each batch
     is gathered with ``index_select`` and augmented by ``augment`` (a :class:`BatchAugment`, or
-    ``None`` for no augmentation: plain conversion to float). ``sampler`` decides the indices
+    ``None`` for no augmentation: plain conversion to float). Floating-point data of any shape
+    ``(N, ...)``, such as time series ``(N, C, T)``, are accepted too, with any ``augment``
+    called as ``augment(batch, generator=...)`` (e.g.
+    :class:`~critical.data.augment_ts.SeriesAugment`). ``sampler`` decides the indices
     (and carries ``set_epoch``, which Lightning calls). ``len()`` is the number of batches of
     this epoch, so ``trainer.num_training_batches`` is right.
 
@@ -262,13 +265,15 @@ class AugmentedLoader:
         images: Tensor,
         labels: Tensor,
         sampler: MultiplicitySampler,
-        augment: BatchAugment | None = None,
+        augment: BatchAugment | Callable[..., Tensor] | None = None,
         seed: int = 0,
     ) -> None:
-        if images.dtype != torch.uint8 or images.ndim != 4:
+        if not (images.dtype == torch.uint8 and images.ndim == 4) and not (
+            images.is_floating_point() and images.ndim >= 2
+        ):
             raise ValueError(
-                f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} "
-                f"{tuple(images.shape)}"
+                f"images must be a uint8 (N, C, H, W) tensor or a floating-point (N, ...) one, "
+                f"got {images.dtype} {tuple(images.shape)}"
             )
         if labels.shape[0] != images.shape[0]:
             raise ValueError(f"{labels.shape[0]} labels for {images.shape[0]} images")

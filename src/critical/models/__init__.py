@@ -21,9 +21,14 @@ name                   params*     what it is
 ``vit_cifar_small``    10.7M      same with dim 384, 6 heads (about ResNet-18's size)
 ``small_cnn``          0.09M      3 conv-BN-ReLU layers + global pooling, for the CPU quick start
                                    on scikit-learn digits (8x8 or 16x16, ``in_chans=1``)
+``resnet1d``           0.51M**    Wang et al. 2017 1-D ResNet for time-series classification:
+                                   input ``(B, C, T)``, 3 blocks of 64/128/128 filters
+``resnet1d_small``     0.13M**    the same with 32/64/64 filters, for CPU-sized runs
 =====================  ==========  ====================================================
 
-(*) with ``num_classes=10, in_chans=3``.
+(*) with ``num_classes=10, in_chans=3``; (**) with ``num_classes=4, in_chans=6``
+(BasicMotions). :data:`SERIES_MODELS` lists the models that take series ``(B, C, T)``
+instead of images; :func:`input_ndim` says which (1 or 2 spatial/temporal dimensions).
 
 Design choices:
 
@@ -41,6 +46,8 @@ Design choices:
   dimension 64, a class token. No drop-path by default: regularization is the object of study.
 * CNNs are fully convolutional with global average pooling; ``img_size`` is accepted and ignored.
 * ``pretrained=True`` raises ``ValueError`` for these names: there are no weights (and no network).
+  To start from your own weights file, use :mod:`critical.models.weights` (or
+  ``ImageClassifier(weights=...)``).
 
 Any other name that timm knows (``timm.list_models()``) falls through to :func:`timm.create_model`
 with ``pretrained=False`` unless asked otherwise.
@@ -57,7 +64,9 @@ Example:
     272474
 
 Layout: the architectures live in :mod:`critical.models.resnet` (:class:`CifarResNet`,
-:class:`CifarBasicBlock`) and :mod:`critical.models.small` (:class:`SmallCNN`); the timm
+:class:`CifarBasicBlock`), :mod:`critical.models.small` (:class:`SmallCNN`) and
+:mod:`critical.models.resnet1d` (:class:`ResNet1d`); loading weights files and freezing layers
+for fine-tuning in :mod:`critical.models.weights`; the timm
 registration helpers in :mod:`critical.models._registry`. The registered entrypoints (one per
 name above, including the timm ``ResNet`` and ``VisionTransformer`` builders) and the factory are
 defined here, so timm files them under this module.
@@ -74,15 +83,22 @@ from torch import nn
 
 from critical.models._registry import _OUR_MODELS, _entry_kwargs, _register
 from critical.models.resnet import CifarBasicBlock, CifarResNet
+from critical.models.resnet1d import ResNet1d
 from critical.models.small import SmallCNN
 
 __all__ = [
+    "SERIES_MODELS",
     "CifarBasicBlock",
     "CifarResNet",
+    "ResNet1d",
     "SmallCNN",
     "create_model",
+    "input_ndim",
     "list_models",
 ]
+
+#: Registered models that take time series ``(B, C, T)``; every other model takes images.
+SERIES_MODELS: tuple[str, ...] = ("resnet1d", "resnet1d_small")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,8 +239,42 @@ def small_cnn(pretrained: bool = False, **kwargs: Any) -> SmallCNN:
 
 
 # ---------------------------------------------------------------------------------------------
+# 1-D ResNet for time-series classification
+# ---------------------------------------------------------------------------------------------
+
+
+def _resnet1d(name: str, widths: tuple[int, ...], pretrained: bool, kwargs: dict[str, Any]):
+    kwargs = _entry_kwargs(name, pretrained, kwargs)
+    kwargs.pop("img_size", None)
+    kwargs.setdefault("widths", widths)
+    return ResNet1d(**kwargs)
+
+
+@_register
+def resnet1d(pretrained: bool = False, **kwargs: Any) -> ResNet1d:
+    """Wang et al. 2017 ResNet for time series (64/128/128 filters, kernels 8/5/3): 0.5M params."""
+    return _resnet1d("resnet1d", (64, 128, 128), pretrained, kwargs)
+
+
+@_register
+def resnet1d_small(pretrained: bool = False, **kwargs: Any) -> ResNet1d:
+    """:func:`resnet1d` with half the filters (32/64/64): 0.13M params, for CPU-sized runs."""
+    return _resnet1d("resnet1d_small", (32, 64, 64), pretrained, kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
 # Factory
 # ---------------------------------------------------------------------------------------------
+
+
+def input_ndim(name: str) -> int:
+    """Spatial or temporal dimensions of the model's input: 1 for series ``(B, C, T)``, else 2.
+
+    Example:
+        >>> input_ndim("resnet1d"), input_ndim("cifar_resnet20")
+        (1, 2)
+    """
+    return 1 if name in SERIES_MODELS else 2
 
 
 def list_models() -> list[str]:

@@ -43,7 +43,8 @@ def _entry_kwargs(name: str, pretrained: bool, kwargs: dict[str, Any]) -> dict[s
     if pretrained:
         raise ValueError(
             f"{name!r} has no pretrained weights (critical's CIFAR-sized models are trained from "
-            "scratch); use pretrained=False"
+            "scratch); use pretrained=False, or start from your own weights file with "
+            "ImageClassifier(weights=<file>)"
         )
     for key in _TIMM_FACTORY_KWARGS:
         kwargs.pop(key, None)

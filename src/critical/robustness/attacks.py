@@ -96,9 +96,19 @@ def pgd(
         return x_adv.detach()
 
 
+def _check_inputs(x: Tensor) -> None:
+    """Clean accuracy takes any float batch (images, or series ``(N, C, T)``)."""
+    if not isinstance(x, Tensor) or x.ndim < 2 or not x.is_floating_point():
+        raise ValueError(
+            f"`x` must be a float (N, ...) tensor, got {type(x).__name__} of shape "
+            f"{tuple(getattr(x, 'shape', ()))} and dtype {getattr(x, 'dtype', None)}"
+        )
+
+
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> float:
-    """Top-1 accuracy of ``model`` (in eval mode) on images ``x`` (any device) and labels ``y``."""
-    _check_images(x)
+    """Top-1 accuracy of ``model`` (in eval mode) on ``x`` (any device) and labels ``y``: images
+    in [0, 1], or any float batch (such as time series ``(N, C, T)``)."""
+    _check_inputs(x)
     return adversarial_accuracy(model, x, y, attack=None, batch_size=batch_size)
 
 
@@ -120,7 +130,10 @@ def adversarial_accuracy(
     and its training flags are restored afterwards. Correct predictions are accumulated on the
     device and read once at the end.
     """
-    _check_images(x)
+    if attack is None:
+        _check_inputs(x)
+    else:
+        _check_images(x)
     if attack is not None and attack not in ATTACKS:
         raise ValueError(f"`attack` must be one of {[*ATTACKS, None]}, got {attack!r}")
     if len(x) != len(y):

@@ -105,7 +105,14 @@ def test_fit_resnet1d_with_the_detector_cuts_k_and_is_measured_from_the_start(tm
         lr=0.01,
     )
     rotation = LayerRotation()
-    cp = CriticalPeriod(monitor="layer_rotation", threshold=1.0, patience=1, min_epochs=1)
+    cp = CriticalPeriod(
+        monitor="layer_rotation",
+        mode="absolute",
+        threshold=1.0,
+        patience=1,
+        min_epochs=1,
+        guard_learning=False,
+    )
     cut = AugmentationCutoff()
     trainer = tiny_trainer(tmp_path, max_epochs=3, callbacks=[rotation, cp, cut])
     trainer.fit(model, dm)
@@ -129,6 +136,8 @@ def test_cli_runs_the_experiment_config_and_reports_the_test_split(tmp_path, cap
             "--critical_period.min_epochs=1",
             "--critical_period.patience=1",
             "--critical_period.threshold=1.0",
+            "--critical_period.mode=absolute",
+            "--critical_period.guard_learning=false",
             f"--run.root={tmp_path}",
             "--run.name=r",
         ]

@@ -1,41 +1,57 @@
 #!/usr/bin/env bash
 # The prepared GPU run (about 9 minutes on one H100/H200): the monitoring-overhead and data
-# benchmarks, then the full-CIFAR-10 sweep of docs/results.md, each under a time box, results in
-# $OUT. Needs, next to the repository: data/cifar10_train_jpeg.npz (experiments/gpu/pack.py) and
-# .whl/ (wheels of jsonargparse, codecarbon and what they need that the GPU image lacks).
-#   bash experiments/gpu/run.sh            # OUT=<dir> BUDGET=<seconds> to change
+# benchmarks of issue #13, then the full-CIFAR-10 sweep of docs/results.md, each under a time
+# box; results in $OUT. Needs, next to the repository: data/cifar10_train_jpeg.npz (made by
+# experiments/gpu/pack.py) and .whl/ (wheels of jsonargparse, codecarbon and what they need
+# that the GPU image lacks).
+#   bash experiments/gpu/run.sh
+#   DEVICE=cpu SPEC=<small spec> BUDGET=300 bash experiments/gpu/run.sh    # a dry run on CPU
 set -u
 OUT=${OUT:-gpu_out}
-BUDGET=${BUDGET:-540}
+BUDGET=${BUDGET:-560}
+DEVICE=${DEVICE:-cuda}
+SPEC=${SPEC:-experiments/gpu/sweep_cifar10_resnet20.yaml}
+SWEEP=${SWEEP:-runs/gpu_cifar10_resnet20}
 mkdir -p "$OUT"
 T0=$(date +%s)
 left() { echo $((BUDGET - ($(date +%s) - T0))); }
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+export PYTHONUNBUFFERED=1
+if [ -d .whl ] && [ -z "${SKIP_WHEELS:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+    .whl/*.whl 2>&1 | tail -n 3
   export PYTHONPATH=/tmp/site:$PWD/src
 else
   export PYTHONPATH=$PWD/src
 fi
 {
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__, 'cuda', torch.version.cuda)"
-  nproc
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+  python3 -c "import torch, lightning, jsonargparse; print('torch', torch.__version__, 'lightning', lightning.__version__, 'cuda', torch.version.cuda, 'jsonargparse', jsonargparse.__version__)"
+  python3 -c "import codecarbon; print('codecarbon', codecarbon.__version__)"
+  echo "cpus $(nproc)"
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
-python3 experiments/gpu/unpack.py data/cifar10_train_jpeg.npz /tmp/cifar10/train
+if [ ! -d /tmp/cifar10/train ]; then
+  python3 experiments/gpu/unpack.py data/cifar10_train_jpeg.npz /tmp/cifar10/train
+fi
 
-# 1. monitoring overhead and data path (issue 13)
-timeout 200 bash benchmarks/gpu.sh > "$OUT/bench.txt" 2>&1
-tail -n 40 "$OUT/bench.txt"
+# 1. monitoring overhead (both models, 391 and 100 steps/epoch, host-sync check), data path
+if [ "$DEVICE" = cuda ]; then
+  timeout 160 python3 benchmarks/monitor_overhead.py --suite --device cuda --sync-debug \
+    --repeats 1 > "$OUT/bench.txt" 2>&1
+  timeout 45 python3 benchmarks/data_throughput.py --device cuda --data /tmp/cifar10/train \
+    --repeats 1 > "$OUT/data.txt" 2>&1
+else
+  python3 benchmarks/monitor_overhead.py --quick > "$OUT/bench.txt" 2>&1
+  python3 benchmarks/data_throughput.py --quick --data /tmp/cifar10/train > "$OUT/data.txt" 2>&1
+fi
+grep -h "SUMMARY\|Error\|error" "$OUT/bench.txt" "$OUT/data.txt" | tail -n 20
+echo "benchmarks done at $(( $(date +%s) - T0 )) s"
 
-# 2. the full-CIFAR-10 sweep (issue 12), stopped before the budget runs out
-SWEEP=runs/gpu_cifar10_resnet20
-timeout $(( $(left) - 45 )) python3 -m critical.sweep experiments/gpu/sweep_cifar10_resnet20.yaml \
-  --out "$SWEEP" > "$OUT/sweep.log" 2>&1
-tail -n 30 "$OUT/sweep.log"
-python3 -m critical.report "$SWEEP" --out "$SWEEP/report" > "$OUT/report.txt" 2>&1
-tail -n 60 "$OUT/report.txt"
-tar czf "$OUT/sweep.tgz" --exclude='checkpoints' --exclude='events.out.tfevents*' --exclude='*.ckpt' \
-  --exclude='*.png' --exclude='*.pdf' "$SWEEP"
+# 2. the full-CIFAR-10 sweep (issue #12), stopped before the budget runs out
+timeout $(( $(left) - 35 )) python3 -m critical.sweep "$SPEC" --out "$SWEEP" > "$OUT/sweep.log" 2>&1
+tail -n 25 "$OUT/sweep.log"
+timeout 30 python3 -m critical.report "$SWEEP" --out "$SWEEP/report" --no-plots > "$OUT/report.txt" 2>&1
+cp "$SWEEP/report/summary.md" "$OUT/summary.md" 2>/dev/null
+tar czf "$OUT/sweep.tgz" --exclude='checkpoints' --exclude='events.out.tfevents*' \
+  --exclude='*.ckpt' --exclude='*.png' --exclude='*.pdf' --exclude='logs' "$SWEEP" 2>/dev/null
 echo "done in $(( $(date +%s) - T0 )) s"

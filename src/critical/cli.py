@@ -331,6 +331,14 @@ def _cli_classes():
             parser = getattr(ex, "subcommand_parser", None) or self
             raise UsageError(message, _option_names(parser) + _option_names(self)) from ex
 
+        def format_help(self) -> str:
+            # also the `--data.help CLASS` parser jsonargparse builds; CHOICES' data.* values are
+            # those of the default data module
+            about = self.description or ""
+            if not about.startswith("Help for --data.help=") or about.endswith(DEFAULT_DATAMODULE):
+                _describe_choices(self)
+            return super().format_help()
+
     class CriticalCLI(LightningCLI):
         """LightningCLI with the critical callbacks under their own keys."""
 
@@ -430,6 +438,7 @@ _CLASS_KEYS = {
     "Trainer": "trainer",
     "ImageClassifier": "model",
     "ImageDataModule": "data",
+    "TimeSeriesDataModule": "data",
     "GradientConfusion": "gradient_confusion",
     "GradientNorm": "gradient_norm",
     "GradientPredictability": "gradient_predictability",
@@ -548,12 +557,19 @@ def usage_error_lines(cmd: str, err: UsageError) -> list[str]:
     elif missing:
         first = f"no such file: {missing.group(1)}{_config_suggestion(missing.group(1))}"
     elif bad_value:
+        key = bad_value.group(1)
+        # a --data.* value: jsonargparse nests the data module's error in a Union error
+        nested = re.search(
+            r'- Parser key "([^"]+)":\n(.*?)(?=\n\s*- |\n\s*Given value|\Z)', raw, re.S
+        )
+        if nested and "Union subtypes" in raw:
+            key, raw = f"{key}.{nested.group(1)}", nested.group(2)
         given = re.search(r"(?:Given|Got) value: (.*)$", raw, re.MULTILINE)
         expected = re.findall(r"Expected an? (<class '[\w.]+'>|[\w.\[\], ]+?)[.\n]", raw + "\n")
         what = " or ".join(dict.fromkeys(_type_name(t) for t in expected))
         value = f" {given.group(1).strip()!r}" if given else ""
-        first = f"--{bad_value.group(1)}: invalid value{value}" + (
-            f" (expected {what})" if what else f": {_one_line(msg[bad_value.end() :], 200)}"
+        first = f"--{key}: invalid value{value}" + (
+            f" (expected {what})" if what else f": {_one_line(raw, 200)}"
         )
     else:
         first = _one_line(msg)
@@ -563,9 +579,18 @@ def usage_error_lines(cmd: str, err: UsageError) -> list[str]:
     ]
 
 
+def _unwrap(err: BaseException) -> BaseException:
+    """The constructor's own error inside jsonargparse's "Does not validate against any of the
+    Union subtypes" (raised for ``--data``, a class path that may also be null)."""
+    while str(err).startswith("Does not validate against any") and err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
 def user_error_lines(cmd: str, err: BaseException) -> list[str]:
     """A user error raised before training as one line (the option, the message, the closest
     valid value) and a hint line."""
+    err = _unwrap(err)
     message = _one_line(str(err) or type(err).__name__)
     option = _option_of(err)
     where = f"{option}: " if option and option[2:] not in message else ""
@@ -574,6 +599,28 @@ def user_error_lines(cmd: str, err: BaseException) -> list[str]:
         f"(`critical {cmd} --help` lists the options and their values; --debug shows the "
         "traceback)",
     ]
+
+
+def _help_all(cmd: str) -> int:
+    """LightningCLI's full help, then the options of the default data module (``--data`` takes
+    a class, so LightningCLI's help lists its options only with ``--data.help CLASS``)."""
+    saved = sys.argv
+    for args in ([cmd, "--help"], [cmd, "--data.help", DEFAULT_DATAMODULE]):
+        if args[1] != "--help":
+            print(
+                f"\n--data options of {DEFAULT_DATAMODULE} (the default; for series: "
+                f"critical {cmd} --data.help critical.data.TimeSeriesDataModule):\n",
+                flush=True,
+            )
+        sys.argv = [saved[0] if saved else "critical", *args]  # LightningCLI reads sys.argv
+        try:
+            run_lightning(None)
+        except SystemExit as exc:
+            if exc.code not in (0, None):
+                raise
+        finally:
+            sys.argv = saved
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -594,7 +641,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "-h" in rest or "--help" in rest:
             print(command_help(cmd))
             return 0
-        args = [cmd, *("--help" if a == "--help-all" else a for a in rest)]
+        if "--help-all" in rest:
+            return _help_all(cmd)
+        args = [cmd, *rest]
         if from_sys:  # LightningCLI reads sys.argv itself (and warns when given both)
             sys.argv = [sys.argv[0], *args]
         try:

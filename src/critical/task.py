@@ -358,8 +358,6 @@ class ImageClassifier(L.LightningModule):
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self._compiled = False
-        # an input of the model's shape: Lightning's model summary counts FLOPs with it
-        self.example_input_array = torch.zeros(1, in_chans, img_size, img_size)
 
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")

@@ -331,13 +331,13 @@ def _cli_classes():
             parser = getattr(ex, "subcommand_parser", None) or self
             raise UsageError(message, _option_names(parser) + _option_names(self)) from ex
 
-        def format_help(self) -> str:
+        def format_help(self, formatter: Any = None) -> str:
             # also the `--data.help CLASS` parser jsonargparse builds; CHOICES' data.* values are
             # those of the default data module
             about = self.description or ""
             if not about.startswith("Help for --data.help=") or about.endswith(DEFAULT_DATAMODULE):
                 _describe_choices(self)
-            return super().format_help()
+            return super().format_help(formatter)
 
     class CriticalCLI(LightningCLI):
         """LightningCLI with the critical callbacks under their own keys."""

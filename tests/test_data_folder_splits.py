@@ -65,7 +65,7 @@ def test_without_test_root_the_folder_tests_on_its_validation_split(tmp_path):
     assert not dm.has_test_split
     dm.setup("fit")
     assert dm.test_data is None and len(dm.val_data) == 4
-    assert dm.split_names["test"].startswith("none: the validation split")
+    assert dm.split_names["test"].startswith("the validation split")
 
 
 def test_held_out_folder_errors(tmp_path):

@@ -296,7 +296,7 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
             if self.test_root
             else f"{self.dataset} official test split ({n['test']} images)"
             if s["test"] is not None
-            else f"none: the validation split ({carved})"
+            else f"the validation split ({carved}; no test split)"
         )
         less = "" if self.val_root else " less validation"
         return {

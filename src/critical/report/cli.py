@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     incomplete, failed or missing: they are listed), 2 when ``RUNS_DIR`` is not a directory or
     holds no run directory at all.
     """
-    from critical.cli import ArgumentParser
+    from critical.cli_errors import ArgumentParser
 
     parser = ArgumentParser(
         prog="critical report",

@@ -196,7 +196,7 @@ def _closest_spec(path: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from critical.cli import ArgumentParser
+    from critical.cli_errors import ArgumentParser
 
     p = ArgumentParser(
         prog="critical sweep",

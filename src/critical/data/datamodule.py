@@ -51,9 +51,7 @@ from __future__ import annotations
 import os
 from typing import Any, TypedDict
 
-import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from critical.data.augment import BatchAugment
@@ -66,13 +64,10 @@ from critical.data.datasets import (
     load_image_folder,
     stratified_split,
 )
+from critical.data.device_module import DeviceDataModule
 from critical.data.loader import (
     LAYOUTS,
-    AugmentedLoader,
-    MultiplicitySampler,
-    TensorLoader,
 )
-from critical.data.protocol import MultiplicityMixin
 from critical.validation import (
     check_bool,
     check_choice,
@@ -94,7 +89,7 @@ class _Splits(TypedDict):
     test: ImageData | None
 
 
-class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
+class ImageDataModule(DeviceDataModule):
     """Image classification data as device-resident ``uint8`` tensors, with multiplicity k.
 
     Args:
@@ -212,25 +207,8 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
         # the constructor's arguments, recorded in checkpoints and in a run's config.json
         self.save_hyperparameters()
         self._splits: _Splits | None = None
-        self._device_splits: _Splits | None = None
-        self._device: torch.device | None = None
         self._stats: tuple[list[float], list[float]] | None = None
         self._prepared: tuple[ImageData, ImageData | None] | None = None
-
-    # ---------------------------------------------------------------- multiplicity protocol
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        """``multiplicity`` and ``augment``, saved in Lightning checkpoints."""
-        return {"multiplicity": self._multiplicity, "augment": self._augment}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore ``multiplicity`` and ``augment`` from a checkpoint."""
-        if "multiplicity" in state_dict:
-            self.multiplicity = int(state_dict["multiplicity"])
-        if "augment" in state_dict:
-            self.augment = bool(state_dict["augment"])
 
     # ---------------------------------------------------------------- dataset facts
     def _static(self, key: str) -> Any:
@@ -386,88 +364,10 @@ class ImageDataModule(MultiplicityMixin, L.LightningDataModule):
             )
         return data
 
-    def _target_device(self) -> torch.device:
-        if self.data_device is not None:
-            return torch.device(self.data_device)
-        trainer = self.trainer
-        if trainer is not None:
-            return trainer.strategy.root_device
-        return torch.device("cpu")
-
+    @staticmethod
     @override
-    def setup(self, stage: str | None = None) -> None:
-        """Load and split the data (once) and put it on the training device."""
-        splits = self._load()
-        device = self._target_device()
-        if self._device_splits is None or self._device != device:
-            test = splits["test"]
-            self._device_splits = {
-                "train": splits["train"].to(device),
-                "val": splits["val"].to(device),
-                "test": test.to(device) if test is not None else None,
-            }
-            self._device = device
-            train = splits["train"]
-            rank_zero_info(
-                f"{type(self).__name__}: {self.dataset} train={len(train)} "
-                f"val={len(splits['val'] or [])} "
-                f"test={len(splits['test']) if splits['test'] is not None else 'val'} "
-                f"on {device}, multiplicity={self.multiplicity}, layout={self.layout}"
-            )
-
-    def _current(self) -> _Splits:
-        if self._device_splits is None:
-            self.setup()
-        assert self._device_splits is not None
-        return self._device_splits
-
-    def _dist(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1
-        return int(trainer.global_rank), int(trainer.world_size)
-
-    # ---------------------------------------------------------------- loaders
-    @override
-    def train_dataloader(self) -> AugmentedLoader:
-        """A loader for the current ``multiplicity`` / ``augment``, yielding device batches."""
-        train = self._current()["train"]
-        rank, world = self._dist()
-        sampler = MultiplicitySampler(
-            len(train),
-            self.batch_size,
-            multiplicity=self.multiplicity,
-            layout=self.layout,
-            shuffle=True,
-            seed=self.seed,
-            rank=rank,
-            world_size=world,
-            drop_last=self.drop_last,
-        )
-        aug = self.augmentation if self.augment and not self.augmentation.is_identity else None
-        return AugmentedLoader(train.images, train.labels, sampler, aug, seed=self.seed)
-
-    def _eval_loader(self, data: ImageData | None) -> TensorLoader | list:
-        if data is None or len(data) == 0:
-            return []
-        rank, world = self._dist()
-        return TensorLoader(data.images, data.labels, self.eval_batch_size, rank, world)
-
-    @override
-    def val_dataloader(self) -> TensorLoader | list:
-        """Un-augmented validation batches (``[]`` when ``val_size`` is 0)."""
-        return self._eval_loader(self._current()["val"])
-
-    @override
-    def test_dataloader(self) -> TensorLoader | list:
-        """Un-augmented batches of the official test split, else of the validation split."""
-        cur = self._current()
-        return self._eval_loader(cur["test"] if cur["test"] is not None else cur["val"])
-
-    @override
-    def predict_dataloader(self) -> TensorLoader | list:
-        """Same as ``test_dataloader()``."""
-        return self.test_dataloader()
+    def _tensors(data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
+        return data.images, data.labels
 
 
 def _default_cifar_root() -> Any:

@@ -37,16 +37,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
-import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from critical.data.augment_ts import SeriesAugment
-from critical.data.loader import LAYOUTS, AugmentedLoader, MultiplicitySampler, TensorLoader
-from critical.data.protocol import MultiplicityMixin
+from critical.data.device_module import DeviceDataModule
+from critical.data.loader import LAYOUTS
 from critical.data.series_data import SeriesData, check_bundled, load_bundled, require_aeon
 from critical.data.splits import stratified_split
 
@@ -59,7 +55,7 @@ def _check_int(name: str, v: object, low: int = 1) -> int:
     return v
 
 
-class TimeSeriesDataModule(MultiplicityMixin, L.LightningDataModule):
+class TimeSeriesDataModule(DeviceDataModule):
     """Time-series classification data as device-resident ``float32`` tensors, with multiplicity k.
 
     Args:
@@ -146,22 +142,6 @@ class TimeSeriesDataModule(MultiplicityMixin, L.LightningDataModule):
         self.augment = augment  # validated by the setter
         self.save_hyperparameters()
         self._splits: dict[str, SeriesData | None] | None = None
-        self._device_splits: dict[str, SeriesData | None] | None = None
-        self._device: torch.device | None = None
-
-    # ---------------------------------------------------------------- multiplicity protocol
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        """``multiplicity`` and ``augment``, saved in Lightning checkpoints."""
-        return {"multiplicity": self._multiplicity, "augment": self._augment}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore ``multiplicity`` and ``augment`` from a checkpoint."""
-        if "multiplicity" in state_dict:
-            self.multiplicity = int(state_dict["multiplicity"])
-        if "augment" in state_dict:
-            self.augment = bool(state_dict["augment"])
 
     # ---------------------------------------------------------------- data facts
     def _train(self) -> SeriesData:
@@ -233,79 +213,7 @@ class TimeSeriesDataModule(MultiplicityMixin, L.LightningDataModule):
             }
         return self._splits
 
-    def _target_device(self) -> torch.device:
-        if self.data_device is not None:
-            return torch.device(self.data_device)
-        trainer = self.trainer
-        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-
+    @staticmethod
     @override
-    def setup(self, stage: str | None = None) -> None:
-        """Load and split the data (once) and put it on the training device."""
-        splits = self._load()
-        device = self._target_device()
-        if self._device_splits is None or self._device != device:
-            self._device_splits = {
-                k: (v.to(device) if v is not None else None) for k, v in splits.items()
-            }
-            self._device = device
-            sizes = {k: len(v) if v is not None else 0 for k, v in splits.items()}
-            rank_zero_info(
-                f"{type(self).__name__}: {self.dataset} train={sizes['train']} "
-                f"val={sizes['val']} test={sizes['test']} on {device}, "
-                f"multiplicity={self.multiplicity}, layout={self.layout}"
-            )
-
-    def _current(self) -> dict[str, SeriesData | None]:
-        if self._device_splits is None:
-            self.setup()
-        assert self._device_splits is not None
-        return self._device_splits
-
-    def _dist(self) -> tuple[int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 1
-        return int(trainer.global_rank), int(trainer.world_size)
-
-    # ---------------------------------------------------------------- loaders
-    @override
-    def train_dataloader(self) -> AugmentedLoader:
-        """A loader for the current ``multiplicity`` / ``augment``, yielding device batches."""
-        train = self._current()["train"]
-        assert train is not None
-        rank, world = self._dist()
-        sampler = MultiplicitySampler(
-            len(train),
-            self.batch_size,
-            multiplicity=self.multiplicity,
-            layout=self.layout,
-            shuffle=True,
-            seed=self.seed,
-            rank=rank,
-            world_size=world,
-            drop_last=self.drop_last,
-        )
-        aug = self.augmentation if self.augment and not self.augmentation.is_identity else None
-        return AugmentedLoader(train.values, train.labels, sampler, aug, seed=self.seed)
-
-    def _eval_loader(self, data: SeriesData | None) -> TensorLoader | list[Any]:
-        if data is None or len(data) == 0:
-            return []
-        rank, world = self._dist()
-        return TensorLoader(data.values, data.labels, self.eval_batch_size, rank, world)
-
-    @override
-    def val_dataloader(self) -> TensorLoader | list[Any]:
-        """Un-augmented validation batches (``[]`` when ``val_size`` is 0)."""
-        return self._eval_loader(self._current()["val"])
-
-    @override
-    def test_dataloader(self) -> TensorLoader | list[Any]:
-        """Un-augmented batches of the official test split."""
-        return self._eval_loader(self._current()["test"])
-
-    @override
-    def predict_dataloader(self) -> TensorLoader | list[Any]:
-        """Same as ``test_dataloader()``."""
-        return self.test_dataloader()
+    def _tensors(data: SeriesData) -> tuple[torch.Tensor, torch.Tensor]:
+        return data.values, data.labels

@@ -430,3 +430,14 @@ def test_a_diverged_run_says_so_in_its_summary(tmp_path):
         and "diverged in epoch 1" in run.summary["saving_note"]
     )
     assert run.summary["saved"] is False
+    # the logged rows carry the divergence, so a detector replayed on them (as sweeps do) does not
+    # cut either, although the NaN loss itself is not logged
+    from critical.detector import replay
+    from critical.runfiles import read_rows
+
+    rows = read_rows(tmp_path / "r")
+    assert [r.get("critical/diverged") for r in rows] == [0.0, 1.0, 1.0]
+    kwargs = {"mode": "absolute", "threshold": 10.0, "patience": 1, "min_epochs": 2}
+    kwargs["guard_learning"] = False
+    assert not replay(rows, "scripted", prefix="", **kwargs).fired
+    assert replay(rows, "scripted", prefix="", **kwargs, guard_finite=False, guard_lr=False).fired

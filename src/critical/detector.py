@@ -426,6 +426,7 @@ def replay(
     *,
     loss_key: str = "critical/train_loss",
     lr_key: str = "critical/lr",
+    diverged_key: str = "critical/diverged",
     prefix: str = "critical/",
     **settings: Any,
 ) -> StabilityDetector:
@@ -433,7 +434,8 @@ def replay(
     by :func:`critical.runfiles.read_rows`) and return it (``.event`` holds the decision).
 
     Metrics are read from the ``prefix + name`` columns, the loss and the learning rate from
-    ``loss_key`` and ``lr_key`` (logged by :class:`~critical.callbacks.CriticalPeriod`). A
+    ``loss_key`` and ``lr_key``, whether the run had diverged from ``diverged_key`` (all three
+    logged by :class:`~critical.callbacks.CriticalPeriod`; a non-finite loss is not). A
     detector replayed on the always-k run of a seed decides what the live detector would have
     decided in that run, since before its cut a detector run *is* the always-k run.
 
@@ -448,11 +450,14 @@ def replay(
     for row in sorted(rows, key=lambda r: r["epoch"]):
         values = {m: row.get(prefix + m) for m in names}
         loss = row.get(loss_key)
+        diverged = bool(row.get(diverged_key))
         det.update(
             int(row["epoch"]),
             values,
             loss=None if loss is None else float(loss),
             lr=row.get(lr_key),
+            finite=not diverged,
+            cause="the logged run diverged" if diverged else None,
         )
         if det.fired:
             break

@@ -311,7 +311,11 @@ class CriticalPeriod(Callback):
                 )
             for listener in list(self._listeners):
                 listener(event, trainer, pl_module)
-        metrics = {PREFIX + "critical_period_over": float(self.detector.fired)}
+        metrics = {
+            PREFIX + "critical_period_over": float(self.detector.fired),
+            # read back by critical.detector.replay: a non-finite loss is not logged
+            PREFIX + "diverged": float(self.detector.diverged is not None),
+        }
         if self.detector.event is not None:
             metrics[PREFIX + "critical_period_epoch"] = float(self.detector.event.epoch)
         for key, v in (("train_loss", loss), ("lr", lr)):

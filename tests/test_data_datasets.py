@@ -73,12 +73,16 @@ def test_image_folder_decodes_in_imagefolder_order(tmp_path):
     assert (data.images[1].float() - ref.float()).abs().mean() < 3
 
 
-def test_image_folder_cache_hit_and_invalidation(tmp_path, monkeypatch):
+def test_image_folder_cache_hit_and_invalidation(tmp_path, monkeypatch, caplog):
     root, cache = tmp_path / "data", tmp_path / "cache"
     _write_folder(root)
-    first = load_image_folder(root, cache_dir=cache)
+    with caplog.at_level("INFO"):
+        first = load_image_folder(root, cache_dir=cache)
     files = list(cache.glob("folder-data-*.pt"))
     assert len(files) == 1 and not list(cache.glob(".tmp-*"))
+    said = [r.getMessage() for r in caplog.records if "cached them in" in r.getMessage()]
+    assert len(said) == 1 and str(files[0]) in said[0] and "Delete it" in said[0]
+    caplog.clear()
 
     real_decode = D._decode_files
     calls = []
@@ -88,8 +92,10 @@ def test_image_folder_cache_hit_and_invalidation(tmp_path, monkeypatch):
         return real_decode(*args, **kwargs)
 
     monkeypatch.setattr(D, "_decode_files", counting_decode)
-    second = load_image_folder(root, cache_dir=cache)  # cache hit: no decoding
+    with caplog.at_level("INFO"):
+        second = load_image_folder(root, cache_dir=cache)  # cache hit: no decoding, no message
     assert calls == [] and torch.equal(first.images, second.images)
+    assert not any("cached them in" in r.getMessage() for r in caplog.records)
 
     # change one file (new content, new size and mtime): the cache must be rebuilt
     target = root / "bird" / "00.png"

@@ -56,6 +56,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from critical.data.cifar import load_cifar
 from critical.data.decode import _decode_files
@@ -259,6 +260,12 @@ def load_image_folder(
                     old.unlink()
                 except OSError:
                     pass
+        mb = cache_file.stat().st_size / 2**20
+        rank_zero_info(
+            f"critical: decoded {len(files)} images of {root_path} once and cached them in "
+            f"{cache_file} ({mb:.0f} MiB; later runs read it). Delete it (or {cache}) to free "
+            "the space; $CRITICAL_CACHE_DIR or cache_dir= puts it elsewhere."
+        )
     return _relabel(data, classes, root_path)
 
 

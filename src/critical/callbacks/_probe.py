@@ -108,9 +108,10 @@ class GradientCallback(MetricCallback):
     """Base of the callbacks that read, at a few optimizer steps per epoch, the gradients that
     training computed (in ``on_before_optimizer_step``: after accumulation and AMP unscaling).
 
-    Subclasses build their accumulators in :meth:`_build`, reset them in :meth:`_reset`, take a
-    step in :meth:`_on_step` and expose their epoch state with :meth:`_stream_state` /
-    :meth:`_load_stream_state`. :meth:`_streaming` False (e.g. confusion's exact mode) turns the
+    Subclasses build their accumulator ``_acc`` (a streaming accumulator of
+    :mod:`critical.metrics.streaming`) in :meth:`_build` and take a step in :meth:`_on_step`;
+    :meth:`_reset`, :meth:`_stream_state` and :meth:`_load_stream_state` reset, save and restore
+    ``_acc`` (override them for state beyond it). :meth:`_streaming` False (e.g. confusion's exact mode) turns the
     per-step reading off.
 
     A step is *fresh* when a backward pass ran since the previous optimizer step (Lightning's
@@ -148,6 +149,7 @@ class GradientCallback(MetricCallback):
         self._partial = False
         self._joining = False  # fit started: the first hook may be mid-epoch (resumed)
         self._restored: dict[str, Any] | None = None
+        self._acc: Any = None  # the epoch's streaming accumulator, built by _build
 
     # ----------------------------------------------------------------- subclass API
     def _streaming(self) -> bool:
@@ -157,16 +159,19 @@ class GradientCallback(MetricCallback):
         raise NotImplementedError
 
     def _reset(self) -> None:
-        raise NotImplementedError
+        assert self._acc is not None  # built in on_fit_start
+        self._acc.reset()
 
     def _on_step(self, trainer: pl.Trainer, fresh: bool) -> None:
         raise NotImplementedError
 
     def _stream_state(self) -> dict[str, Any]:
-        return {}
+        assert self._acc is not None
+        return self._acc.state_dict()
 
     def _load_stream_state(self, state: dict[str, Any]) -> None:
-        pass
+        assert self._acc is not None
+        self._acc.load_state_dict(state)
 
     def _info(self, probes: int) -> dict[str, Any]:
         """The history entry's bookkeeping: probe count, and ``partial`` when it applies."""

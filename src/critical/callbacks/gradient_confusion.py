@@ -167,11 +167,6 @@ class GradientConfusion(GradientCallback):
 
     # ------------------------------------------------------------------ hot path
     @override
-    def _reset(self) -> None:
-        assert self._acc is not None
-        self._acc.reset()
-
-    @override
     def _on_step(self, trainer: pl.Trainer, fresh: bool) -> None:
         if not self._schedule.advance(fresh):
             return
@@ -180,16 +175,6 @@ class GradientConfusion(GradientCallback):
         token = trainer.global_step
         sq, valid = reader.sq_norms(token)
         acc.update(reader.flat(token), sq, valid)
-
-    @override
-    def _stream_state(self) -> dict[str, Any]:
-        assert self._acc is not None
-        return self._acc.state_dict()
-
-    @override
-    def _load_stream_state(self, state: dict[str, Any]) -> None:
-        assert self._acc is not None
-        self._acc.load_state_dict(state)
 
     # ------------------------------------------------------------------ epoch end
     @override

@@ -4,8 +4,6 @@ information (Achille et al., ICLR 2019) and the signal of Accordion's critical-r
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning.pytorch as pl
 import torch
 from typing_extensions import override
@@ -64,27 +62,12 @@ class GradientNorm(GradientCallback):
         self._acc = StreamingNorm(self._layout.layer_of_param(), device)
 
     @override
-    def _reset(self) -> None:
-        assert self._acc is not None
-        self._acc.reset()
-
-    @override
     def _on_step(self, trainer: pl.Trainer, fresh: bool) -> None:
         if not self._schedule.advance(fresh):
             return
         assert self._reader is not None and self._acc is not None  # built in on_fit_start
         sq, _ = self._reader.sq_norms(trainer.global_step)
         self._acc.update_sq(sq)
-
-    @override
-    def _stream_state(self) -> dict[str, Any]:
-        assert self._acc is not None
-        return self._acc.state_dict()
-
-    @override
-    def _load_stream_state(self, state: dict[str, Any]) -> None:
-        assert self._acc is not None
-        self._acc.load_state_dict(state)
 
     @override
     def _compute_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EpochValues:

@@ -82,8 +82,7 @@ class GradientPredictability(GradientCallback):
 
     @override
     def _reset(self) -> None:
-        assert self._acc is not None
-        self._acc.reset()
+        super()._reset()
         self._prev_sq = None  # pairs do not cross epochs
 
     @override

@@ -45,19 +45,6 @@ class DeviceDataModule(MultiplicityMixin, L.LightningDataModule):
     _device_splits: dict[str, Any] | None = None
     _device: torch.device | None = None
 
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        """``multiplicity`` and ``augment``, saved in Lightning checkpoints."""
-        return {"multiplicity": self.multiplicity, "augment": self.augment}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore ``multiplicity`` and ``augment`` from a checkpoint."""
-        if "multiplicity" in state_dict:
-            self.multiplicity = int(state_dict["multiplicity"])
-        if "augment" in state_dict:
-            self.augment = bool(state_dict["augment"])
-
     def _load(self) -> Any:
         """The splits ``{"train", "val", "test"}`` (``test`` may be None), loaded once."""
         raise NotImplementedError

@@ -160,7 +160,7 @@ class _Transformed(Dataset):
         return self.transform(sample)
 
 
-class MultiplicityDataModule(L.LightningDataModule):
+class MultiplicityDataModule(MultiplicityMixin, L.LightningDataModule):
     """A LightningDataModule around your own datasets, implementing the multiplicity protocol.
 
     Args:
@@ -247,19 +247,6 @@ class MultiplicityDataModule(L.LightningDataModule):
     @augment.setter
     def augment(self, value: bool) -> None:
         self.train_set.augment = value
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        """``multiplicity`` and ``augment``, saved in Lightning checkpoints."""
-        return {"multiplicity": self.multiplicity, "augment": self.augment}
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore ``multiplicity`` and ``augment``."""
-        if "multiplicity" in state_dict:
-            self.multiplicity = int(state_dict["multiplicity"])
-        if "augment" in state_dict:
-            self.augment = bool(state_dict["augment"])
 
     def _loader(self, dataset: Any, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(

@@ -60,7 +60,9 @@ def validate_multiplicity(k: object, owner: str | None = None) -> int:
 
 class MultiplicityMixin:
     """The protocol's two attributes, validated: ``multiplicity`` (int >= 1) and ``augment``
-    (bool). Subclasses set ``self.multiplicity`` and ``self.augment`` in ``__init__``."""
+    (bool), saved in and restored from Lightning checkpoints (``state_dict`` /
+    ``load_state_dict``, for a datamodule listing this mixin first). Subclasses set
+    ``self.multiplicity`` and ``self.augment`` in ``__init__`` (or override the properties)."""
 
     _multiplicity: int = 1
     _augment: bool = True
@@ -82,6 +84,17 @@ class MultiplicityMixin:
     @augment.setter
     def augment(self, value: bool) -> None:
         self._augment = check_bool("augment", value)
+
+    def state_dict(self) -> dict[str, Any]:
+        """``multiplicity`` and ``augment``, saved in Lightning checkpoints."""
+        return {"multiplicity": self.multiplicity, "augment": self.augment}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore ``multiplicity`` and ``augment`` from a checkpoint."""
+        if "multiplicity" in state_dict:
+            self.multiplicity = int(state_dict["multiplicity"])
+        if "augment" in state_dict:
+            self.augment = bool(state_dict["augment"])
 
 
 def supports_multiplicity(obj: Any) -> bool:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from critical.models._head import ClassifierHead
+
 # ---------------------------------------------------------------------------------------------
 # He et al. 2016 CIFAR ResNets
 # ---------------------------------------------------------------------------------------------
@@ -75,7 +77,7 @@ class CifarBasicBlock(nn.Module):
         return self.act2(out + self._shortcut(x))
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(ClassifierHead):
     """He et al. 2016 ResNet for 32x32 images: depth ``6n + 2``, three stages of ``n`` blocks.
 
     Stem: 3x3 conv (``width`` channels) + BN + ReLU; stages of ``width``, ``2 width``, ``4 width``
@@ -155,13 +157,6 @@ class CifarResNet(nn.Module):
             for m in self.modules():
                 if isinstance(m, CifarBasicBlock):
                     m.zero_init_last()
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv1(x)))

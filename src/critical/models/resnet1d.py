@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from typing_extensions import override
 
+from critical.models._head import ClassifierHead
+
 __all__ = ["ResNet1d", "ResidualBlock1d"]
 
 
@@ -74,7 +76,7 @@ class ResidualBlock1d(nn.Module):
         return out
 
 
-class ResNet1d(nn.Module):
+class ResNet1d(ClassifierHead):
     """Wang et al.'s ResNet for time-series classification (0.5M parameters at the default widths).
 
     Args:
@@ -117,15 +119,6 @@ class ResNet1d(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv1d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def get_classifier(self) -> nn.Module:
-        """The linear classifier (timm's interface)."""
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh classifier with ``num_classes`` outputs (timm's interface)."""
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Features ``(B, widths[-1], T)`` before pooling."""

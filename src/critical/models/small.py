@@ -8,12 +8,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from critical.models._head import ClassifierHead
+
 # ---------------------------------------------------------------------------------------------
 # A very small CNN for the CPU quick start
 # ---------------------------------------------------------------------------------------------
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(ClassifierHead):
     """A few conv-BN-ReLU layers and global average pooling: seconds per epoch on a CPU.
 
     The first layer keeps the resolution, each later one halves it (8x8 -> 8, 4, 2 with the
@@ -63,13 +65,6 @@ class SmallCNN(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

@@ -409,10 +409,14 @@ class OneCycle(TinyModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def test_a_step_schedule_sized_at_the_start_is_warned_about_at_the_cut(tmp_path):
+def test_a_step_schedule_is_warned_about_only_when_not_followed(tmp_path):
+    cut = AugmentationCutoff("fixed", epoch=1, follow_schedule=False)
     with pytest.warns(UserWarning, match=r"from 12 to 4 .*OneCycleLR.*interval='step'") as rec:
+        fit(tmp_path, [cut], epochs=3, module=OneCycle())
+    assert sum("follow_schedule=False" in str(w.message) for w in rec) == 1
+    with warnings.catch_warnings():  # followed (the default): nothing to warn about
+        warnings.filterwarnings("error", ".*interval='step'.*")
         fit(tmp_path, [AugmentationCutoff("fixed", epoch=1)], epochs=3, module=OneCycle())
-    assert sum("estimated_stepping_batches" in str(w.message) for w in rec) == 1
     with warnings.catch_warnings():  # an epoch-based schedule (or none) is fine
         warnings.filterwarnings("error", ".*interval='step'.*")
         fit(tmp_path, [AugmentationCutoff("fixed", epoch=1)], epochs=3, module=TinyModule())

@@ -41,7 +41,7 @@ def ref_confusion(grads, lengths=None):
             for j in range(len(grads))
             if i != j
         ]
-        out.append((sum(vals) / len(vals), min(vals)))
+        out.append((sum(vals) / len(vals), min(vals), max(vals)))
     return out
 
 
@@ -52,12 +52,14 @@ def test_gradient_confusion_matches_brute_force(seed):
     grads = torch.randn(6, sum(lengths), generator=g) + 0.3
     grads[2, 5] = 0.0  # a zero layer segment (the 1-element layer)
     r = gradient_confusion(grads, lengths)
-    ((whole_mean, whole_min),) = ref_confusion(grads)
+    ((whole_mean, whole_min, whole_max),) = ref_confusion(grads)
     assert r.mean.item() == pytest.approx(whole_mean, abs=1e-6)
     assert r.min.item() == pytest.approx(whole_min, abs=1e-6)
-    for li, (m, mn) in enumerate(ref_confusion(grads, lengths)):
+    assert r.max.item() == pytest.approx(whole_max, abs=1e-6)
+    for li, (m, mn, mx) in enumerate(ref_confusion(grads, lengths)):
         assert r.layer_mean[li].item() == pytest.approx(m, abs=1e-6)
         assert r.layer_min[li].item() == pytest.approx(mn, abs=1e-6)
+        assert r.layer_max[li].item() == pytest.approx(mx, abs=1e-6)
 
 
 def test_analytic_cosines():
@@ -122,6 +124,8 @@ def test_streaming_confusion_matches_exact(sketch_dim):
     elif sketch_dim >= max(lengths):  # every layer fits its sketch: exact
         assert out["min"] == pytest.approx(exact.min.item(), abs=1e-5)
         assert out["layer_min"] == pytest.approx(exact.layer_min.tolist(), abs=1e-5)
+        assert out["max"] == pytest.approx(exact.max.item(), abs=1e-5)
+        assert out["layer_max"] == pytest.approx(exact.layer_max.tolist(), abs=1e-5)
     else:  # layers that fit are exact, others are estimates within [-1, 1]
         for li, n in enumerate(lengths):
             if n <= sketch_dim:

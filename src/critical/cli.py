@@ -12,7 +12,7 @@ or flags::
     critical fit --print_config          # every option with its default
 
 Callback keys: ``gradient_confusion``, ``gradient_norm``, ``gradient_predictability``, ``layer_rotation``,
-``critical_period``, ``cutoff``, ``energy``, ``robustness``, ``run`` (the run directory). The
+``aug_gap``, ``critical_period``, ``cutoff``, ``energy``, ``robustness``, ``run`` (the run directory). The
 model's ``num_classes``, ``in_chans``, ``img_size`` (the series length for time series), ``mean``
 and ``std`` follow the data.
 
@@ -69,7 +69,8 @@ def input_size(data: Any) -> int:
 #: them against the constants of the modules that validate them
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.optimizer": ("sgd", "adamw"),
-    "model.schedule": ("cosine", "multistep", "constant"),
+    "model.schedule": ("cosine", "multistep", "constant", "onecycle"),
+    "model.schedule_interval": ("epoch", "step"),
     "data.dataset": ("cifar10", "cifar100", "folder", "digits", "synthetic"),
     "data.layout": ("epoch", "batch"),
     "data.padding_mode": ("zeros", "reflect"),
@@ -91,6 +92,12 @@ MONITOR_METRICS = (
     "gradient_predictability",
     "gradient_confusion/mean",
     "gradient_confusion/min",
+    "gradient_confusion/max",
+    "aug_gap",
+    "aug_gap/aug_loss",
+    "aug_gap/clean_loss",
+    "aug_gap/aug_acc",
+    "aug_gap/clean_acc",
 )
 
 #: help text for options whose constructor documents them only as a type and a default
@@ -135,7 +142,7 @@ _MAIN_OPTIONS: tuple[tuple[str, tuple[tuple[str, str, str, str], ...]], ...] = (
             ),
             ("model.optimizer", "", "sgd", ""),
             ("model.lr", "FLOAT", "0.1", "peak learning rate"),
-            ("model.schedule", "", "cosine", "stepped per epoch"),
+            ("model.schedule", "", "cosine", "per epoch (onecycle: per step)"),
         ),
     ),
     (
@@ -221,7 +228,8 @@ def command_help(cmd: str = "fit") -> str:
     lines += [
         "",
         "other keys (each callback's options): gradient_confusion, gradient_norm,",
-        "gradient_predictability, layer_rotation, energy, robustness; trainer.*: any Trainer option.",
+        "gradient_predictability, layer_rotation, aug_gap, energy, robustness; trainer.*: any",
+        "Trainer option.",
         f"All options, with types and defaults: critical {cmd} --help-all (about 1,100 lines).",
         "--debug: a traceback instead of the one-line message on an error.",
     ]
@@ -265,6 +273,7 @@ def _cli_classes():
 
     from critical.callbacks import (
         AugmentationCutoff,
+        AugmentationGap,
         CriticalPeriod,
         EnergyTracker,
         GradientConfusion,
@@ -317,6 +326,7 @@ def _cli_classes():
                 (GradientNorm, "gradient_norm"),
                 (GradientPredictability, "gradient_predictability"),
                 (LayerRotation, "layer_rotation"),
+                (AugmentationGap, "aug_gap"),
                 (CriticalPeriod, "critical_period"),
                 (AugmentationCutoff, "cutoff"),
                 (EnergyTracker, "energy"),

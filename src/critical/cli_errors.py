@@ -81,6 +81,7 @@ _CLASS_KEYS = {
     "GradientNorm": "gradient_norm",
     "GradientPredictability": "gradient_predictability",
     "LayerRotation": "layer_rotation",
+    "AugmentationGap": "aug_gap",
     "CriticalPeriod": "critical_period",
     "AugmentationCutoff": "cutoff",
     "EnergyTracker": "energy",

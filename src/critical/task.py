@@ -3,18 +3,23 @@
 :class:`ImageClassifier` wraps a model from :mod:`critical.models` (or any timm name), normalizes
 its input inside ``forward`` (so it takes images in ``[0, 1]``, or ``uint8`` in ``[0, 255]``, as
 adversarial attacks and our tensor datamodules expect), trains with SGD + Nesterov momentum (or
-AdamW) under an *epoch-based* learning-rate schedule, and logs ``train/loss``, ``train/acc``,
+AdamW) under an epoch-based learning-rate schedule (or a per-step one: ``schedule_interval="step"``,
+``schedule="onecycle"``), and logs ``train/loss``, ``train/acc``,
 ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc`` once per epoch. It also classifies time
 series ``(B, C, T)`` with the 1-D models of :mod:`critical.models` (``resnet1d``), and can start
 from a weights file for fine-tuning (``weights=``, ``new_head=``, ``freeze=``; see
 :mod:`critical.models.weights`). ``example_input_array`` is set, so Lightning's model summary
 reports the model's FLOPs as well as its parameters.
 
-Why the schedule is epoch-based: the callbacks of this library change the augmentation
-multiplicity k during training, and with it the number of optimization steps per epoch (an epoch
-holds k copies of the dataset). A step-based schedule would then stretch or squeeze the LR curve
-differently for every cut policy; stepping the scheduler once per epoch keeps the LR-vs-epoch
-curve identical across policies, so runs differ only in what they are meant to differ in.
+Why the schedule is epoch-based by default: the callbacks of this library change the
+augmentation multiplicity k during training, and with it the number of optimization steps per
+epoch (an epoch holds k copies of the dataset). Stepping the scheduler once per epoch keeps the
+LR-vs-epoch curve identical across policies, so runs differ only in what they are meant to differ
+in. Per-step schedules (``schedule_interval="step"``: the schedule evaluated at every optimizer
+step, with warm-up in steps; ``schedule="onecycle"``: torch's ``OneCycleLR``), sized from
+``trainer.estimated_stepping_batches`` as most recipes do, keep that curve too when
+:class:`~critical.callbacks.AugmentationCutoff` cuts k: it advances them by the ratio of the steps
+per epoch before and after the cut (``follow_schedule=True``, its default).
 
 Example:
     >>> import torch
@@ -47,17 +52,20 @@ from critical.models.weights import load_weights, read_state_dict
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "INTERVALS",
     "OPTIMIZERS",
     "SCHEDULES",
     "EpochSchedule",
     "ImageClassifier",
+    "StepSchedule",
 ]
 
 #: Per-channel statistics of the CIFAR-10 training set (pixel values scaled to [0, 1]).
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
 
-SCHEDULES = ("cosine", "multistep", "constant")
+SCHEDULES = ("cosine", "multistep", "constant", "onecycle")
+INTERVALS = ("epoch", "step")
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -122,8 +130,9 @@ class EpochSchedule:
         milestones: Sequence[float] = (0.5, 0.75),
         gamma: float = 0.1,
     ) -> None:
-        if name not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {name!r}")
+        if name not in SCHEDULES or name == "onecycle":
+            valid = [n for n in SCHEDULES if n != "onecycle"]
+            raise ValueError(f"schedule must be one of {valid}, got {name!r}")
         if total_epochs is not None and total_epochs < 1:
             raise ValueError(f"total_epochs must be >= 1, got {total_epochs}")
         if warmup_epochs < 0:
@@ -151,7 +160,7 @@ class EpochSchedule:
         )
         self.gamma = float(gamma)
 
-    def __call__(self, epoch: int) -> float:
+    def __call__(self, epoch: float) -> float:
         warm = 1.0
         if epoch < self.warmup_epochs:
             warm = (epoch + 1) / (self.warmup_epochs + 1)
@@ -172,6 +181,37 @@ class EpochSchedule:
             f"warmup_epochs={self.warmup_epochs}, min_factor={self.min_factor}, "
             f"milestones={self.milestones}, gamma={self.gamma})"
         )
+
+
+class StepSchedule:
+    """An :class:`EpochSchedule` evaluated at every optimizer step (for a ``LambdaLR`` stepped
+    per step): the cosine and multistep parts at the fractional epoch ``step /
+    steps_per_epoch``, the warm-up linear in steps, ``(step + 1) / (warmup steps + 1)``.
+
+    Example:
+        >>> s = StepSchedule(EpochSchedule("cosine", total_epochs=2, warmup_epochs=1), 4)
+        >>> [round(s(i), 3) for i in range(8)]
+        [0.2, 0.4, 0.6, 0.8, 1.0, 0.854, 0.5, 0.146]
+    """
+
+    def __init__(self, schedule: EpochSchedule, steps_per_epoch: float) -> None:
+        if not steps_per_epoch > 0:
+            raise ValueError(f"steps_per_epoch must be > 0, got {steps_per_epoch}")
+        self.schedule = schedule
+        self.steps_per_epoch = float(steps_per_epoch)
+
+    def __call__(self, step: int) -> float:
+        epoch = step / self.steps_per_epoch
+        warm_steps = self.schedule.warmup_epochs * self.steps_per_epoch
+        if step < warm_steps:
+            factor = (step + 1) / (warm_steps + 1)
+            if self.schedule.name == "multistep":
+                factor *= self.schedule.gamma ** sum(epoch >= m for m in self.schedule.milestones)
+            return factor
+        return self.schedule(max(epoch, float(self.schedule.warmup_epochs)))
+
+    def __repr__(self) -> str:
+        return f"StepSchedule({self.schedule!r}, steps_per_epoch={self.steps_per_epoch})"
 
 
 def _channel_stats(
@@ -218,8 +258,13 @@ class ImageClassifier(L.LightningModule):
             default, as in Keras' kernel-only L2 regularization and most modern recipes.
         label_smoothing: label smoothing of the training loss in [0, 1); ``val``/``test`` losses
             are plain cross-entropy.
-        schedule: ``"cosine"``, ``"multistep"`` or ``"constant"``, stepped once per epoch (see
-            :class:`EpochSchedule` and the module docstring for why epoch-based).
+        schedule: ``"cosine"``, ``"multistep"``, ``"constant"`` (see :class:`EpochSchedule`) or
+            ``"onecycle"`` (torch's ``OneCycleLR`` with ``max_lr=lr``, stepped per optimizer step
+            and sized from ``trainer.estimated_stepping_batches``; its warm-up is
+            ``warmup_epochs`` of the epochs, or 30% without).
+        schedule_interval: ``"epoch"`` (default: one scheduler step per epoch, see the module
+            docstring) or ``"step"`` (the schedule evaluated at every optimizer step, sized from
+            ``trainer.estimated_stepping_batches``). ``"onecycle"`` is always per step.
         warmup_epochs: epochs of linear LR warmup.
         min_lr_factor: final LR of the cosine, as a fraction of ``lr``.
         milestones: multistep milestones: epochs (ints) or fractions (floats in (0, 1)) of the
@@ -282,6 +327,7 @@ class ImageClassifier(L.LightningModule):
         decay_norm_and_bias: bool = False,
         label_smoothing: float = 0.0,
         schedule: str = "cosine",
+        schedule_interval: str = "epoch",
         warmup_epochs: int = 0,
         min_lr_factor: float = 0.0,
         milestones: Sequence[float] = (0.5, 0.75),
@@ -313,10 +359,14 @@ class ImageClassifier(L.LightningModule):
             raise ValueError(f"schedule_epochs must be >= 1 or None, got {schedule_epochs}")
         if new_head and weights is None:
             raise ValueError("new_head=True needs weights=<file> to start from")
+        if schedule_interval not in INTERVALS:
+            raise ValueError(
+                f"schedule_interval must be one of {list(INTERVALS)}, got {schedule_interval!r}"
+            )
         # Validate the schedule arguments now (fail before training starts); the schedule that is
         # used is rebuilt in configure_optimizers, once trainer.max_epochs is known.
         EpochSchedule(
-            schedule,
+            "cosine" if schedule == "onecycle" else schedule,
             schedule_epochs or max(warmup_epochs, 0) + 1,
             warmup_epochs,
             min_lr_factor,
@@ -477,21 +527,43 @@ class ImageClassifier(L.LightningModule):
             )
         else:
             opt = torch.optim.AdamW(self.param_groups(), lr=hp.lr)
-        schedule = EpochSchedule(
-            hp.schedule,
-            self._schedule_epochs(),
-            hp.warmup_epochs,
-            hp.min_lr_factor,
-            hp.milestones,
-            hp.gamma,
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        interval = "step" if hp.schedule == "onecycle" else hp.get("schedule_interval", "epoch")
+        epochs = self._schedule_epochs()
+        scheduler: torch.optim.lr_scheduler.LRScheduler
+        if interval == "epoch":
+            schedule = EpochSchedule(
+                hp.schedule, epochs, hp.warmup_epochs, hp.min_lr_factor, hp.milestones, hp.gamma
+            )
+            # one scheduler step per epoch, whatever the multiplicity k
+            scheduler = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        else:
+            # sized as most recipes size it: from the optimizer steps of the whole fit at the
+            # multiplicity it starts with (AugmentationCutoff keeps it on course after a cut)
+            total = int(self.trainer.estimated_stepping_batches)
+            max_epochs = int(self.trainer.max_epochs or 0)
+            if epochs is None or max_epochs < 1 or total < 1:
+                raise ValueError(
+                    "a per-step schedule needs Trainer(max_epochs=...) and a finite number of "
+                    "training batches"
+                )
+            per_epoch = total / max_epochs
+            if hp.schedule == "onecycle":
+                pct = hp.warmup_epochs / epochs if hp.warmup_epochs else 0.3
+                scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                    opt, max_lr=hp.lr, total_steps=round(per_epoch * epochs), pct_start=pct
+                )
+            else:
+                schedule = EpochSchedule(
+                    hp.schedule, epochs, hp.warmup_epochs, hp.min_lr_factor, hp.milestones, hp.gamma
+                )
+                scheduler = torch.optim.lr_scheduler.LambdaLR(
+                    opt, StepSchedule(schedule, per_epoch)
+                )
         return {
             "optimizer": opt,
-            # interval="epoch": one scheduler step per epoch, whatever the multiplicity k.
             "lr_scheduler": {
                 "scheduler": scheduler,
-                "interval": "epoch",
+                "interval": interval,
                 "frequency": 1,
                 "name": "lr",
             },

@@ -1,6 +1,7 @@
 """Lightning callbacks, one per file."""
 
 from critical.callbacks.augmentation_cutoff import AugmentationCutoff
+from critical.callbacks.augmentation_gap import AugmentationGap
 from critical.callbacks.critical_period import CriticalPeriod
 from critical.callbacks.energy import EnergyTracker
 from critical.callbacks.gradient_confusion import GradientConfusion
@@ -12,6 +13,7 @@ from critical.callbacks.run_directory import RunDirectory
 
 __all__ = [
     "AugmentationCutoff",
+    "AugmentationGap",
     "CriticalPeriod",
     "EnergyTracker",
     "GradientConfusion",

@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from critical.callbacks._base import PREFIX
+from critical.callbacks._schedule import ScheduleFollower, position, step_schedulers
 from critical.callbacks.critical_period import CriticalPeriod
 from critical.data.protocol import find_multiplicity_target
 from critical.detector import CriticalPeriodEvent
@@ -46,6 +47,23 @@ class AugmentationCutoff(Callback):
     The default keeps augmentation on at k = 1, as the seed proposal and Fukase et al. (2025) do;
     ``disable_augmentation=True`` turns it off entirely (Golatkar et al., 2019 style).
 
+    **Learning-rate schedules survive the cut** (``follow_schedule=True``, the default). With
+    the epoch layout the cut divides the optimizer steps per epoch by about k / target; a
+    scheduler stepped per optimizer step (``interval="step"``: ``OneCycleLR``, a per-step
+    ``LambdaLR`` warm-up + cosine, ``SequentialLR``, timm's schedulers stepped per update)
+    was sized at fit start for k and would stop part-way. After the cut each such scheduler is
+    advanced by the ratio of the steps per epoch before and after it, so its learning rate
+    follows the uncut run's *as a function of epoch progress* and ends exactly where the uncut
+    run ends (exact at every epoch boundary, also after a resume; see
+    :mod:`critical.callbacks._schedule`). Epoch-interval schedulers are untouched.
+    ``follow_schedule=False`` leaves per-step schedulers as they are (one warning at the cut).
+
+    Checked at fit start, before any training step: that ``multiplicity`` (and ``augment`` with
+    ``disable_augmentation``) can be set (by setting the current value), and that a per-step
+    scheduler with a known length (``total_steps``, e.g. ``OneCycleLR``) covers
+    ``trainer.estimated_stepping_batches`` (a schedule sized from the data set's length at k = 1
+    crashes in the second epoch at k = 3).
+
     Attributes:
         cut_epoch: first (0-based) epoch trained at the target k; ``None`` until decided.
         multiplicity_before: k at the start of training.
@@ -68,6 +86,7 @@ class AugmentationCutoff(Callback):
         target: int = 1,
         disable_augmentation: bool = False,
         critical_period: CriticalPeriod | None = None,
+        follow_schedule: bool = True,
         verbose: bool = True,
     ) -> None:
         self.policy = check_choice("policy", policy, POLICIES)
@@ -83,7 +102,9 @@ class AugmentationCutoff(Callback):
         self.target = check_int("target", target, 1)
         self.disable_augmentation = check_bool("disable_augmentation", disable_augmentation)
         self.critical_period = critical_period
+        self.follow_schedule = check_bool("follow_schedule", follow_schedule)
         self.verbose = check_bool("verbose", verbose)
+        self._follower = ScheduleFollower()
 
         self.cut_epoch: int | None = None
         self.multiplicity_before: int | None = None
@@ -133,6 +154,17 @@ class AugmentationCutoff(Callback):
                 f"disable_augmentation=True needs a settable `augment` attribute on {type(data).__name__}"
             )
         k = int(data.multiplicity)
+        names = ["multiplicity"] + (["augment"] if self.disable_augmentation else [])
+        for attr in names:
+            try:
+                setattr(data, attr, getattr(data, attr))  # the cut sets it: fail now, not then
+            except Exception as err:
+                raise ValueError(
+                    f"AugmentationCutoff cannot set `{attr}` on {type(data).__name__} "
+                    f"({type(err).__name__}: {err}); the cut would fail at the end of the "
+                    f"critical period. Give {type(data).__name__} a settable `{attr}` honoured by "
+                    "train_dataloader() (see critical.data.MultiplicityDataset)"
+                ) from err
         if self.target > k and (
             self.multiplicity_before is None or self.target > self.multiplicity_before
         ):
@@ -147,6 +179,8 @@ class AugmentationCutoff(Callback):
         self._data = self._resolve_data(trainer, pl_module)
         if self.multiplicity_before is None:
             self.multiplicity_before = int(self._data.multiplicity)
+        if self.cut_epoch is None:
+            self._check_schedule_length(trainer)
         if self.policy == "detector":
             cp = self.critical_period
             if cp is None:
@@ -178,6 +212,28 @@ class AugmentationCutoff(Callback):
         # saved at or after the end of the deciding epoch, so training resumes at or after
         # `cut_epoch` (the trainer's epoch counter itself is restored only after this hook).
         self._apply()
+
+    def _check_schedule_length(self, trainer: pl.Trainer) -> None:
+        """A per-step scheduler with a known length must cover the fit's optimizer steps."""
+        sized = [
+            s for s in step_schedulers(trainer) if isinstance(getattr(s, "total_steps", None), int)
+        ]
+        if not sized:
+            return
+        need = trainer.estimated_stepping_batches
+        if not math.isfinite(need):
+            return
+        for s in sized:
+            if s.total_steps < need:
+                k = int(self._data.multiplicity) if self._data is not None else None
+                raise ValueError(
+                    f"{type(s).__name__} was sized for {s.total_steps} optimizer steps, but this "
+                    f"fit takes {int(need)} (trainer.estimated_stepping_batches, at "
+                    f"multiplicity k={k}): it would fail once it passes step {s.total_steps}. "
+                    "Size it from self.trainer.estimated_stepping_batches in "
+                    "configure_optimizers (or from len(train_dataloader()) at the multiplicity "
+                    "the fit starts with)"
+                )
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -257,24 +313,92 @@ class AugmentationCutoff(Callback):
                 )
             elif before is not None and math.isfinite(before) and now < before:
                 self._warn_step_schedules(trainer, before, now)
+        if (
+            self.follow_schedule
+            and not self._follower.active
+            and self.cut_epoch is not None
+            and trainer.current_epoch >= self.cut_epoch
+        ):
+            self._follow(trainer)
         self._epoch_k = int(self._data.multiplicity) if self._data is not None else None
 
+    def _per_epoch_before(self, trainer: pl.Trainer, scheduler: Any) -> int | None:
+        """A scheduler's positions per epoch before the cut: counted from the batches of the last
+        epoch before it (Lightning steps it once per optimizer step), or, when the cut was
+        applied on resume, its position over the epochs completed."""
+        before = self._batches_before_cut
+        config = next(c for c in trainer.lr_scheduler_configs if c.scheduler is scheduler)
+        if (
+            before is not None
+            and math.isfinite(before)
+            and before > 0
+            and trainer.lightning_module.automatic_optimization
+        ):
+            b, acc, freq = int(before), int(trainer.accumulate_grad_batches), int(config.frequency)
+            lcm = acc * freq // math.gcd(acc, freq)
+            last = 1 if (b % acc != 0 and b % freq == 0) else 0  # the epoch's last batch steps too
+            return b // lcm + last
+        epochs = trainer.current_epoch
+        pos = position(scheduler, trainer.global_step)
+        return round(pos / epochs) if epochs > 0 and pos > 0 else None
+
+    def _follow(self, trainer: pl.Trainer) -> None:
+        """Start keeping the per-step schedulers on their epoch-progress course."""
+        schedulers = step_schedulers(trainer)
+        if not schedulers:
+            return
+        per_epoch = [self._per_epoch_before(trainer, s) for s in schedulers]
+        if any(n is None for n in per_epoch):
+            rank_zero_warn(
+                "AugmentationCutoff: could not tell how many steps per epoch the learning-rate "
+                f"scheduler(s) {', '.join(type(s).__name__ for s in schedulers)} took before the "
+                "cut; they are left as they are (their schedule will not finish)"
+            )
+            return
+        self._follower.start(
+            schedulers, trainer.current_epoch, [int(n or 0) for n in per_epoch], trainer.global_step
+        )
+        now = trainer.num_training_batches
+        if self.verbose and math.isfinite(now):
+            names = ", ".join(type(s).__name__ for s in schedulers)
+            rank_zero_info(
+                f"[critical] the per-step schedule(s) {names} keep their place after the cut: "
+                f"{', '.join(str(n) for n in per_epoch)} position(s) per epoch over {int(now)} "
+                "batches, as in the uncut run"
+            )
+
+    @override
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if self._follower.active:
+            batches = trainer.num_training_batches
+            self._follower.after_batch(
+                step_schedulers(trainer),
+                trainer.current_epoch,
+                batch_idx,
+                int(batches) if math.isfinite(batches) else batch_idx + 1,
+                trainer.global_step,
+            )
+
     def _warn_step_schedules(self, trainer: pl.Trainer, before: float, now: float) -> None:
-        """Steps per epoch shrank: a learning-rate schedule stepped per optimizer step and
-        sized at the start will not reach its end."""
-        step = [
-            type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs if c.interval == "step"
-        ]
-        if step and not self._warned_schedule:
+        """Steps per epoch shrank and ``follow_schedule=False``: a learning-rate schedule stepped
+        per optimizer step and sized at the start will not reach its end."""
+        step = [type(s).__name__ for s in step_schedulers(trainer)]
+        if step and not self.follow_schedule and not self._warned_schedule:
             self._warned_schedule = True
             rank_zero_warn(
                 f"AugmentationCutoff: steps per epoch fell from {int(before)} to {int(now)} at the "
                 f"cut, and the learning-rate scheduler(s) {', '.join(step)} step per optimizer "
-                "step (interval='step'): a schedule sized at the start (e.g. from "
-                "trainer.estimated_stepping_batches) will not finish, so its learning rate at the "
-                "last epoch stays high. Use an epoch-based schedule (interval='epoch'), or the "
-                "batch layout (ImageDataModule(layout='batch')), whose steps per epoch do not "
-                "depend on k."
+                "step (interval='step') and follow_schedule=False: a schedule sized at the start "
+                "(e.g. from trainer.estimated_stepping_batches) will not finish, so its learning "
+                "rate at the last epoch stays high. Leave follow_schedule=True to keep it on its "
+                "course of epoch progress."
             )
 
     @override
@@ -304,6 +428,7 @@ class AugmentationCutoff(Callback):
             "multiplicity_before": self.multiplicity_before,
             "multiplicity_after": self.multiplicity_after,
             "reason": self.reason,
+            "schedule": self._follower.state_dict(),
         }
 
     @override
@@ -312,5 +437,6 @@ class AugmentationCutoff(Callback):
         self.multiplicity_before = state_dict.get("multiplicity_before")
         self.multiplicity_after = state_dict.get("multiplicity_after", self.target)
         self.reason = state_dict.get("reason")
+        self._follower.load_state_dict(state_dict.get("schedule", {}))
         # strategies that restore after `on_fit_start` (e.g. DeepSpeed) reach here late
         self._apply()

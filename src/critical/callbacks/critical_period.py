@@ -23,6 +23,7 @@ Listener = Callable[[CriticalPeriodEvent, "pl.Trainer", "pl.LightningModule"], N
 
 def known_metric_names() -> dict[str, str]:
     """Short metric name -> the callback class that provides it."""
+    from critical.callbacks.augmentation_gap import AugmentationGap
     from critical.callbacks.gradient_confusion import GradientConfusion
     from critical.callbacks.gradient_norm import GradientNorm
     from critical.callbacks.gradient_predictability import GradientPredictability
@@ -30,7 +31,13 @@ def known_metric_names() -> dict[str, str]:
 
     return {
         name: cls.__name__
-        for cls in (GradientConfusion, GradientNorm, GradientPredictability, LayerRotation)
+        for cls in (
+            AugmentationGap,
+            GradientConfusion,
+            GradientNorm,
+            GradientPredictability,
+            LayerRotation,
+        )
         for name in cls.metric_names
     }
 

@@ -26,10 +26,11 @@ LossFn = Callable[[pl.LightningModule, Any], torch.Tensor]
 
 
 class GradientConfusion(GradientCallback):
-    """Logs, every epoch, the mean and most negative pairwise cosine between mini-batch gradients.
+    """Logs, every epoch, the mean, most negative and largest pairwise cosine between mini-batch
+    gradients.
 
-    Logged (prefix ``critical/``): ``gradient_confusion/mean`` and ``gradient_confusion/min`` for
-    the whole model, and with ``log_layers=True`` the same per layer (``.../<layer>``; a layer is
+    Logged (prefix ``critical/``): ``gradient_confusion/mean``, ``gradient_confusion/min`` and
+    ``gradient_confusion/max`` (the statistic of Fukase et al.'s rule) for the whole model, and with ``log_layers=True`` the same per layer (``.../<layer>``; a layer is
     a module with its own trainable parameters).
 
     Modes:
@@ -41,7 +42,7 @@ class GradientConfusion(GradientCallback):
       one in 8 steps of a shorter epoch. A step whose ``training_step`` returned None has no
       gradient and passes the probe on to the next step. One read of the gradients per probed step is shared with the other gradient
       callbacks; an unprobed step costs a counter check. The mean pairwise cosine is exact over
-      the probed steps, from a running sum of unit gradients. The minimum is estimated from a
+      the probed steps, from a running sum of unit gradients. The minimum and maximum are estimated from a
       signed-hash sketch of each probe (exact for layers of at most ``sketch_dim`` elements; see
       :class:`~critical.metrics.StreamingConfusion`). Gradients of different steps are taken at
       different weights; early in training, when weights move fast, this mixes drift into the
@@ -86,7 +87,7 @@ class GradientConfusion(GradientCallback):
         >>> trainer = L.Trainer(callbacks=[GradientConfusion(max_probes=16)], logger=False)
     """
 
-    metric_names = ("gradient_confusion/mean", "gradient_confusion/min")
+    metric_names = ("gradient_confusion/mean", "gradient_confusion/min", "gradient_confusion/max")
 
     def __init__(
         self,
@@ -190,10 +191,15 @@ class GradientConfusion(GradientCallback):
                 f"GradientConfusion: skipped {out['skipped']} probe(s) with a non-finite gradient "
                 f"in epoch {trainer.current_epoch} (they are not part of the statistic)",
             )
-        scalars = {"gradient_confusion/mean": out["mean"], "gradient_confusion/min": out["min"]}
+        scalars = {
+            "gradient_confusion/mean": out["mean"],
+            "gradient_confusion/min": out["min"],
+            "gradient_confusion/max": out["max"],
+        }
         layers = {
             "gradient_confusion/mean": out["layer_mean"],
             "gradient_confusion/min": out["layer_min"],
+            "gradient_confusion/max": out["layer_max"],
         }
         return scalars, layers, self._info(out["count"])
 
@@ -248,18 +254,23 @@ class GradientConfusion(GradientCallback):
                 "skipped": skipped,
                 "mean": nan,
                 "min": nan,
+                "max": nan,
                 "layer_mean": [nan] * L,
                 "layer_min": [nan] * L,
+                "layer_max": [nan] * L,
             }
         r = gradient_confusion(kept, layout.lengths)
         assert r.layer_mean is not None and r.layer_min is not None  # given layer lengths
+        assert r.layer_max is not None
         return {
             "count": int(kept.shape[0]),
             "skipped": skipped,
             "mean": float(r.mean),
             "min": float(r.min),
+            "max": float(r.max),
             "layer_mean": r.layer_mean.tolist(),
             "layer_min": r.layer_min.tolist(),
+            "layer_max": r.layer_max.tolist(),
         }
 
 

@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
+from critical.data.augment_basic import to_float
 from critical.data.loader import AugmentedLoader, MultiplicitySampler, TensorLoader
 from critical.data.protocol import MultiplicityMixin
 
@@ -109,6 +110,23 @@ class DeviceDataModule(MultiplicityMixin, L.LightningDataModule):
         aug = self.augmentation if self.augment and not self.augmentation.is_identity else None
         x, y = self._tensors(train)
         return AugmentedLoader(x, y, sampler, aug, seed=self.seed)
+
+    def probe_views(
+        self, num: int, views: int, seed: int
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """A fixed probe of ``num`` training samples (the same ones at every call: the first of
+        a seeded permutation), un-augmented, and ``views`` freshly augmented copies of it drawn
+        with ``seed``: what :class:`~critical.callbacks.AugmentationGap` compares."""
+        train = self._current()["train"]
+        x_all, y_all = self._tensors(train)
+        g = torch.Generator().manual_seed(self.seed)
+        idx = torch.randperm(x_all.shape[0], generator=g)[: min(num, x_all.shape[0])]
+        idx = idx.to(x_all.device)
+        x, y = x_all.index_select(0, idx), y_all.index_select(0, idx)
+        gen = torch.Generator(device=x.device).manual_seed(int(seed))
+        aug = self.augmentation if self.augment and not self.augmentation.is_identity else None
+        out = [to_float(x) if aug is None else aug(x, generator=gen) for _ in range(views)]
+        return to_float(x), out, y
 
     def _eval_loader(self, data: Any) -> TensorLoader | list[Any]:
         if data is None or len(data) == 0:

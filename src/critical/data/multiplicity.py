@@ -59,6 +59,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
+import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
@@ -77,6 +79,9 @@ class MultiplicityDataset(MultiplicityMixin, Dataset):
         transform: random transform applied on every access to the input — the first element of
             a tuple / list sample (e.g. ``(image, label)``), or the whole sample otherwise.
         augment: apply ``transform`` (settable; ``False`` returns the raw samples).
+        eval_transform: deterministic transform giving the un-augmented input (e.g.
+            ``ToTensor``); used for the clean side of :meth:`probe_views` (``None``: the raw
+            input, which must then be a tensor).
 
     Any index ``i >= 0`` maps to ``dataset[i % N]`` (not only ``i < k * N``), so workers holding
     an older k still serve the main process's sampler; iteration (``iter(ds)``) stops at
@@ -101,6 +106,7 @@ class MultiplicityDataset(MultiplicityMixin, Dataset):
         multiplicity: int = 1,
         transform: Callable[[Any], Any] | None = None,
         augment: bool = True,
+        eval_transform: Callable[[Any], Any] | None = None,
     ) -> None:
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise ValueError(
@@ -109,8 +115,11 @@ class MultiplicityDataset(MultiplicityMixin, Dataset):
             )
         if transform is not None and not callable(transform):
             raise ValueError(f"`transform` must be callable or None, got {transform!r}")
+        if eval_transform is not None and not callable(eval_transform):
+            raise ValueError(f"`eval_transform` must be callable or None, got {eval_transform!r}")
         self.dataset = dataset
         self.transform = transform
+        self.eval_transform = eval_transform
         self.multiplicity = multiplicity
         self.augment = augment
 
@@ -140,6 +149,35 @@ class MultiplicityDataset(MultiplicityMixin, Dataset):
     def __iter__(self) -> Iterator[Any]:
         for i in range(len(self)):
             yield self[i]
+
+    def probe_views(self, num: int, views: int, seed: int) -> tuple[Tensor, list[Tensor], Tensor]:
+        """A fixed probe of ``num`` samples (the first ``num``), through ``eval_transform``, and
+        ``views`` copies through ``transform`` drawn under torch's RNG seeded with ``seed`` (the
+        global RNG is left as it was); samples must be ``(input, label)`` pairs of tensors after
+        the transforms. What :class:`~critical.callbacks.AugmentationGap` compares."""
+        samples = [self.dataset[i] for i in range(min(num, len(self.dataset)))]
+        if not samples or not isinstance(samples[0], (tuple, list)):
+            raise ValueError(
+                "probe_views needs (input, label) samples; this dataset yields "
+                f"{type(samples[0]).__name__ if samples else 'nothing'}"
+            )
+        labels = torch.as_tensor([int(s[1]) for s in samples])
+
+        def stack(fn: Callable[[Any], Any] | None) -> Tensor:
+            xs = [s[0] if fn is None else fn(s[0]) for s in samples]
+            if not all(isinstance(x, Tensor) for x in xs):
+                raise ValueError(
+                    "probe_views needs tensor inputs after the transforms: give "
+                    "MultiplicityDataset an `eval_transform` (e.g. ToTensor)"
+                )
+            return torch.stack(xs)
+
+        clean = stack(self.eval_transform)
+        augment = self.transform if self._augment else self.eval_transform
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            out = [stack(augment) for _ in range(views)]
+        return clean, out, labels
 
 
 class _Transformed(Dataset):
@@ -216,7 +254,9 @@ class MultiplicityDataModule(MultiplicityMixin, L.LightningDataModule):
         self.save_hyperparameters(
             ignore=["train_dataset", "val_dataset", "test_dataset", "transform", "eval_transform"]
         )
-        self.train_set = MultiplicityDataset(train_dataset, multiplicity, transform, augment)
+        self.train_set = MultiplicityDataset(
+            train_dataset, multiplicity, transform, augment, eval_transform
+        )
         self.val_set = (
             _Transformed(val_dataset, eval_transform) if val_dataset is not None else None
         )
@@ -238,6 +278,10 @@ class MultiplicityDataModule(MultiplicityMixin, L.LightningDataModule):
     @multiplicity.setter
     def multiplicity(self, value: int) -> None:
         self.train_set.multiplicity = value
+
+    def probe_views(self, num: int, views: int, seed: int) -> tuple[Tensor, list[Tensor], Tensor]:
+        """:meth:`MultiplicityDataset.probe_views` of the training set."""
+        return self.train_set.probe_views(num, views, seed)
 
     @property
     def augment(self) -> bool:

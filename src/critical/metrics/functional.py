@@ -112,26 +112,31 @@ class ConfusionResult(NamedTuple):
         min: most negative pairwise cosine (whole model).
         layer_mean: per-layer mean pairwise cosine, shape ``(L,)`` (None without lengths).
         layer_min: per-layer most negative pairwise cosine (None without lengths).
+        max: largest pairwise cosine (whole model): the statistic Fukase et al. (2025) watch.
+        layer_max: per-layer largest pairwise cosine (None without lengths).
     """
 
     mean: torch.Tensor
     min: torch.Tensor
     layer_mean: torch.Tensor | None
     layer_min: torch.Tensor | None
+    max: torch.Tensor
+    layer_max: torch.Tensor | None
 
 
-def _offdiag_stats(cos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and min of the off-diagonal entries of ``(..., N, N)`` cosine matrices."""
+def _offdiag_stats(cos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean, min and max of the off-diagonal entries of ``(..., N, N)`` cosine matrices."""
     n = cos.shape[-1]
     mask = ~torch.eye(n, dtype=torch.bool, device=cos.device)
     off = cos[..., mask]
-    return off.mean(dim=-1), off.min(dim=-1).values
+    return off.mean(dim=-1), off.min(dim=-1).values, off.max(dim=-1).values
 
 
 def gradient_confusion(
     grads: torch.Tensor, lengths: Sequence[int] | torch.Tensor | None = None
 ) -> ConfusionResult:
-    """Mean and most negative pairwise cosine of N >= 2 gradients (Sankararaman et al., 2020).
+    """Mean, most negative and largest pairwise cosine of N >= 2 gradients (Sankararaman et
+    al., 2020).
 
     Args:
         grads: ``(N, P)`` gradients of N different mini-batches.
@@ -139,9 +144,9 @@ def gradient_confusion(
     """
     if grads.dim() != 2 or grads.shape[0] < 2:
         raise ValueError(f"need an (N, P) matrix with N >= 2, got shape {tuple(grads.shape)}")
-    mean, mn = _offdiag_stats(pairwise_cosine(grads))
+    mean, mn, mx = _offdiag_stats(pairwise_cosine(grads))
     if lengths is None:
-        return ConfusionResult(mean, mn, None, None)
+        return ConfusionResult(mean, mn, None, None, mx, None)
     # per-layer Gram matrices dots[l, i, j] = <g_i[l], g_j[l]>: one small matmul per layer
     # (memory O(N P), unlike an (N, N, P) product tensor)
     lens = [int(n) for n in (lengths.tolist() if isinstance(lengths, torch.Tensor) else lengths)]
@@ -150,8 +155,8 @@ def gradient_confusion(
     dots = torch.stack([s @ s.T for s in torch.split(grads, lens, dim=1)])  # (L, N, N)
     norms = torch.diagonal(dots, dim1=1, dim2=2).clamp_min(0).sqrt()  # (L, N)
     cos = _safe_div(dots, norms[:, :, None] * norms[:, None, :]).clamp(-1.0, 1.0)
-    lmean, lmin = _offdiag_stats(cos)
-    return ConfusionResult(mean, mn, lmean, lmin)
+    lmean, lmin, lmax = _offdiag_stats(cos)
+    return ConfusionResult(mean, mn, lmean, lmin, mx, lmax)
 
 
 def mean_pairwise_cosine_from_sum(

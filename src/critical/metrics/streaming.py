@@ -173,9 +173,9 @@ class StreamingConfusion:
         n = int(valid.sum())
         out: dict[str, Any] = {"count": n, "skipped": len(self._sq) - n}
         if n < 2:
-            out.update(
-                mean=float("nan"), min=float("nan"), layer_mean=_nan_list(L), layer_min=_nan_list(L)
-            )
+            nan = float("nan")
+            out.update(mean=nan, min=nan, max=nan, layer_mean=_nan_list(L))
+            out.update(layer_min=_nan_list(L), layer_max=_nan_list(L))
             return out
         nonzero = ((sq > 0) & valid[:, None]).sum(0)  # (L + 1,): whole, then per layer
         count = torch.tensor(float(n), dtype=torch.float64, device=self.device)
@@ -193,12 +193,15 @@ class StreamingConfusion:
             gram = torch.einsum("ild,jld->lij", sk, sk)  # (L, N, N) layer-unit dot estimates
             whole = torch.einsum("il,jl,lij->ij", w, w, gram)
             off = ~torch.eye(sk.shape[0], dtype=torch.bool, device=sk.device)
-            values += [whole[off].clamp(-1, 1).min().view(1), gram[:, off].clamp(-1, 1).amin(1)]
+            w_off, l_off = whole[off].clamp(-1, 1), gram[:, off].clamp(-1, 1)
+            values += [w_off.min().view(1), l_off.amin(1), w_off.max().view(1), l_off.amax(1)]
         flat = torch.cat(values).tolist()  # one transfer to the host
         out["mean"], out["layer_mean"] = flat[0], flat[1 : L + 1]
         out["min"], out["layer_min"] = float("nan"), _nan_list(L)
+        out["max"], out["layer_max"] = float("nan"), _nan_list(L)
         if self._sketches:
-            out["min"], out["layer_min"] = flat[L + 1], flat[L + 2 :]
+            out["min"], out["layer_min"] = flat[L + 1], flat[L + 2 : 2 * L + 2]
+            out["max"], out["layer_max"] = flat[2 * L + 2], flat[2 * L + 3 :]
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "ACCURACY_KEYS",
     "CONFIG",
     "CUT_EVENT",
     "ENERGY",
@@ -54,6 +55,7 @@ __all__ = [
     "configured_callbacks",
     "cut_epoch",
     "cut_from_multiplicities",
+    "find_accuracy_key",
     "find_callback",
     "find_critical_period",
     "find_cutoff",
@@ -62,6 +64,22 @@ __all__ = [
     "read_rows",
     "run_status",
 ]
+
+#: validation-accuracy names in common use, in the order :func:`find_accuracy_key` tries them
+ACCURACY_KEYS = (
+    "val/acc",
+    "val_acc",
+    "val/accuracy",
+    "val_accuracy",
+    "valid/acc",
+    "valid_acc",
+    "validation/acc",
+    "validation_accuracy",
+    "val/acc1",
+    "val_acc1",
+    "val/top1",
+    "val_top1",
+)
 
 CONFIG = "config.json"
 METRICS_CSV = "metrics.csv"
@@ -323,3 +341,19 @@ def find_critical_period(trainer: Any) -> Any | None:
         return event is None or callable(getattr(event, "to_dict", None))
 
     return find_callback(trainer, is_detector)
+
+
+def find_accuracy_key(columns: Iterable[str], preferred: str | None = None) -> str | None:
+    """The metric read as a run's accuracy: ``preferred`` when given (whether logged or not),
+    else the first of :data:`ACCURACY_KEYS` among ``columns``, else ``None``.
+
+    Example:
+        >>> find_accuracy_key(["epoch", "train/loss", "val_acc"])
+        'val_acc'
+        >>> find_accuracy_key(["epoch"], preferred="my/acc")
+        'my/acc'
+    """
+    if preferred:
+        return preferred
+    present = set(columns)
+    return next((k for k in ACCURACY_KEYS if k in present), None)

@@ -9,9 +9,13 @@ into the text :class:`~critical.callbacks.RunDirectory` prints at fit end and wr
 Keys of the summary (``None`` where unknown):
 
 * ``run_dir``, ``plot``: the run directory and its ``plot.png``;
-* ``epochs`` (epochs completed), ``max_epochs``, ``val_acc`` (last epoch's ``val/acc``);
-* ``critical_period``: ``{"over", "epoch", "reason"}`` of the detector; ``diverged``:
-  ``{"epoch", "cause"}`` when the detector saw the run diverge;
+* ``epochs`` (epochs completed), ``max_epochs``, ``val_acc`` (the last logged value of
+  ``accuracy_key``: given, else the first of :data:`critical.runfiles.ACCURACY_KEYS` that was
+  logged, e.g. ``val/acc`` or ``val_acc``), ``accuracy_key``;
+* ``critical_period``: ``{"over", "epoch", "reason", "explanation", "held_back"}`` of the
+  detector (:func:`critical.detector.explain`: which guard or unsettled metric held it back, in
+  which epochs, with the last readings); ``diverged``: ``{"epoch", "cause"}`` when the detector
+  saw the run diverge;
 * ``cut``: ``{"cut_epoch", "multiplicity_before", "multiplicity_after", "source"}``;
 * ``saved`` (whether the cut saved anything worth the name: a theoretical saving of at least
   1%) and ``saving_note``, one plain sentence (what was saved, or why nothing was: no cut, a
@@ -49,6 +53,7 @@ from critical.accounting import theoretical_saving
 from critical.io import to_jsonable
 from critical.runfiles import (
     cut_from_multiplicities,
+    find_accuracy_key,
     find_callback,
     find_critical_period,
     find_cutoff,
@@ -72,8 +77,8 @@ EPOCH_COLUMNS = (
     ("confusion", "critical/gradient_confusion/mean", "{:+.3f}"),
     ("predict.", "critical/gradient_predictability", "{:+.3f}"),
     ("rotation", "critical/layer_rotation", "{:.4f}"),
-    ("train loss", "train/loss", "{:.3f}"),
-    ("val acc", "val/acc", "{:.2%}"),
+    ("train loss", "train/loss", "{:.3f}"),  # else critical/train_loss (epoch_table)
+    ("val acc", "val/acc", "{:.2%}"),  # else the run's accuracy key (epoch_table)
     ("time s", "energy/duration_s", "{:.1f}"),
 )
 _KEYS = (
@@ -82,6 +87,7 @@ _KEYS = (
     "epochs",
     "max_epochs",
     "val_acc",
+    "accuracy_key",
     "splits",
     "critical_period",
     "diverged",
@@ -121,7 +127,10 @@ def _finite(v: Any) -> float | None:
 
 
 def build_summary(
-    trainer: Any, rows: Sequence[Mapping[str, Any]] | None = None, run_dir: Any = None
+    trainer: Any,
+    rows: Sequence[Mapping[str, Any]] | None = None,
+    run_dir: Any = None,
+    accuracy_key: str | None = None,
 ) -> dict[str, Any]:
     """The summary of the run ``trainer`` just fitted, from its callbacks (module docstring).
 
@@ -138,12 +147,16 @@ def build_summary(
     max_epochs = getattr(trainer, "max_epochs", None)
     s["max_epochs"] = max_epochs if isinstance(max_epochs, int) and max_epochs > 0 else None
     s["epochs"] = len(rows) if rows else int(getattr(trainer, "current_epoch", 0) or 0)
-    accs = [_finite(r.get("val/acc")) for r in rows]
+    metrics = getattr(trainer, "callback_metrics", None) or {}
+    columns = {k for r in rows for k in r} | set(metrics)
+    key = find_accuracy_key(columns, accuracy_key or getattr(run, "accuracy_key", None))
+    s["accuracy_key"] = key
+    accs = [_finite(r.get(key)) for r in rows] if key else []
     accs = [a for a in accs if a is not None]
     if accs:
         s["val_acc"] = accs[-1]
-    else:
-        s["val_acc"] = _finite((getattr(trainer, "callback_metrics", None) or {}).get("val/acc"))
+    elif key:
+        s["val_acc"] = _finite(metrics.get(key))
 
     cp = find_critical_period(trainer)
     if cp is not None:
@@ -153,6 +166,12 @@ def build_summary(
             "epoch": getattr(event, "epoch", None),
             "reason": getattr(event, "reason", None),
         }
+        explain = getattr(cp, "explain", None)
+        if callable(explain):
+            account = explain()
+            s["critical_period"].update(
+                explanation=account.get("text"), held_back=account.get("held_back")
+            )
         diverged = getattr(cp, "diverged", None)
         s["diverged"] = None if diverged is None else to_jsonable(diverged)
 
@@ -267,9 +286,21 @@ def _pct(v: Any, digits: int = 1) -> str:
     return "n/a" if v is None else f"{v:.{digits}%}"
 
 
-def epoch_table(rows: Sequence[Mapping[str, Any]], cut_epoch: int | None = None) -> list[str]:
-    """The per-epoch metric curves as text lines (the cut marked with ``<- k cut``)."""
-    cols = [(title, key, fmt) for title, key, fmt in EPOCH_COLUMNS if any(key in r for r in rows)]
+def epoch_table(
+    rows: Sequence[Mapping[str, Any]],
+    cut_epoch: int | None = None,
+    accuracy_key: str | None = None,
+) -> list[str]:
+    """The per-epoch metric curves as text lines (the cut marked with ``<- k cut``); the
+    accuracy column reads ``accuracy_key`` (default: the first common name logged), the loss
+    column ``train/loss``, else the ``critical/train_loss`` the detector logs."""
+    present = {k for r in rows for k in r}
+    fallback = {
+        "val/acc": find_accuracy_key(present, accuracy_key),
+        "train/loss": "train/loss" if "train/loss" in present else "critical/train_loss",
+    }
+    cols = [(title, fallback.get(key) or key, fmt) for title, key, fmt in EPOCH_COLUMNS]
+    cols = [(title, key, fmt) for title, key, fmt in cols if key in present]
     widths = [max(len(title), 8) for title, _, _ in cols]
     out = ["epoch " + " ".join(t.rjust(w) for (t, _, _), w in zip(cols, widths))]
     for r in rows:
@@ -309,16 +340,21 @@ def format_summary(s: Mapping[str, Any], rows: Sequence[Mapping[str, Any]] = ())
     """The summary as the text printed at fit end (per-epoch table from ``rows``)."""
     cut = s.get("cut") or {}
     lines = ["", "=" * 72, "critical: run summary", "-" * 72]
+    key = s.get("accuracy_key")
     if rows:
-        lines += epoch_table(rows, cut_epoch=cut.get("cut_epoch"))
+        lines += epoch_table(rows, cut_epoch=cut.get("cut_epoch"), accuracy_key=key)
         lines.append("-" * 72)
     splits = s.get("splits") or {}
     on_val = f", on {splits['val']}" if "val" in splits else ""
-    lines.append(f"validation accuracy (last epoch{on_val}): {_pct(s.get('val_acc'), 2)}")
+    logged = "" if key in (None, "val/acc") else f", logged as `{key}`"
+    acc = _pct(s.get("val_acc"), 2) if key else "n/a (no validation accuracy logged)"
+    lines.append(f"validation accuracy (last epoch{on_val}{logged}): {acc}")
     cp = s.get("critical_period")
     if cp is not None:
         over = f"over at the end of epoch {cp['epoch']} ({cp['reason']})" if cp["over"] else None
         lines.append(f"critical period: {over or 'not over within the run'}")
+        if not cp["over"] and cp.get("explanation"):
+            lines.append(f"why: {cp['explanation']}")
     diverged = s.get("diverged")
     if diverged:
         lines.append(f"the run diverged in epoch {diverged.get('epoch')} ({diverged.get('cause')})")

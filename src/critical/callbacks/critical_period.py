@@ -15,7 +15,14 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from critical.callbacks._base import PREFIX, MetricCallback
-from critical.detector import DEFAULTS, CriticalPeriodEvent, StabilityDetector
+from critical.detector import (
+    DEFAULTS,
+    GUARDS,
+    CriticalPeriodEvent,
+    LRShape,
+    StabilityDetector,
+    explain,
+)
 from critical.validation import check_bool, check_str
 
 Listener = Callable[[CriticalPeriodEvent, "pl.Trainer", "pl.LightningModule"], None]
@@ -67,16 +74,27 @@ class CriticalPeriod(Callback):
 
     The training loss is, by default, the epoch mean of what ``training_step`` returns (summed on
     the device, no host synchronisation per step); ``loss="train/loss"`` reads a metric the module
-    logs instead. The learning rate is the largest of the first optimizer's parameter groups at
-    epoch start. A non-finite loss, weights or metric marks the run as diverged: a warning names
-    the epoch and the cause, and the critical period is never declared over on it.
+    logs instead. The learning rate is the largest of the first optimizer's parameter groups,
+    read at epoch start and after every training batch (a Python number: no synchronisation),
+    so the LR guard sees the schedule's shape: a rise (warm-up) or a discontinuous drop (a step
+    schedule), not a smooth anneal (:class:`~critical.detector.LRShape`). A non-finite loss,
+    weights or metric marks the run as diverged: a warning names the epoch and the cause, and
+    the critical period is never declared over on it.
+
+    Every decision explains itself: :meth:`explain` (and the run summary) says why the detector
+    fired, or which guard or unsettled metric held it back, in which epochs, with the last
+    readings.
 
     Under DDP, rank 0's values are broadcast before the detector runs, so every rank fires in the
     same epoch with the same event.
 
     Logged (prefix ``critical/``): ``critical_period_over`` (0 before the event, 1 from the
-    firing epoch on), ``critical_period_epoch`` once fired, ``train_loss`` and ``lr`` (what the
-    guards read, so :func:`critical.detector.replay` can re-run the detector on ``metrics.csv``).
+    firing epoch on), ``critical_period_epoch`` once fired, and what the guards read, so
+    :func:`critical.detector.replay` can re-run the detector on ``metrics.csv``: ``train_loss``,
+    ``lr`` (at epoch start), ``lr_rose`` and ``lr_jump`` (0/1), ``diverged``; and the verdicts,
+    for plots: ``guard/finite``, ``guard/learning``, ``guard/lr`` (1: the guard objected this
+    epoch), ``pace`` (the loss's pace, once measurable) and ``change/<metric>`` (each watched
+    metric's change in the detector's mode).
 
     Args:
         monitor: metric name or names.
@@ -146,6 +164,7 @@ class CriticalPeriod(Callback):
         self._loss_sum: torch.Tensor | None = None
         self._loss_n = 0
         self._lr: float | None = None
+        self._lr_shape = LRShape()
         self._warned_diverged = False
 
     def settings(self) -> dict[str, Any]:
@@ -167,6 +186,11 @@ class CriticalPeriod(Callback):
     @property
     def fired(self) -> bool:
         return self.detector.fired
+
+    def explain(self) -> dict[str, Any]:
+        """Why the detector fired, or what held it back (:func:`critical.detector.explain`):
+        ``{"over", "epoch", "reason", "held_back", "text"}``."""
+        return explain(self.detector)
 
     @property
     def diverged(self) -> dict[str, Any] | None:
@@ -216,13 +240,24 @@ class CriticalPeriod(Callback):
                         "other name must be a metric your module logs"
                     )
 
+    @staticmethod
+    def _current_lr(trainer: pl.Trainer) -> float | None:
+        """The largest learning rate of the first optimizer's groups (``None`` for a tensor
+        learning rate, which would cost a synchronisation to read)."""
+        lrs = [
+            g["lr"] for opt in trainer.optimizers[:1] for g in opt.param_groups if "lr" in g
+        ]
+        if not lrs or not all(isinstance(v, (int, float)) for v in lrs):
+            return None
+        return float(max(lrs))
+
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._loss_sum, self._loss_n = None, 0
-        lrs = [
-            float(g["lr"]) for opt in trainer.optimizers[:1] for g in opt.param_groups if "lr" in g
-        ]
-        self._lr = max(lrs) if lrs else None
+        self._lr = self._current_lr(trainer)
+        self._lr_shape.begin_epoch()
+        if self._lr is not None:
+            self._lr_shape.observe(self._lr)
 
     @override
     def on_train_batch_end(
@@ -233,6 +268,9 @@ class CriticalPeriod(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        lr = self._current_lr(trainer)  # after this step's scheduler step
+        if lr is not None:
+            self._lr_shape.observe(lr)
         if self.loss is not None:
             return
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
@@ -289,10 +327,12 @@ class CriticalPeriod(Callback):
             self._epoch_loss(trainer),
             self._lr,
             self._weights_finite(pl_module),
+            self._lr_shape.rose,
+            self._lr_shape.jumped,
         )
         if trainer.world_size > 1:
             state = trainer.strategy.broadcast(state, src=0)
-        values, loss, lr, finite = state
+        values, loss, lr, finite, rose, jumped = state
         was_fired = self.detector.fired
         event = self.detector.update(
             trainer.current_epoch,
@@ -301,6 +341,8 @@ class CriticalPeriod(Callback):
             lr=lr,
             finite=finite,
             cause=None if finite else "the weights are not finite",
+            lr_rose=rose,
+            lr_jump=jumped,
         )
         if self.detector.diverged is not None and not self._warned_diverged:
             self._warned_diverged = True
@@ -318,11 +360,18 @@ class CriticalPeriod(Callback):
                 )
             for listener in list(self._listeners):
                 listener(event, trainer, pl_module)
+        entry = self.detector.history[-1]
         metrics = {
             PREFIX + "critical_period_over": float(self.detector.fired),
             # read back by critical.detector.replay: a non-finite loss is not logged
             PREFIX + "diverged": float(self.detector.diverged is not None),
+            PREFIX + "lr_rose": float(bool(rose)),
+            PREFIX + "lr_jump": float(bool(jumped)),
+            **{PREFIX + "guard/" + g: float(g in entry["blocked"]) for g in GUARDS},
+            **{PREFIX + "change/" + m: float(c) for m, c in entry["changes"].items()},
         }
+        if entry["pace"] is not None and math.isfinite(entry["pace"]):
+            metrics[PREFIX + "pace"] = float(entry["pace"])
         if self.detector.event is not None:
             metrics[PREFIX + "critical_period_epoch"] = float(self.detector.event.epoch)
         for key, v in (("train_loss", loss), ("lr", lr)):
@@ -335,8 +384,13 @@ class CriticalPeriod(Callback):
     # ----------------------------------------------------------------- checkpoint
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"detector": self.detector.state_dict(), "monitor": list(self.monitor)}
+        return {
+            "detector": self.detector.state_dict(),
+            "monitor": list(self.monitor),
+            "lr_shape": self._lr_shape.state_dict(),
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.detector.load_state_dict(state_dict["detector"])
+        self._lr_shape.load_state_dict(state_dict.get("lr_shape", {}))

@@ -5,7 +5,8 @@ Layout of ``root/name`` (``name`` defaults to ``YYYYmmdd-HHMMSS-<6 hex>``)::
     config.json      module and datamodule hparams, trainer settings, callbacks, versions, command
     metrics.csv      one row per completed epoch: epoch, multiplicity, every scalar logged in
     metrics.json     that epoch (same rows as JSON)
-    cut_event.json   the critical-period event and the augmentation cut, or {"fired": false}
+    cut_event.json   the critical-period event, the guards at the firing (or what held the
+                     detector back) and the augmentation cut, or {"fired": false}
     energy.json      EnergyTracker.summary() + history      (if the trainer has an EnergyTracker)
     robustness.json  RobustnessEvaluator.results            (if it has a RobustnessEvaluator)
     summary.json     the run summary (critical.summary), when fit ends normally
@@ -99,7 +100,7 @@ from critical.runfiles import (
     find_cutoff,
 )
 from critical.summary import build_summary, format_summary
-from critical.validation import check_bool, check_path, check_type
+from critical.validation import check_bool, check_path, check_str, check_type
 
 __all__ = ["RunDirectory", "auto_run_name", "callback_settings"]
 
@@ -126,6 +127,9 @@ class RunDirectory(Callback):
         print_summary: print the run summary at fit end (it is written to ``summary.json`` in
             every case).
         plot: draw ``plot.png`` / ``plot.pdf`` at fit end.
+        accuracy_key: the logged metric the summary and the plot read as the accuracy; ``None``:
+            the first of the common names logged (``val/acc``, ``val_acc``, ``val_accuracy``,
+            ...: :data:`critical.runfiles.ACCURACY_KEYS`), and the summary says which.
 
     Attributes:
         path: the run directory (``Path``); known from construction for a given name, and for
@@ -143,6 +147,7 @@ class RunDirectory(Callback):
         tags: dict[str, Any] | None = None,
         print_summary: bool = True,
         plot: bool = True,
+        accuracy_key: str | None = None,
     ) -> None:
         check_path("root", root)
         if name is not None and (not isinstance(name, str) or not _NAME_RE.match(name)):
@@ -154,6 +159,7 @@ class RunDirectory(Callback):
         check_type("tags", tags, Mapping, "a mapping", allow_none=True)
         check_bool("print_summary", print_summary)
         check_bool("plot", plot)
+        self.accuracy_key = check_str("accuracy_key", accuracy_key, allow_none=True)
         self.tags = dict(tags or {})
         self.root = Path(root)
         self.name = name
@@ -309,12 +315,12 @@ class RunDirectory(Callback):
             try:
                 from critical.report import plot_run
 
-                plots = plot_run(self.path)
+                plots = plot_run(self.path, accuracy_key=self.accuracy_key)
                 plot = str(plots[0]) if plots else None
             except Exception as e:  # noqa: BLE001 - a plot must not fail a finished run
                 self.not_written["plot.png"] = f"{type(e).__name__}: {e}"
         try:
-            summary = build_summary(trainer, self.rows, self.path)
+            summary = build_summary(trainer, self.rows, self.path, self.accuracy_key)
         except Exception as e:  # noqa: BLE001 - the run itself is complete
             rank_zero_warn(f"RunDirectory: the run summary could not be built ({e!r})")
             return
@@ -399,6 +405,11 @@ class RunDirectory(Callback):
         if event is not None:
             out["fired"] = True
             out["event"] = to_jsonable(event.to_dict() if hasattr(event, "to_dict") else event)
+        explain = getattr(cp, "explain", None) if cp is not None else None
+        if callable(explain):  # the guards' readings at the firing, or what held it back
+            account = explain()
+            out["explanation"] = account.get("text")
+            out["guards"] = to_jsonable(account.get("at_fire") or account.get("held_back"))
         diverged = getattr(cp, "diverged", None) if cp is not None else None
         if diverged is not None:
             out["diverged"] = to_jsonable(diverged)

@@ -63,7 +63,7 @@ def _tolerance(s: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``critical report RUNS_DIR [--out DIR] [--tolerance 0.5] [--saving-tolerance 5]
-    [--accuracy-key val/acc] [--no-plots]``.
+    [--accuracy-key KEY] [--no-plots]``.
 
     Prints the Markdown summary and where the files went. Returns 0 (also when some runs are
     incomplete, failed or missing: they are listed), 2 when ``RUNS_DIR`` is not a directory or
@@ -92,7 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "one (beyond 2 standard errors over seeds) before it is flagged (default 5)",
     )
     parser.add_argument(
-        "--accuracy-key", default="val/acc", help="metric column read as the final accuracy"
+        "--accuracy-key",
+        default=None,
+        help="metric column read as the final accuracy (default: the first of val/acc, val_acc, "
+        "val/accuracy, val_accuracy, ... that the runs logged)",
     )
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
     args = parser.parse_args(None if argv is None else list(argv))

@@ -37,7 +37,13 @@ _CONTROL_COLUMNS = (
     "critical/critical_period_over",
     "critical/critical_period_epoch",
     "critical/multiplicity",
+    "critical/diverged",
+    "critical/lr_rose",
+    "critical/lr_jump",
+    "critical/pace",
 )
+#: the detector's per-epoch verdicts (plotted as marks, not as curves)
+_CONTROL_PREFIXES = ("critical/guard/", "critical/change/")
 
 
 class NoDataError(ValueError):
@@ -104,7 +110,13 @@ def _metric_columns(columns: Iterable[str]) -> list[str]:
         "critical/gradient_predictability",
         "critical/layer_rotation",
     )
-    cand = [c for c in columns if c.startswith("critical/") and c not in _CONTROL_COLUMNS]
+    cand = [
+        c
+        for c in columns
+        if c.startswith("critical/")
+        and c not in _CONTROL_COLUMNS
+        and not c.startswith(_CONTROL_PREFIXES)
+    ]
     roots = set(cand) | set(known)
     out = [c for c in cand if not any(c.startswith(r + "/") for r in roots if r != c)]
     return sorted(out, key=lambda c: (known.index(c) if c in known else len(known), c))

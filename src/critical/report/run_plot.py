@@ -20,7 +20,7 @@ from critical.report.plots import (
     _short,
 )
 from critical.report.runs import Run, _finite, load_run
-from critical.runfiles import configured_callbacks
+from critical.runfiles import configured_callbacks, find_accuracy_key
 
 __all__ = ["describe_run", "plot_run", "run_figure"]
 
@@ -75,7 +75,7 @@ def describe_run(run: Run) -> str:
     return ", ".join(parts)
 
 
-def run_figure(run: Run) -> Any:
+def run_figure(run: Run, accuracy_key: str | None = None) -> Any:
     """The figure of :func:`plot_run` for a loaded run (not saved).
 
     Raises:
@@ -87,7 +87,8 @@ def run_figure(run: Run) -> Any:
         )
     columns = run.columns()
     metrics = _metric_columns(columns)
-    acc_keys = [k for k in ("val/acc", "test/acc", "train/acc") if k in columns]
+    val_key = find_accuracy_key(columns, accuracy_key) or "val/acc"
+    acc_keys = [k for k in (val_key, "test/acc", "train/acc") if k in columns]
     k_key = "multiplicity" if any(_finite(r.get("multiplicity")) for r in run.rows) else None
     cut = run.cut_epoch
     ce = run.cut_event or {}
@@ -155,9 +156,10 @@ def run_figure(run: Run) -> Any:
     return fig
 
 
-def plot_run(run_dir: PathLike) -> list[Path]:
-    """Draw one run: one panel per training-dynamics metric, accuracy in % (``val/acc``,
-    ``test/acc`` and ``train/acc`` when logged; ``train/loss`` on a second axis), and k per
+def plot_run(run_dir: PathLike, accuracy_key: str | None = None) -> list[Path]:
+    """Draw one run: one panel per training-dynamics metric, accuracy in % (``accuracy_key``,
+    else the first common validation-accuracy name logged, ``test/acc`` and ``train/acc`` when
+    logged; ``train/loss`` on a second axis), and k per
     epoch, the cut marked in every panel by a vertical line at the epoch boundary before the
     first epoch at the reduced k; one legend below the panels; titled with the run's name, model,
     data set, k and policy (:func:`describe_run`). Saved as ``run_dir/plot.png`` and
@@ -176,4 +178,4 @@ def plot_run(run_dir: PathLike) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    return _save(run_figure(load_run(run_dir)), run_dir / "plot")
+    return _save(run_figure(load_run(run_dir), accuracy_key), run_dir / "plot")

@@ -17,6 +17,7 @@ import numpy as np
 
 from critical.report import costs
 from critical.report.runs import _POLICY_RANK, POLICIES, Run, Setting, _finite
+from critical.runfiles import find_accuracy_key
 
 __all__ = ["COST_KEYS", "Group", "Stat", "Summary", "run_values", "summarize"]
 
@@ -269,7 +270,7 @@ def summarize(
     runs: Sequence[Run],
     *,
     tolerance: float = 0.5,
-    accuracy_key: str = "val/acc",
+    accuracy_key: str | None = None,
     saving_tolerance: float = 5.0,
 ) -> Summary:
     """Group ``runs`` by setting and label and compute the statistics, savings, matched k = 1
@@ -280,7 +281,9 @@ def summarize(
     Args:
         runs: from :func:`load_runs` (any status).
         tolerance: accuracy points (>= 0) within which a fixed cut matches always-k.
-        accuracy_key: the metric column read as the final accuracy.
+        accuracy_key: the metric column read as the final accuracy; ``None``: the first of
+            :data:`critical.runfiles.ACCURACY_KEYS` (``val/acc``, ``val_acc``, ...) that the
+            complete runs logged (a note says which when it is not ``val/acc``).
         saving_tolerance: percentage points (>= 0) a measured saving may differ from the
             compute (FLOPs) saving before it is flagged (besides the noise over seeds).
 
@@ -294,9 +297,15 @@ def summarize(
     for name, v in (("tolerance", tolerance), ("saving_tolerance", saving_tolerance)):
         if not _finite(v) or v < 0:
             raise ValueError(f"`{name}` must be a number >= 0 (points), got {v!r}")
+    notes: list[str] = []
+    if accuracy_key is None:
+        columns = {c for r in runs if r.status == "complete" for c in r.columns()}
+        found = find_accuracy_key(columns)
+        accuracy_key = found or "val/acc"
+        if found is not None and found != "val/acc":
+            notes.append(f"accuracy read from `{found}` (the first common name the runs logged)")
     if not isinstance(accuracy_key, str) or not accuracy_key:
         raise ValueError(f"`accuracy_key` must be a metric column name, got {accuracy_key!r}")
-    notes: list[str] = []
     by_key: dict[tuple[Setting, str], list[Run]] = {}
     for r in runs:
         by_key.setdefault((r.setting, r.label), []).append(r)

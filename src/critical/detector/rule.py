@@ -1,10 +1,8 @@
-"""The stability detector: decides when the critical period of training is over.
+"""The stability detector's rule and guards (:class:`StabilityDetector`).
 
 Plain Python, no Lightning and no torch: it is fed one value per watched metric per completed
-epoch (plus the epoch's training loss and learning rate, for the guards) and says when the
-metrics have stopped changing *and* nothing says the cut would be unsafe. The Lightning side
-lives in :class:`critical.callbacks.CriticalPeriod`; :func:`replay` runs the same detector over a
-run's logged ``metrics.csv`` rows (how sweeps evaluate detectors without training them).
+epoch (plus the epoch's training loss and learning-rate shape, for the guards) and says when
+the metrics have stopped changing *and* nothing says the cut would be unsafe.
 
 Rule
 ----
@@ -45,9 +43,12 @@ not stable for any metric (streaks restart):
   still falls steadily (a straight line reads 1) or faster blocks the cut; one that has bent
   over (the rapid-learning phase is over) lets it through, even when it keeps creeping towards
   zero. Needs ``loss_window + 2`` epochs of loss; until then it objects.
-* ``guard_lr``: the learning rate rose since the previous epoch (warm-up), or fell by more than
-  half within the last ``lr_cooldown`` epochs (a step drop; a smooth cosine only halves in its
-  last few epochs).
+* ``guard_lr``: the learning rate rose during the epoch (warm-up, or a warm restart), or made a
+  discontinuous drop (a step schedule, see :class:`~critical.detector.guards.LRShape`) within
+  the last ``lr_cooldown`` epochs. A smooth anneal (cosine, linear decay, OneCycle's second
+  phase), stepped per epoch or per step, never blocks. Without the per-step flags (``lr_rose``,
+  ``lr_jump``; older logs) it falls back to the epoch-start rates: a rise since the previous
+  epoch, or a fall by more than half.
 
 Epochs are counted as *completed training epochs*: the end of Lightning's ``current_epoch == e``
 is the point where ``e + 1`` epochs have completed.
@@ -69,15 +70,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from critical.detector.guards import learning_pace
 from critical.validation import check_bool, check_choice, check_int, check_number
 
 __all__ = [
     "COMBINES",
     "DEFAULTS",
+    "GUARDS",
     "MODES",
     "CriticalPeriodEvent",
     "StabilityDetector",
-    "replay",
 ]
 
 MODES = ("scaled", "absolute", "relative")
@@ -169,7 +171,8 @@ class StabilityDetector:
 
     Attributes:
         history: one entry per update: ``epoch``, ``values``, ``changes``, ``blocked`` (the
-            guards that objected), ``loss``, ``lr``.
+            guards that objected), ``loss``, ``lr``, ``pace`` (the loss's
+            :func:`~critical.detector.guards.learning_pace`), ``lr_rose``, ``lr_jump``.
         event: the :class:`CriticalPeriodEvent`, once fired.
         diverged: ``{"epoch", "cause"}`` from the first epoch with a non-finite loss, weights or
             metric (with ``guard_finite``), else ``None``.
@@ -268,29 +271,20 @@ class StabilityDetector:
         scale = max(sm) - min(sm)
         return 0.0 if scale <= 0 else diff * (len(sm) - 1) / scale
 
-    def _still_learning(self) -> bool:
-        """The ``guard_learning`` test on the losses seen so far (True: block)."""
-        w = self.loss_window
-        losses = self._losses[1:]  # epoch 0 holds the first transient drop
-        if len(losses) < w + 1 or not all(_finite(v) for v in losses):
-            return True
-        recent = (losses[-w - 1] - losses[-1]) / w
-        overall = (losses[0] - losses[-1]) / (len(losses) - 1)
-        if overall <= 0:
-            return False  # no net improvement since epoch 1: not learning
-        return recent / overall >= self.loss_threshold
-
-    def _guards(self, epoch: int, loss: float | None, lr: float | None) -> list[str]:
+    def _guards(
+        self, epoch: int, pace: float | None, lr: float | None, rose: bool | None
+    ) -> list[str]:
         blocked = []
         if self.guard_finite and self.diverged is not None:
             blocked.append("finite")
-        if self.guard_learning and self._still_learning():
+        # no pace yet (too few epochs): still learning; no improvement since epoch 1: not
+        if self.guard_learning and (pace is None or pace >= self.loss_threshold):
             blocked.append("learning")
-        if self.guard_lr and lr is not None and len(self._lrs) >= 2:
-            prev, cur = self._lrs[-2], self._lrs[-1]
-            if cur > prev * (1 + 1e-9):  # warm-up
-                blocked.append("lr")
-            elif self._last_drop is not None and epoch - self._last_drop < self.lr_cooldown:
+        if self.guard_lr:
+            if rose is None and lr is not None and len(self._lrs) >= 2:
+                rose = self._lrs[-1] > self._lrs[-2] * (1 + 1e-9)  # epoch-start rates only
+            jumped = self._last_drop is not None and epoch - self._last_drop < self.lr_cooldown
+            if rose or jumped:
                 blocked.append("lr")
         return blocked
 
@@ -303,6 +297,8 @@ class StabilityDetector:
         lr: float | None = None,
         finite: bool = True,
         cause: str | None = None,
+        lr_rose: bool | None = None,
+        lr_jump: bool | None = None,
     ) -> CriticalPeriodEvent | None:
         """Feed one completed epoch; returns the event the first time the detector fires.
 
@@ -311,9 +307,12 @@ class StabilityDetector:
             values: the watched metrics' values (missing or non-finite: not recorded, and the
                 metric's stable streak restarts).
             loss: the epoch's training loss (for ``guard_learning`` and ``guard_finite``).
-            lr: the epoch's learning rate (for ``guard_lr``).
+            lr: the epoch's learning rate at its start (for ``guard_lr`` without the flags).
             finite: ``False`` when the weights (or anything else the caller checked) are not
                 finite; ``cause`` says what.
+            lr_rose, lr_jump: whether the learning rate rose, or made a discontinuous drop,
+                during the epoch (:class:`~critical.detector.guards.LRShape`; ``None``: judge
+                from the epoch-start rates).
         """
         epoch = int(epoch)
         if self.guard_finite and self.diverged is None:
@@ -333,9 +332,12 @@ class StabilityDetector:
             self._losses.append(float(loss))
         if lr is not None and _finite(lr):
             self._lrs.append(float(lr))
-            if len(self._lrs) >= 2 and self._lrs[-1] < 0.5 * self._lrs[-2]:
+            if lr_jump is None and len(self._lrs) >= 2 and self._lrs[-1] < 0.5 * self._lrs[-2]:
                 self._last_drop = epoch
-        blocked = self._guards(epoch, loss, lr)
+        if lr_jump:
+            self._last_drop = epoch
+        pace = learning_pace(self._losses, self.loss_window)
+        blocked = self._guards(epoch, pace, lr, lr_rose)
 
         changes: dict[str, float] = {}
         recorded: dict[str, float] = {}
@@ -366,6 +368,9 @@ class StabilityDetector:
                 "blocked": blocked,
                 "loss": loss if _finite(loss) else None,
                 "lr": lr if _finite(lr) else None,
+                "pace": pace,
+                "lr_rose": lr_rose,
+                "lr_jump": lr_jump,
             }
         )
         if self.event is not None:
@@ -418,47 +423,3 @@ class StabilityDetector:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
         return f"{type(self).__name__}({args})"
-
-
-def replay(
-    rows: Sequence[Mapping[str, Any]],
-    monitor: str | Sequence[str] = DEFAULTS["monitor"],
-    *,
-    loss_key: str = "critical/train_loss",
-    lr_key: str = "critical/lr",
-    diverged_key: str = "critical/diverged",
-    prefix: str = "critical/",
-    **settings: Any,
-) -> StabilityDetector:
-    """Run a detector over a run's per-epoch rows (``metrics.csv`` / ``metrics.json`` as read
-    by :func:`critical.runfiles.read_rows`) and return it (``.event`` holds the decision).
-
-    Metrics are read from the ``prefix + name`` columns, the loss and the learning rate from
-    ``loss_key`` and ``lr_key``, whether the run had diverged from ``diverged_key`` (all three
-    logged by :class:`~critical.callbacks.CriticalPeriod`; a non-finite loss is not). A
-    detector replayed on the always-k run of a seed decides what the live detector would have
-    decided in that run, since before its cut a detector run *is* the always-k run.
-
-    Example:
-        >>> rows = [{"epoch": e, "critical/m": 1 - 0.5 ** e} for e in range(8)]
-        >>> replay(rows, "m", guard_learning=False, guard_lr=False).event.epoch
-        5
-    """
-    names = [monitor] if isinstance(monitor, str) else list(monitor)
-    names = [n[len(prefix) :] if n.startswith(prefix) else n for n in names]
-    det = StabilityDetector(names, **settings)
-    for row in sorted(rows, key=lambda r: r["epoch"]):
-        values = {m: row.get(prefix + m) for m in names}
-        loss = row.get(loss_key)
-        diverged = bool(row.get(diverged_key))
-        det.update(
-            int(row["epoch"]),
-            values,
-            loss=None if loss is None else float(loss),
-            lr=row.get(lr_key),
-            finite=not diverged,
-            cause="the logged run diverged" if diverged else None,
-        )
-        if det.fired:
-            break
-    return det

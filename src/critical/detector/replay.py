@@ -1,0 +1,66 @@
+"""Running a detector over a finished run's logged rows, as sweeps do."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from critical.detector.rule import DEFAULTS, StabilityDetector
+
+__all__ = ["replay"]
+
+
+def _flag(row: Mapping[str, Any], key: str) -> bool | None:
+    v = row.get(key)
+    return None if v is None or v == "" else bool(float(v))
+
+
+def replay(
+    rows: Sequence[Mapping[str, Any]],
+    monitor: str | Sequence[str] = DEFAULTS["monitor"],
+    *,
+    loss_key: str = "critical/train_loss",
+    lr_key: str = "critical/lr",
+    diverged_key: str = "critical/diverged",
+    prefix: str = "critical/",
+    stop: bool = True,
+    **settings: Any,
+) -> StabilityDetector:
+    """Run a detector over a run's per-epoch rows (``metrics.csv`` / ``metrics.json`` as read
+    by :func:`critical.runfiles.read_rows`) and return it (``.event`` holds the decision).
+
+    Metrics are read from the ``prefix + name`` columns (or ``name`` itself, for a metric the
+    module logs, such as ``val/loss``), the loss for the learning guard from ``loss_key`` (the
+    training loss by default; ``"val/loss"`` replays a validation-based guard), the learning
+    rate from ``lr_key`` and its shape from ``critical/lr_rose`` and ``critical/lr_jump``,
+    whether the run had diverged from ``diverged_key`` (all logged by
+    :class:`~critical.callbacks.CriticalPeriod`; a non-finite loss is not). A detector replayed
+    on the always-k run of a seed decides what the live detector would have decided in that run,
+    since before its cut a detector run *is* the always-k run. ``stop=False`` feeds every row,
+    also after the detector fired (for plots of the guards' verdicts).
+
+    Example:
+        >>> rows = [{"epoch": e, "critical/m": 1 - 0.5 ** e} for e in range(8)]
+        >>> replay(rows, "m", guard_learning=False, guard_lr=False).event.epoch
+        5
+    """
+    names = [monitor] if isinstance(monitor, str) else list(monitor)
+    names = [n[len(prefix) :] if n.startswith(prefix) else n for n in names]
+    det = StabilityDetector(names, **settings)
+    for row in sorted(rows, key=lambda r: r["epoch"]):
+        values = {m: row.get(prefix + m, row.get(m)) for m in names}
+        loss = row.get(loss_key)
+        diverged = bool(row.get(diverged_key))
+        det.update(
+            int(row["epoch"]),
+            values,
+            loss=None if loss is None else float(loss),
+            lr=row.get(lr_key),
+            finite=not diverged,
+            cause="the logged run diverged" if diverged else None,
+            lr_rose=_flag(row, prefix + "lr_rose"),
+            lr_jump=_flag(row, prefix + "lr_jump"),
+        )
+        if det.fired and stop:
+            break
+    return det

@@ -244,9 +244,7 @@ class CriticalPeriod(Callback):
     def _current_lr(trainer: pl.Trainer) -> float | None:
         """The largest learning rate of the first optimizer's groups (``None`` for a tensor
         learning rate, which would cost a synchronisation to read)."""
-        lrs = [
-            g["lr"] for opt in trainer.optimizers[:1] for g in opt.param_groups if "lr" in g
-        ]
+        lrs = [g["lr"] for opt in trainer.optimizers[:1] for g in opt.param_groups if "lr" in g]
         if not lrs or not all(isinstance(v, (int, float)) for v in lrs):
             return None
         return float(max(lrs))

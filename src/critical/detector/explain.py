@@ -52,7 +52,11 @@ def _guard_detail(name: str, entry: dict[str, Any], det: Any) -> str:
     return f"a step drop of the learning rate within the last {det.lr_cooldown} epoch(s)"
 
 
-_GUARD_NAMES = {"finite": "the divergence guard", "learning": "the learning guard", "lr": "the LR guard"}
+_GUARD_NAMES = {
+    "finite": "the divergence guard",
+    "learning": "the learning guard",
+    "lr": "the LR guard",
+}
 
 
 def explain(det: Any) -> dict[str, Any]:

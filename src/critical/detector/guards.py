@@ -50,12 +50,16 @@ class LRShape:
     """Classifies each change of the learning rate as it is observed (after every optimizer
     step, and at each epoch start).
 
-    * a *rise* (warm-up, or a warm restart): the rate went up;
-    * a *jump*: a drop of at least ``jump_ratio`` of the rate at once, and at least
-      ``contrast`` times the previous non-zero change: a discontinuity, as in step schedules.
-      A smooth anneal, stepped per step or per epoch, changes by similar amounts from one change
-      to the next (its relative drops grow large only in the last few changes of an anneal to
-      zero, where the absolute changes shrink), so it is never a jump.
+    * a *rise* (warm-up, or a warm restart): the rate went above its value at the start of the
+      epoch (the last value before it) by more than ``rise_tolerance`` of the highest rate seen (OneCycle's last scheduler
+      step, past the end of its schedule, nudges the rate up by a few millionths of the peak:
+      not a warm-up);
+    * a *jump*: a drop of at least ``jump_ratio`` of the rate at once that is either at least
+      ``contrast`` times the previous non-zero change, or comes after a whole epoch without any
+      change: a discontinuity, as in step schedules. A smooth anneal, stepped per step or per
+      epoch, changes in every epoch and by similar amounts from one change to the next (its
+      relative drops grow large only in the last few changes of an anneal to zero, where the
+      absolute changes shrink), so it is never a jump.
 
     :meth:`begin_epoch` resets the per-epoch flags :attr:`rose` and :attr:`jumped`; the memory of
     the last rate and change carries over (a drop at the epoch boundary is seen).
@@ -65,22 +69,38 @@ class LRShape:
         contrast: how many times larger than the previous change a jump must be.
     """
 
-    def __init__(self, jump_ratio: float = 0.3, contrast: float = 3.0) -> None:
+    def __init__(
+        self, jump_ratio: float = 0.3, contrast: float = 3.0, rise_tolerance: float = 1e-3
+    ) -> None:
         self.jump_ratio = float(jump_ratio)
         self.contrast = float(contrast)
+        self.rise_tolerance = float(rise_tolerance)
         self.rose = False
         self.jumped = False
         self._last: float | None = None
         self._prev_change = 0.0
+        self._peak = 0.0
+        self._start: float | None = None
+        self._changed = False  # a change in the current epoch
+        self._flat_epochs = 0  # whole epochs without a change since the last one
 
     def begin_epoch(self) -> None:
+        if self._last is not None:
+            self._flat_epochs = 0 if self._changed else self._flat_epochs + 1
+        self._changed = False
         self.rose = False
         self.jumped = False
+        self._start = self._last  # a rise at the epoch boundary counts for the new epoch
 
     def observe(self, lr: float) -> None:
         lr = float(lr)
         if not math.isfinite(lr):
             return
+        self._peak = max(self._peak, lr)
+        if self._start is None:
+            self._start = lr
+        elif lr - self._start > self.rise_tolerance * self._peak:
+            self.rose = True
         last = self._last
         self._last = lr
         if last is None:
@@ -88,15 +108,31 @@ class LRShape:
         change = lr - last
         if abs(change) <= 1e-12 * max(abs(last), 1e-30):
             return
-        if change > 0:
-            self.rose = True
-        elif -change >= self.jump_ratio * last and -change >= self.contrast * self._prev_change:
+        sudden = -change >= self.contrast * self._prev_change or self._flat_epochs >= 1
+        if -change >= self.jump_ratio * last and sudden:
             self.jumped = True
         self._prev_change = abs(change)
+        self._changed = True
+        self._flat_epochs = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last": self._last, "prev_change": self._prev_change}
+        return {
+            "last": self._last,
+            "prev_change": self._prev_change,
+            "peak": self._peak,
+            "start": self._start,
+            "rose": self.rose,
+            "jumped": self.jumped,
+            "changed": self._changed,
+            "flat_epochs": self._flat_epochs,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._last = state.get("last")
         self._prev_change = float(state.get("prev_change", 0.0))
+        self._peak = float(state.get("peak", 0.0))
+        self._start = state.get("start")
+        self.rose = bool(state.get("rose", False))
+        self.jumped = bool(state.get("jumped", False))
+        self._changed = bool(state.get("changed", False))
+        self._flat_epochs = int(state.get("flat_epochs", 0))

@@ -122,6 +122,11 @@ class ImageDataModule(DeviceDataModule):
             ``root`` trains.
         test_root: folder only: an ImageFolder directory used as the test split (accuracy on
             your own held-out images).
+        test_size: for data sets without a test split (folder, digits): carve a seeded,
+            stratified test split of this many (int) or this share (float) of the training
+            images, disjoint from the validation and training splits (carved first, with seed
+            ``seed + 2``), so that a detector may read the validation split while accuracy is
+            reported on images nothing was tuned on. ``None``: no carved test split.
 
     Example:
         >>> ImageDataModule("mnist")  # doctest: +ELLIPSIS
@@ -156,6 +161,7 @@ class ImageDataModule(DeviceDataModule):
         data_device: str | None = None,
         val_root: str | None = None,
         test_root: str | None = None,
+        test_size: int | float | None = None,
     ) -> None:
         super().__init__()
         check_choice("dataset", dataset, DATASETS)
@@ -172,6 +178,12 @@ class ImageDataModule(DeviceDataModule):
         check_int("eval_batch_size", eval_batch_size, 1, allow_none=True)
         _check_size("val_size", val_size, allow_none=False)
         _check_size("train_size", train_size, allow_none=True)
+        _check_size("test_size", test_size, allow_none=True)
+        if test_size is not None and (DATASET_INFO[dataset]["has_test"] or test_root):
+            raise ValueError(
+                f"test_size carves a test split for data sets without one; {dataset!r} "
+                + ("has test_root" if test_root else "has an official test split")
+            )
         check_int("image_size", image_size, 1, allow_none=True)
         for flag, value in (("download", download), ("drop_last", drop_last)):
             check_bool(flag, value)
@@ -193,6 +205,7 @@ class ImageDataModule(DeviceDataModule):
         self.data_device = data_device
         self.val_root = val_root or None
         self.test_root = test_root or None
+        self.test_size = test_size
         self.augmentation = BatchAugment(
             crop_padding=crop_padding,
             padding_mode=padding_mode,
@@ -259,7 +272,11 @@ class ImageDataModule(DeviceDataModule):
     def has_test_split(self) -> bool:
         """Whether ``test_dataloader()`` uses a test split (official or ``test_root``; else:
         validation)."""
-        return bool(DATASET_INFO[self.dataset]["has_test"]) or self.test_root is not None
+        return (
+            bool(DATASET_INFO[self.dataset]["has_test"])
+            or self.test_root is not None
+            or self.test_size is not None
+        )
 
     @property
     def split_names(self) -> dict[str, str]:
@@ -272,6 +289,9 @@ class ImageDataModule(DeviceDataModule):
         test = (
             f"held-out folder {self.test_root} ({n['test']} images)"
             if self.test_root
+            else f"seeded stratified {n['test']} images of the {name} training images, "
+            "disjoint from training and validation"
+            if self.test_size is not None
             else f"{self.dataset} official test split ({n['test']} images)"
             if s["test"] is not None
             else f"the validation split ({carved}; no test split)"
@@ -338,6 +358,9 @@ class ImageDataModule(DeviceDataModule):
         )
         if self.test_root:
             test = self._held_out("test_root", self.test_root, train_full)
+        elif self.test_size is not None:
+            rest, test_idx = stratified_split(train_full.labels, self.test_size, self.seed + 2)
+            train_full, test = train_full.subset(rest), train_full.subset(test_idx)
         if self.val_root:
             train, val = train_full, self._held_out("val_root", self.val_root, train_full)
         else:

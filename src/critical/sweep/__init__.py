@@ -13,12 +13,15 @@ A sweep is a YAML file::
       always: true                         # k throughout (cutoff never)
       k1: true                             # k = 1 throughout, same epochs
       matched: true                        # k = 1 with as many optimizer steps as each cut run
+                                           #   ("detectors": for the detectors' cuts only)
       fixed: [0.1, 0.25, 0.5]              # cut after E epochs (int) or a fraction of the budget
       detector:                            # cut when the detector fires
         - {}                               #   the library's default detector
         - {name: accordion, monitor: gradient_norm, mode: relative, threshold: 0.5, patience: 1}
     oracle: true                           # cuts branch off the always-k run (see below)
     validate: end                          # validate once, after each run's last epoch
+                                           #   ("trunk": every epoch in the always-k run, whose
+                                           #   logged val/loss detectors may read; end elsewhere)
     args: ["--data.train_size=2000"]       # extra flags for every run
 
 Every run is one ``critical fit`` command with its own run directory ``OUT/<run name>`` and tags

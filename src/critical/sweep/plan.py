@@ -83,6 +83,7 @@ class _Group:
         stage: int,
         flags: list[str],
         epochs: int | None = None,
+        trunk: bool = False,
         **tags: Any,
     ) -> Run:
         epochs = epochs or self.epochs or None
@@ -90,7 +91,8 @@ class _Group:
         tail = []
         if self.budget is not None or epochs != self.epochs:
             tail.append(f"--trainer.max_epochs={epochs}")
-        if self.spec.get("validate") == "end" and epochs:
+        validate = self.spec.get("validate", "config")
+        if epochs and (validate == "end" or (validate == "trunk" and not trunk)):
             tail.append(f"--trainer.check_val_every_n_epoch={epochs}")
         args = [
             f"--config={self.config}",
@@ -142,11 +144,12 @@ def _plan_group(g: _Group, pol: Mapping[str, Any], oracle: bool) -> None:
                 f"--trainer.callbacks.every_n_epochs={every}",
                 "--trainer.callbacks.save_on_train_epoch_end=true",
             ]
-        trunk = g.make(f"always-k{k}", "always", 1, flags)
+        trunk = g.make(f"always-k{k}", "always", 1, flags, trunk=True)
     if pol.get("k1"):
         g.make("k1", "k1", 1, ["--data.multiplicity=1", "--cutoff.policy=never"])
 
-    cuts: dict[int, None] = {}
+    cuts: dict[int, None] = {}  # every cut epoch (for matched k = 1 runs)
+    detector_cuts: dict[int, None] = {}
     for e in fixed:
         flags = ["--cutoff.policy=fixed", f"--cutoff.epoch={e}"]
         if oracle:
@@ -178,6 +181,7 @@ def _plan_group(g: _Group, pol: Mapping[str, Any], oracle: bool) -> None:
                 c = cut_epoch(read_json(path / "cut_event.json"), None, read_rows(path))
                 if c is not None and 0 < c < E:
                     cuts[c] = None
+                    detector_cuts[c] = None
             continue
         assert trunk is not None
         trunk_dir = g.out / trunk.name
@@ -202,6 +206,7 @@ def _plan_group(g: _Group, pol: Mapping[str, Any], oracle: bool) -> None:
             continue
         tags.update(cut_at=c, parent=trunk.name, branch_epoch=c)
         cuts[c] = None
+        detector_cuts[c] = None
         if c in g.by_cut:
             source = next(r for r in g.runs if r.name == g.by_cut[c])
             g.alias(label, source, **tags)
@@ -214,7 +219,7 @@ def _plan_group(g: _Group, pol: Mapping[str, Any], oracle: bool) -> None:
         g.by_cut[c] = run.name
 
     if pol.get("matched") and E:
-        for c in sorted(cuts):
+        for c in sorted(detector_cuts if pol.get("matched") == "detectors" else cuts):
             em = matched_epochs(k, c, E)
             g.make(
                 f"matched-k1@{c}",

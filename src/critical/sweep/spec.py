@@ -102,10 +102,17 @@ def check_spec(spec: Mapping[str, Any]) -> None:
     for b in spec.get("budgets") or []:
         if isinstance(b, bool) or not isinstance(b, int) or b < 2:
             raise ValueError(f"budgets are epoch counts (integers >= 2), got {b!r}")
-    if spec.get("validate", "config") not in ("config", "end"):
+    if spec.get("validate", "config") not in ("config", "end", "trunk"):
         raise ValueError(
-            f"`validate` must be 'config' (as the config says) or 'end' (once, after the last "
-            f"epoch of each run), got {spec.get('validate')!r}"
+            f"`validate` must be 'config' (as the config says), 'end' (once, after the last "
+            f"epoch of each run) or 'trunk' (every epoch in the always-k run, whose logged "
+            f"validation metrics detectors may read; once at the end elsewhere), got "
+            f"{spec.get('validate')!r}"
+        )
+    if pol.get("matched") not in (None, True, False, "detectors"):
+        raise ValueError(
+            f"`matched` must be true (a k = 1 run per cut epoch), 'detectors' (per detector cut "
+            f"epoch only) or false, got {pol.get('matched')!r}"
         )
 
 

@@ -49,6 +49,10 @@ def known_metric_names() -> dict[str, str]:
     }
 
 
+#: the validation-loss names ``learning_signal="val_loss"`` reads, in this order
+VAL_LOSS_KEYS = ("val/loss", "val_loss", "valid/loss", "validation/loss")
+
+
 def _strip(name: str) -> str:
     return name[len(PREFIX) :] if name.startswith(PREFIX) else name
 
@@ -74,7 +78,12 @@ class CriticalPeriod(Callback):
 
     The training loss is, by default, the epoch mean of what ``training_step`` returns (summed on
     the device, no host synchronisation per step); ``loss="train/loss"`` reads a metric the module
-    logs instead. The learning rate is the largest of the first optimizer's parameter groups,
+    logs instead. The learning guard reads ``learning_signal``: that training loss
+    (``"train_loss"``), the validation loss (``"val_loss"``: ``val/loss``, ``val_loss``,
+    ``valid/loss`` or ``validation/loss``, as logged by the validation run of the same epoch; in
+    epochs without validation the guard has no reading, and a fit without any validation falls
+    back to the training loss), or the loss on fresh augmented views of a fixed training probe
+    (``"aug_loss"``, from :class:`~critical.callbacks.AugmentationGap`). The learning rate is the largest of the first optimizer's parameter groups,
     read at epoch start and after every training batch (a Python number: no synchronisation),
     so the LR guard sees the schedule's shape: a rise (warm-up) or a discontinuous drop (a step
     schedule), not a smooth anneal (:class:`~critical.detector.LRShape`). A non-finite loss,
@@ -100,6 +109,8 @@ class CriticalPeriod(Callback):
         monitor: metric name or names.
         mode, threshold, patience, min_epochs, deadline, combine, window: the rule.
         guard_finite, guard_learning, loss_window, loss_threshold, guard_lr, lr_cooldown: the guards.
+        learning_signal: what the learning guard reads: ``"train_loss"``, ``"val_loss"`` or
+            ``"aug_loss"`` (above).
         loss: a logged metric to use as the training loss (default: ``training_step``'s output).
         strict: raise if a monitored metric is not available at epoch end (else skip the epoch,
             which restarts the metric's streak).
@@ -130,6 +141,7 @@ class CriticalPeriod(Callback):
         loss_threshold: float = DEFAULTS["loss_threshold"],
         guard_lr: bool = DEFAULTS["guard_lr"],
         lr_cooldown: int = DEFAULTS["lr_cooldown"],
+        learning_signal: str = DEFAULTS["learning_signal"],
         loss: str | None = None,
         strict: bool = True,
         verbose: bool = True,
@@ -154,6 +166,7 @@ class CriticalPeriod(Callback):
             loss_threshold=loss_threshold,
             guard_lr=guard_lr,
             lr_cooldown=lr_cooldown,
+            learning_signal=learning_signal,
         )
         self.loss = check_str("loss", loss, allow_none=True)
         self.strict = check_bool("strict", strict)
@@ -166,6 +179,9 @@ class CriticalPeriod(Callback):
         self._lr: float | None = None
         self._lr_shape = LRShape()
         self._warned_diverged = False
+        self._val_epoch: int | None = None  # the last epoch a validation run ended in
+        self._val_seen = False
+        self._aug_provider: MetricCallback | None = None
 
     def settings(self) -> dict[str, Any]:
         """The constructor's arguments (recorded in a run's ``config.json``)."""
@@ -222,6 +238,15 @@ class CriticalPeriod(Callback):
         known = known_metric_names()
         metric_cbs = [cb for cb in trainer.callbacks if isinstance(cb, MetricCallback)]  # type: ignore[attr-defined]
         self._providers = {}
+        if self.detector.guard_learning and self.detector.learning_signal == "aug_loss":
+            self._aug_provider = next(
+                (cb for cb in metric_cbs if "aug_gap/aug_loss" in cb.metric_names), None
+            )
+            if self._aug_provider is None:
+                raise ValueError(
+                    "CriticalPeriod(learning_signal='aug_loss') reads the AugmentationGap "
+                    "callback's loss on augmented views: add `AugmentationGap()` to the callbacks"
+                )
         for m in self.monitor:
             provider = next((cb for cb in metric_cbs if m in cb.metric_names), None)
             if provider is not None:
@@ -290,6 +315,28 @@ class CriticalPeriod(Callback):
             return None
         return float(self._loss_sum) / self._loss_n  # one sync, at epoch end
 
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._val_epoch = trainer.current_epoch
+
+    def _guard_loss(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, train_loss: float | None
+    ) -> float | None:
+        """The reading of ``learning_signal`` for this epoch."""
+        signal = self.detector.learning_signal
+        if signal == "aug_loss" and self._aug_provider is not None:
+            return self._aug_provider.finalize_epoch(trainer, pl_module).get("aug_gap/aug_loss")
+        if signal == "val_loss":
+            fresh = self._val_epoch == trainer.current_epoch
+            key = next((k for k in VAL_LOSS_KEYS if k in trainer.callback_metrics), None)
+            if fresh and key is not None:
+                self._val_seen = True
+                return float(trainer.callback_metrics[key])
+            if self._val_seen:
+                return None  # validated in other epochs: no reading this epoch
+        return train_loss
+
     def _read(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         values: dict[str, float] = {}
         for m in self.monitor:
@@ -320,9 +367,11 @@ class CriticalPeriod(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        train_loss = self._epoch_loss(trainer)
         state = (
             self._read(trainer, pl_module),
-            self._epoch_loss(trainer),
+            train_loss,
+            self._guard_loss(trainer, pl_module, train_loss),
             self._lr,
             self._weights_finite(pl_module),
             self._lr_shape.rose,
@@ -330,15 +379,18 @@ class CriticalPeriod(Callback):
         )
         if trainer.world_size > 1:
             state = trainer.strategy.broadcast(state, src=0)
-        values, loss, lr, finite, rose, jumped = state
+        values, loss, guard_loss, lr, finite, rose, jumped = state
+        causes = [] if finite else ["the weights are not finite"]
+        if guard_loss is not loss and loss is not None and not math.isfinite(loss):
+            causes.append(f"training loss is {loss}")  # (the detector names a fed loss itself)
         was_fired = self.detector.fired
         event = self.detector.update(
             trainer.current_epoch,
             values,
-            loss=loss,
+            loss=guard_loss,
             lr=lr,
-            finite=finite,
-            cause=None if finite else "the weights are not finite",
+            finite=not causes,
+            cause="; ".join(causes) or None,
             lr_rose=rose,
             lr_jump=jumped,
         )

@@ -7,7 +7,14 @@ from typing import Any
 
 from critical.detector.rule import DEFAULTS, StabilityDetector
 
-__all__ = ["replay"]
+__all__ = ["SIGNAL_KEYS", "replay"]
+
+#: the logged columns each ``learning_signal`` reads, in order of preference
+SIGNAL_KEYS = {
+    "train_loss": ["critical/train_loss"],
+    "val_loss": ["val/loss", "critical/train_loss"],
+    "aug_loss": ["critical/aug_gap/aug_loss"],
+}
 
 
 def _flag(row: Mapping[str, Any], key: str) -> bool | None:
@@ -19,7 +26,7 @@ def replay(
     rows: Sequence[Mapping[str, Any]],
     monitor: str | Sequence[str] = DEFAULTS["monitor"],
     *,
-    loss_key: str = "critical/train_loss",
+    loss_key: str | None = None,
     lr_key: str = "critical/lr",
     diverged_key: str = "critical/diverged",
     prefix: str = "critical/",
@@ -30,8 +37,9 @@ def replay(
     by :func:`critical.runfiles.read_rows`) and return it (``.event`` holds the decision).
 
     Metrics are read from the ``prefix + name`` columns (or ``name`` itself, for a metric the
-    module logs, such as ``val/loss``), the loss for the learning guard from ``loss_key`` (the
-    training loss by default; ``"val/loss"`` replays a validation-based guard), the learning
+    module logs, such as ``val/loss``), the loss for the learning guard from ``loss_key`` (by
+    default the column of the detector's ``learning_signal``: ``critical/train_loss``,
+    ``val/loss`` (``critical/train_loss`` in rows without it) or ``critical/aug_gap/aug_loss``), the learning
     rate from ``lr_key`` and its shape from ``critical/lr_rose`` and ``critical/lr_jump``,
     whether the run had diverged from ``diverged_key`` (all logged by
     :class:`~critical.callbacks.CriticalPeriod`; a non-finite loss is not). A detector replayed
@@ -47,9 +55,10 @@ def replay(
     names = [monitor] if isinstance(monitor, str) else list(monitor)
     names = [n[len(prefix) :] if n.startswith(prefix) else n for n in names]
     det = StabilityDetector(names, **settings)
+    keys = [loss_key] if loss_key else SIGNAL_KEYS[det.learning_signal]
     for row in sorted(rows, key=lambda r: r["epoch"]):
         values = {m: row.get(prefix + m, row.get(m)) for m in names}
-        loss = row.get(loss_key)
+        loss = next((row[k] for k in keys if row.get(k) is not None), None)
         diverged = bool(row.get(diverged_key))
         det.update(
             int(row["epoch"]),

@@ -77,6 +77,7 @@ __all__ = [
     "COMBINES",
     "DEFAULTS",
     "GUARDS",
+    "LEARNING_SIGNALS",
     "MODES",
     "CriticalPeriodEvent",
     "StabilityDetector",
@@ -103,7 +104,15 @@ DEFAULTS: dict[str, Any] = {
     "loss_threshold": 0.5,
     "guard_lr": True,
     "lr_cooldown": 2,
+    "learning_signal": "train_loss",
 }
+
+#: what ``guard_learning`` reads (the caller feeds it; :class:`~critical.callbacks.CriticalPeriod`
+#: and :func:`~critical.detector.replay` choose the source from this setting): the training loss,
+#: the validation loss (``val/loss``; the training loss where no validation loss is logged), or
+#: the loss on fresh augmented views of a fixed training probe
+#: (:class:`~critical.callbacks.AugmentationGap`'s ``aug_gap/aug_loss``)
+LEARNING_SIGNALS = ("train_loss", "val_loss", "aug_loss")
 
 #: guard names, as they appear in ``history[i]["blocked"]``
 GUARDS = ("finite", "learning", "lr")
@@ -167,6 +176,8 @@ class StabilityDetector:
         loss_threshold: the share of its own average pace at or above which the loss counts as
             still improving (> 0).
         lr_cooldown: epochs after a learning-rate drop during which no cut is made (>= 0).
+        learning_signal: the loss ``guard_learning`` reads (:data:`LEARNING_SIGNALS`); recorded
+            here, chosen by the caller that feeds ``loss``.
         eps: floor of the denominator in relative mode.
 
     Attributes:
@@ -195,6 +206,7 @@ class StabilityDetector:
         loss_threshold: float = DEFAULTS["loss_threshold"],
         guard_lr: bool = DEFAULTS["guard_lr"],
         lr_cooldown: int = DEFAULTS["lr_cooldown"],
+        learning_signal: str = DEFAULTS["learning_signal"],
         eps: float = 1e-12,
     ) -> None:
         names = [metrics] if isinstance(metrics, str) else list(metrics)
@@ -234,6 +246,7 @@ class StabilityDetector:
         )
         self.guard_lr = check_bool("guard_lr", guard_lr)
         self.lr_cooldown = check_int("lr_cooldown", lr_cooldown, 0)
+        self.learning_signal = check_choice("learning_signal", learning_signal, LEARNING_SIGNALS)
         self.eps = check_number("eps", eps, minimum=0, exclusive=True)
 
         self.history: list[dict[str, Any]] = []

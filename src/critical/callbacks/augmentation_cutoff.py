@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from critical.callbacks._base import PREFIX
+from critical.callbacks._resume import checkpoint_state, datamodule_multiplicity
 from critical.callbacks._schedule import ScheduleFollower, position, step_schedulers
 from critical.callbacks.critical_period import CriticalPeriod
 from critical.data.protocol import find_multiplicity_target
@@ -135,6 +136,23 @@ class AugmentationCutoff(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
+        if stage == "fit":  # a new fit starts clean; a resumed one gets its state restored next
+            self._reset()
+
+    def _reset(self) -> None:
+        """The per-fit state, as constructed (the same callback object may serve several fits:
+        each decides its own cut)."""
+        self.cut_epoch = None
+        self.multiplicity_before = None
+        self.multiplicity_after = self.target
+        self.reason = None
+        self._data = None
+        self._epoch_k = None
+        self._batches_before_cut = None
+        self._fixed_at = None
+        self._resume_epoch = None
+        self._warned_schedule = False
+        self._follower = ScheduleFollower()
 
     def _resolve_data(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
         data = find_multiplicity_target(trainer, pl_module)
@@ -258,6 +276,46 @@ class AugmentationCutoff(Callback):
             self._resume_epoch = int(progress["processed"])
         except (KeyError, TypeError):
             self._resume_epoch = int(checkpoint.get("epoch", -1)) + 1
+        self._recover_state(checkpoint, trainer)
+
+    def _recover_state(self, checkpoint: dict[str, Any], trainer: pl.Trainer) -> None:
+        """A checkpoint without this callback's state: take the cut from the state of an
+        AugmentationCutoff with other arguments, or from the datamodule's saved multiplicity;
+        say what was missing and what happens now."""
+        found, key, state = checkpoint_state(self, checkpoint, trainer)
+        if found == "own":
+            return
+        e = self._resume_epoch
+        if found == "other" and isinstance(state, dict):
+            if state.get("cut_epoch") is not None:
+                self.load_state_dict(state)
+                rank_zero_warn(
+                    f"AugmentationCutoff: the checkpoint holds the state of {key}, not of this "
+                    f"callback ({self.state_key}); its cut is kept: k={self.multiplicity_before} "
+                    f"-> {self.multiplicity_after} from epoch {self.cut_epoch}"
+                )
+            return  # an uncut run's state (a branch off an always-k run): nothing to keep
+        saved = datamodule_multiplicity(checkpoint)
+        hp = checkpoint.get("datamodule_hyper_parameters") or {}
+        initial = hp.get("multiplicity") if isinstance(hp, dict) else None
+        if saved is not None and isinstance(initial, int) and saved < initial:
+            self.cut_epoch = e
+            self.multiplicity_before, self.multiplicity_after = initial, saved
+            self.reason = (
+                f"recovered from the datamodule's state (k={saved}) in a checkpoint without "
+                f"AugmentationCutoff state; the cut happened at or before epoch {e}"
+            )
+            rank_zero_warn(
+                "AugmentationCutoff: the checkpoint holds no AugmentationCutoff state, but the "
+                f"datamodule saved in it had k={saved} (it started at k={initial}): the cut is "
+                f"kept (k={saved} from now on), its epoch taken as {e} (at the latest)"
+            )
+            return
+        rank_zero_warn(
+            "AugmentationCutoff: the checkpoint holds no AugmentationCutoff state (saved by a "
+            "trainer without it, or stripped): whether k was cut before epoch "
+            f"{e} is unknown; k stays as the data has it and the cut is decided from here on"
+        )
 
     def _on_critical_period_end(
         self, event: CriticalPeriodEvent, trainer: pl.Trainer, pl_module: pl.LightningModule

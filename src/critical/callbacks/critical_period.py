@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from critical.callbacks._base import PREFIX, MetricCallback
+from critical.callbacks._resume import checkpoint_state
 from critical.detector import (
     DEFAULTS,
     GUARDS,
@@ -49,6 +50,8 @@ def known_metric_names() -> dict[str, str]:
     }
 
 
+#: the logged training-loss names read when ``training_step`` returns no loss, in this order
+TRAIN_LOSS_KEYS = ("train/loss", "train_loss", "loss", "train/loss_epoch", "train_loss_epoch")
 #: the validation-loss names ``learning_signal="val_loss"`` reads, in this order
 VAL_LOSS_KEYS = ("val/loss", "val_loss", "valid/loss", "validation/loss")
 
@@ -111,7 +114,10 @@ class CriticalPeriod(Callback):
         guard_finite, guard_learning, loss_window, loss_threshold, guard_lr, lr_cooldown: the guards.
         learning_signal: what the learning guard reads: ``"train_loss"``, ``"val_loss"`` or
             ``"aug_loss"`` (above).
-        loss: a logged metric to use as the training loss (default: ``training_step``'s output).
+        loss: a logged metric to use as the training loss (default: ``training_step``'s output;
+            when that is None, as under manual optimization, the first logged of
+            ``train/loss``, ``train_loss``, ``loss``, with one message saying which, or a
+            warning when there is none).
         strict: raise if a monitored metric is not available at epoch end (else skip the epoch,
             which restarts the metric's streak).
         verbose: print a line when the critical period ends.
@@ -181,6 +187,7 @@ class CriticalPeriod(Callback):
         self._warned_diverged = False
         self._val_epoch: int | None = None  # the last epoch a validation run ended in
         self._val_seen = False
+        self._warned_no_loss = False
         self._aug_provider: MetricCallback | None = None
 
     def settings(self) -> dict[str, Any]:
@@ -233,6 +240,34 @@ class CriticalPeriod(Callback):
         return self._generate_state_key(monitor=tuple(self.monitor), name=self.name)
 
     # ----------------------------------------------------------------- hooks
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":  # a new fit starts clean; a resumed one gets its state restored next
+            settings = self.detector.settings()
+            self.detector = StabilityDetector(settings.pop("monitor"), **settings)
+            self._lr_shape = LRShape()
+            self._val_epoch, self._val_seen = None, False
+            self._warned_diverged = False
+            self._warned_no_loss = False
+
+    @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        found, key, _ = checkpoint_state(self, checkpoint, trainer)
+        if found == "own":
+            return
+        epoch = int(checkpoint.get("epoch", -1)) + 1
+        where = (
+            f"only the state of {key} (other arguments)"
+            if found == "other"
+            else "no CriticalPeriod state"
+        )
+        rank_zero_warn(
+            f"CriticalPeriod: the checkpoint holds {where}: the detector starts over at epoch "
+            f"{epoch} (its metric and loss histories restart; it has not fired)"
+        )
+
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         known = known_metric_names()
@@ -311,9 +346,27 @@ class CriticalPeriod(Callback):
                     f"{sorted(trainer.callback_metrics)}"
                 )
             return None if raw is None else float(raw)
-        if self._loss_sum is None or self._loss_n == 0:
-            return None
-        return float(self._loss_sum) / self._loss_n  # one sync, at epoch end
+        if self._loss_sum is not None and self._loss_n > 0:
+            return float(self._loss_sum) / self._loss_n  # one sync, at epoch end
+        # training_step returned no loss (manual optimization, or a step that returns None):
+        # a loss the module logs, else no loss for the learning guard
+        key = next((k for k in TRAIN_LOSS_KEYS if k in trainer.callback_metrics), None)
+        if not self._warned_no_loss:
+            self._warned_no_loss = True
+            if key is not None:
+                rank_zero_info(
+                    f"[critical] training_step returns no loss: CriticalPeriod reads the logged "
+                    f"{key!r} as the training loss (pass loss=<key> to choose another)"
+                )
+            elif self.detector.guard_learning:
+                rank_zero_warn(
+                    "CriticalPeriod: training_step returns no loss and none of "
+                    f"{list(TRAIN_LOSS_KEYS)} is logged, so the learning guard has no loss and "
+                    "objects in every epoch (the detector never fires): pass "
+                    "CriticalPeriod(loss='<the key your module logs its loss under>'), or "
+                    "guard_learning=False"
+                )
+        return None if key is None else float(trainer.callback_metrics[key])
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

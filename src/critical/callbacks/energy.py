@@ -72,6 +72,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from critical.accounting import (
@@ -86,6 +87,7 @@ from critical.accounting import (
 from critical.callbacks._codecarbon import accepted_kwargs, check_country
 from critical.callbacks._epoch_meter import EpochMeter, reduce_values
 from critical.callbacks._measurement import summarize_measurement
+from critical.callbacks._resume import checkpoint_state
 from critical.data.protocol import get_multiplicity
 from critical.runfiles import find_callback, find_cutoff
 from critical.validation import (
@@ -276,6 +278,30 @@ class EnergyTracker(Callback):
         return cut_boundary(self.history, cutoff)
 
     # ------------------------------------------------------------------ hooks
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":  # a new fit starts clean; a resumed one gets its state restored next
+            self.history = []
+            self.fit_duration_s = None
+            self.interrupted_epoch = None
+            self._cut = {}
+            self._resume_partial = None
+            self._meter = EpochMeter(self.max_task_secs)
+
+    @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        found, _, state = checkpoint_state(self, checkpoint, trainer)
+        if found == "other" and isinstance(state, dict):
+            self.load_state_dict(state)  # the same run, measured under another name
+        elif found == "missing":
+            epoch = int(checkpoint.get("epoch", -1)) + 1
+            rank_zero_warn(
+                "EnergyTracker: the checkpoint holds no EnergyTracker state: the time, energy "
+                f"and CO2 of the epochs before epoch {epoch} are not counted in this run's totals"
+            )
+
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._fit_t0 = time.perf_counter()

@@ -82,6 +82,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from critical.callbacks._epoch_rows import EpochRows, write_epoch_scalars
+from critical.callbacks._resume import checkpoint_state
 from critical.callbacks._run_config import build_config, callback_settings
 from critical.data.protocol import get_multiplicity
 from critical.io import atomic_write_csv, atomic_write_json, atomic_write_text, to_jsonable
@@ -117,11 +118,15 @@ class RunDirectory(Callback):
     summary into a fresh directory ``root/name``.
 
     Args:
-        root: parent directory (created if missing).
+        root: parent directory (created if missing); ``None``: the first logger's ``log_dir``
+            (e.g. ``logs/version_0``), so the run directory sits with the logger's files.
         name: the run's directory name (letters, digits, ``._=+-``); ``None``: an automatic
             ``timestamp-suffix`` name. A given name that exists is an error.
-        tensorboard: add a ``TensorBoardLogger`` writing into the run directory when the trainer
-            has none.
+        tensorboard: write TensorBoard events into the run directory when the trainer has no
+            logger of its own: with Lightning's default logger (a ``TensorBoardLogger`` writing
+            to ``lightning_logs/``) the events go to the run directory instead; a logger you
+            passed (``CSVLogger``, your own ``TensorBoardLogger``, ...) is left alone and none
+            is added.
         tags: free-form labels saved as ``config.json["tags"]`` (the sweeps record model, seed
             and policy there; ``critical report`` groups runs by them).
         print_summary: print the run summary at fit end (it is written to ``summary.json`` in
@@ -141,7 +146,7 @@ class RunDirectory(Callback):
 
     def __init__(
         self,
-        root: str | os.PathLike = "runs",
+        root: str | os.PathLike | None = "runs",
         name: str | None = None,
         tensorboard: bool = True,
         tags: dict[str, Any] | None = None,
@@ -149,7 +154,7 @@ class RunDirectory(Callback):
         plot: bool = True,
         accuracy_key: str | None = None,
     ) -> None:
-        check_path("root", root)
+        check_path("root", root, allow_none=True)
         if name is not None and (not isinstance(name, str) or not _NAME_RE.match(name)):
             raise ValueError(
                 "`name` must be None (automatic) or a directory name of letters, digits and "
@@ -161,18 +166,19 @@ class RunDirectory(Callback):
         check_bool("plot", plot)
         self.accuracy_key = check_str("accuracy_key", accuracy_key, allow_none=True)
         self.tags = dict(tags or {})
-        self.root = Path(root)
+        self._root_option = None if root is None else os.fspath(root)
+        self.root = Path(root) if root is not None else Path(".")  # resolved in setup
         self.name = name
         self.tensorboard = tensorboard
         self.print_summary = print_summary
         self.plot = plot
         self.auto_name = name is None
-        if name is not None and (self.root / name).exists():
+        if root is not None and name is not None and (self.root / name).exists():
             raise FileExistsError(
                 f"run directory {self.root / name} already exists; runs never overwrite each "
                 "other: choose another `name` or leave it None for an automatic one"
             )
-        self.path: Path | None = None if name is None else self.root / name
+        self.path: Path | None = None if name is None or root is None else self.root / name
         self.summary: dict[str, Any] | None = None
         self.not_written: dict[str, str] = {}
         self._rows = EpochRows()
@@ -183,6 +189,8 @@ class RunDirectory(Callback):
         self._trainer: pl.Trainer | None = None
         self._config: dict[str, Any] | None = None
         self._warned_early_checkpoint = False
+        self._finished = False  # a fit ran to its end with this object
+        self.evaluations: list[dict[str, Any]] = []  # validate / test runs after the fit
 
     def __repr__(self) -> str:
         return (
@@ -238,21 +246,71 @@ class RunDirectory(Callback):
         assert self.path is not None
         return self.path
 
+    @staticmethod
+    def _default_logger(trainer: pl.Trainer, logger: Any) -> bool:
+        """Whether ``logger`` is the TensorBoardLogger Lightning makes when none is passed."""
+        if type(logger) is not TensorBoardLogger:
+            return False
+        default = os.path.join(trainer.default_root_dir, "lightning_logs")
+        return os.path.abspath(logger.root_dir) == os.path.abspath(default)
+
     def _add_tensorboard(self, trainer: pl.Trainer) -> None:
-        if not self.tensorboard or any(isinstance(lg, TensorBoardLogger) for lg in trainer.loggers):
+        if not self.tensorboard:
             return
+        own = [lg for lg in trainer.loggers if lg is not self._added_logger]
+        if any(not self._default_logger(trainer, lg) for lg in own):
+            return  # the user's own logger(s): left as they are
         if self._added_logger is None:
             self._added_logger = TensorBoardLogger(
                 save_dir=str(self.path), name="", version="", default_hp_metric=False
             )
-        if self._added_logger not in trainer.loggers:
-            trainer.loggers = [*trainer.loggers, self._added_logger]
+        trainer.loggers = [self._added_logger]  # instead of Lightning's default lightning_logs/
+
+    def _resolve_root(self, trainer: pl.Trainer) -> None:
+        """``root=None``: inside the first logger's ``log_dir`` (that is not ours)."""
+        if self._root_option is not None:
+            return
+        logs = [
+            str(lg.log_dir)
+            for lg in trainer.loggers
+            if lg is not self._added_logger
+            and not self._default_logger(trainer, lg)
+            and getattr(lg, "log_dir", None)
+        ]
+        root = Path(logs[0]) if logs else Path(trainer.default_root_dir) / "runs"
+        if root != self.root:
+            self.root = root
+            if not self.auto_name and self.name is not None:
+                self.path = self.root / self.name
+
+    def _new_fit(self) -> None:
+        """A further fit with this object (a finished run's files are never rewritten): an
+        automatic name gets a fresh directory; a given one would be reused, which is an error."""
+        if not self.auto_name:
+            raise FileExistsError(
+                f"RunDirectory(name={self.name!r}) already holds a finished run ({self.path}); "
+                "a finished run's files are never rewritten: give each fit its own RunDirectory "
+                "(or name), or leave name=None for automatic names"
+            )
+        self.path = None
+        self.summary = None
+        self.not_written = {}
+        self._rows = EpochRows()
+        self._created = False
+        self._added_logger = None
+        self.resumed_from = None
+        self._config = None
+        self._finished = False
+        self.evaluations = []
 
     # ------------------------------------------------------------------ hooks
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and self._finished:
+            self._new_fit()
         self._trainer = trainer
         self._is_writer = trainer.global_rank == 0
+        self._resolve_root(trainer)
         self._make_dir(trainer)
         self._add_tensorboard(trainer)
         if self._is_writer and self._config is None:
@@ -267,8 +325,29 @@ class RunDirectory(Callback):
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
+        if trainer.sanity_checking:
+            return
+        if trainer.state.fn == "validate":  # trainer.validate(): an evaluation of its own
+            self._record_evaluation(trainer, "validate")
+        else:
             self._rows.mark_validated()
+
+    def _record_evaluation(self, trainer: pl.Trainer, stage: str) -> None:
+        """A ``trainer.validate`` / ``trainer.test`` run: its metrics go into ``summary.json``
+        (``evaluations``) and ``evaluations.json``."""
+        metrics = {}
+        for key, value in trainer.callback_metrics.items():
+            v = to_jsonable(value)
+            if isinstance(v, (int, float)):
+                metrics[key] = v
+        entry = {"stage": stage, "epoch": trainer.current_epoch, "metrics": metrics}
+        self.evaluations.append(entry)
+        if not (self._is_writer and self._created):
+            return
+        self._write("evaluations.json", atomic_write_json, self.evaluations)
+        if self.summary is not None:
+            self.summary["evaluations"] = list(self.evaluations)
+            self._write(SUMMARY, atomic_write_json, self.summary)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -285,10 +364,12 @@ class RunDirectory(Callback):
         self._write_results(trainer)
         if trainer.global_rank == 0:
             self._finish(trainer)
+        self._finished = True
 
     @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write_results(trainer)
+        self._record_evaluation(trainer, "test")
 
     @override
     def on_exception(
@@ -431,7 +512,22 @@ class RunDirectory(Callback):
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(root=os.fspath(self.root))
+        return self._generate_state_key(root=self._root_option or "<logger log_dir>")
+
+    @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        found, _, state = checkpoint_state(self, checkpoint, trainer)
+        if found == "other" and isinstance(state, Mapping):
+            self.load_state_dict(state)  # the same run, written under another root
+        elif found == "missing":
+            epoch = int(checkpoint.get("epoch", -1)) + 1
+            rank_zero_warn(
+                "RunDirectory: the checkpoint holds no RunDirectory state: this run directory's "
+                f"metrics start at epoch {epoch}; the rows of the epochs before it are not "
+                "recovered"
+            )
 
     @override
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,52 @@
+"""Resuming from a checkpoint that lacks a callback's state: find what can be recovered, and say
+so (issue 20, item 2).
+
+Lightning restores a callback's state only from the entry of the checkpoint whose key is the
+callback's ``state_key`` (its class and arguments). A checkpoint saved by a trainer without the
+callback, with its state stripped, or by the same callback with other arguments (another cut
+policy or epoch, another monitor) has no such entry: the callback then silently starts over. The
+callbacks call :func:`checkpoint_state` from ``on_load_checkpoint`` (which runs before
+``load_state_dict``) to tell these cases apart and warn once.
+
+Example:
+    >>> class Cb:
+    ...     state_key = "Cb{'policy': 'fixed'}"
+    >>> checkpoint_state(Cb(), {"callbacks": {"Cb{'policy': 'never'}": {"cut": None}}})
+    ('other', "Cb{'policy': 'never'}", {'cut': None})
+    >>> checkpoint_state(Cb(), {"callbacks": {}})[0]
+    'missing'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["checkpoint_state", "datamodule_multiplicity"]
+
+
+def checkpoint_state(
+    callback: Any, checkpoint: dict[str, Any], trainer: Any = None
+) -> tuple[str, str | None, Any]:
+    """``("own", key, state)`` when the checkpoint holds the callback's own state,
+    ``("other", key, state)`` when it holds the state of the same callback class under another
+    key (the first one that no other callback of ``trainer`` owns), else ``("missing", None,
+    None)``."""
+    states = checkpoint.get("callbacks") or {}
+    key = callback.state_key
+    if key in states:
+        return "own", key, states[key]
+    owned = {cb.state_key for cb in getattr(trainer, "callbacks", None) or [] if cb is not callback}
+    prefix = type(callback).__qualname__ + "{"
+    for other, state in states.items():
+        if isinstance(other, str) and other.startswith(prefix) and other not in owned:
+            return "other", other, state
+    return "missing", None, None
+
+
+def datamodule_multiplicity(checkpoint: dict[str, Any]) -> int | None:
+    """The multiplicity a datamodule saved in the checkpoint (its ``state_dict``, stored by
+    Lightning under the datamodule's class name), if any."""
+    for value in checkpoint.values():
+        if isinstance(value, dict) and isinstance(value.get("multiplicity"), int):
+            return int(value["multiplicity"])
+    return None

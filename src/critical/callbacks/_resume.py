@@ -43,10 +43,16 @@ def checkpoint_state(
     return "missing", None, None
 
 
-def datamodule_multiplicity(checkpoint: dict[str, Any]) -> int | None:
-    """The multiplicity a datamodule saved in the checkpoint (its ``state_dict``, stored by
-    Lightning under the datamodule's class name), if any."""
-    for value in checkpoint.values():
+def datamodule_multiplicity(checkpoint: dict[str, Any], trainer: Any = None) -> int | None:
+    """The multiplicity a datamodule saved in the checkpoint (its ``state_dict``, which
+    Lightning stores under the datamodule's class name), if any; not its hyper-parameters."""
+    dm = getattr(trainer, "datamodule", None)
+    if dm is not None:
+        keys = [type(dm).__qualname__]
+    else:
+        keys = [k for k in checkpoint if not str(k).endswith("hyper_parameters")]
+    for key in keys:
+        value = checkpoint.get(key)
         if isinstance(value, dict) and isinstance(value.get("multiplicity"), int):
             return int(value["multiplicity"])
     return None

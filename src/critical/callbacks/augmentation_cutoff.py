@@ -295,7 +295,7 @@ class AugmentationCutoff(Callback):
                     f"-> {self.multiplicity_after} from epoch {self.cut_epoch}"
                 )
             return  # an uncut run's state (a branch off an always-k run): nothing to keep
-        saved = datamodule_multiplicity(checkpoint)
+        saved = datamodule_multiplicity(checkpoint, trainer)
         hp = checkpoint.get("datamodule_hyper_parameters") or {}
         initial = hp.get("multiplicity") if isinstance(hp, dict) else None
         if saved is not None and isinstance(initial, int) and saved < initial:

@@ -265,6 +265,31 @@ class RunDirectory(Callback):
                 save_dir=str(self.path), name="", version="", default_hp_metric=False
             )
         trainer.loggers = [self._added_logger]  # instead of Lightning's default lightning_logs/
+        for lg in own:
+            self._drop_empty_default_log(lg)
+
+    @staticmethod
+    def _drop_empty_default_log(logger: Any) -> None:
+        """Lightning creates the default logger's events file before any callback runs; when
+        nothing but that empty file is there, remove it (and ``lightning_logs/`` if empty)."""
+        try:
+            experiment = getattr(logger, "_experiment", None)
+            if experiment is not None:
+                experiment.close()
+            version = Path(logger.log_dir)
+            files = list(version.iterdir()) if version.is_dir() else []
+            if not files or not all(
+                f.name.startswith("events.out.tfevents") and f.stat().st_size < 1024 for f in files
+            ):
+                return
+            for f in files:
+                f.unlink()
+            version.rmdir()
+            root = Path(logger.root_dir)
+            if root.is_dir() and not any(root.iterdir()):
+                root.rmdir()
+        except OSError:  # best effort: an empty log directory left behind is harmless
+            pass
 
     def _resolve_root(self, trainer: pl.Trainer) -> None:
         """``root=None``: inside the first logger's ``log_dir`` (that is not ours)."""

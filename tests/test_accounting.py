@@ -144,3 +144,13 @@ def test_no_check_without_a_counterfactual():
         h["energy_kwh"] = None
     check = _summary(history)["saving_check"]
     assert set(check["checks"]) == {"duration_s"}
+
+
+def test_a_band_too_wide_cannot_check():
+    """Issue 20 item 9: "agrees within the noise (time 48.4% ±125.9%)" checked nothing."""
+    wild = {1: 0.3, 2: 3.0, 3: 0.4, 4: 2.5}
+    check = _summary(_run(load=wild))["saving_check"]
+    assert check["agrees"] is None
+    assert check["message"].startswith("cannot check the measured saving")
+    assert "too noisy" in check["message"] and "wider than ±25%" in check["message"]
+    assert all(c["agrees"] is None and c["tolerance"] > 0.25 for c in check["checks"].values())

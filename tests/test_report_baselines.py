@@ -110,8 +110,11 @@ def test_settings_are_never_mixed(tmp_path, monkeypatch):
         Setting("folder:/data/shapes", "small_cnn", 6),
     ]
     f6 = s.group("small_cnn", "fixed@2")
-    assert f6.baseline is None and "time_saving_pct" not in f6.stats
-    assert any("no complete always-k group" in n for n in s.notes)
+    # its baseline is the untagged 6-epoch digits run (k = 3 throughout: always-k3, inferred
+    # from its own files), never the always-k3 run of the 12-epoch budget
+    assert f6.baseline == "always-k3"
+    base = next(g for g in s.groups if g.label == "always-k3" and g.setting == f6.setting)
+    assert [r.name for r in base.runs] == ["digits-run"]
     assert any("3 settings, reported apart" in n for n in s.notes)
     md = to_markdown(s)
     for setting in s.settings:

@@ -90,6 +90,8 @@ ENERGY_FIELDS = ("energy_kwh", "co2_kg", "cpu_energy_kwh", "gpu_energy_kwh", "ra
 CHECKED = ("duration_s", "energy_kwh")
 #: the smallest tolerance of the check, with the noise known / unknown
 FLOOR, FLOOR_UNKNOWN_NOISE = 0.02, 0.05
+#: a tolerance band wider than this (in saving-fraction units) checks nothing: "cannot check"
+MAX_TOLERANCE = 0.25
 
 Record = Mapping[str, Any]
 
@@ -315,10 +317,24 @@ def saving_check(accounts: Mapping[str, Any]) -> dict[str, Any] | None:
             "fraction": f,
             "noise": s,
             "tolerance": tol,
-            "agrees": abs(f - compute) <= tol,
+            "agrees": abs(f - compute) <= tol if tol <= MAX_TOLERANCE else None,
         }
     names = {"duration_s": "time", "energy_kwh": "energy"}
     ref = f"the {'FLOPs' if reference == 'flops' else 'samples'}-based {compute:.1%}"
+    noisy = [q for q, c in checks.items() if c["agrees"] is None]
+    if noisy and len(noisy) == len(checks):
+        bands = ", ".join(f"{names[q]} ±{checks[q]['tolerance']:.1%}" for q in noisy)
+        return {
+            "reference": reference,
+            "compute_fraction": compute,
+            "checks": checks,
+            "agrees": None,
+            "message": (
+                f"cannot check the measured saving against {ref}: the pre-cut epochs are too "
+                f"noisy ({bands}, wider than ±{MAX_TOLERANCE:.0%}; another load on the machine?)"
+            ),
+        }
+    checks_noisy = {q: checks.pop(q) for q in noisy}
     if not checks:
         return {
             "reference": reference,
@@ -351,10 +367,15 @@ def saving_check(accounts: Mapping[str, Any]) -> dict[str, Any] | None:
         message = (
             f"the measured saving agrees with {ref} within the noise ({listing(list(checks))})"
         )
+    if checks_noisy:
+        message += "; " + ", ".join(
+            f"{names[q]} not checked (too noisy: ±{c['tolerance']:.1%})"
+            for q, c in checks_noisy.items()
+        )
     return {
         "reference": reference,
         "compute_fraction": compute,
-        "checks": checks,
+        "checks": {**checks, **checks_noisy},
         "agrees": not (high or low),
         "message": message,
     }

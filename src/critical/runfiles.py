@@ -230,7 +230,10 @@ def configured_callbacks(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]
     RobustnessEvaluator).
     """
     out: dict[str, dict[str, Any]] = {}
-    for cb in config.get("callbacks") or []:
+    callbacks = config.get("callbacks") if isinstance(config, Mapping) else None
+    if not isinstance(callbacks, (list, tuple)):
+        return out  # absent or malformed (load_run reports a malformed one)
+    for cb in callbacks:
         if isinstance(cb, Mapping):
             name = str(cb.get("class", "")).rsplit(".", 1)[-1]
             args = cb.get("init_args")

@@ -147,12 +147,12 @@ Modules
 -------
 :mod:`~critical.report.runs` (reading run directories, settings), :mod:`~critical.report.costs`
 (FLOPs, parameters, how energy was measured), :mod:`~critical.report.stats` (groups,
-statistics, :func:`summarize`), :mod:`~critical.report.baselines` (savings, matched k = 1,
-measured vs compute, regret), :mod:`~critical.report._format`, :mod:`~critical.report.markdown`,
+statistics), :mod:`~critical.report.baselines` (savings, matched k = 1, measured vs compute,
+regret), :mod:`~critical.report.analysis` (:func:`summarize`), :mod:`~critical.report._format`, :mod:`~critical.report.markdown`,
 :mod:`~critical.report.latex`, :mod:`~critical.report.tables` (CSV), :mod:`~critical.report.plots`
 and :mod:`~critical.report.run_plot` (matplotlib, imported lazily), :mod:`~critical.report.cli`
-(``write_report``, ``main``); each imports only the ones listed before it (``stats.summarize``
-calls ``baselines`` at run time). Every public name is importable from :mod:`critical.report`.
+(``write_report``, ``main``); each imports only the ones listed before it (no import
+circle). Every public name is importable from :mod:`critical.report`.
 
 Example:
     >>> import tempfile
@@ -164,6 +164,7 @@ Example:
     # Summary
 """
 
+from critical.report.analysis import summarize
 from critical.report.cli import ReportFiles, main, write_report
 from critical.report.plots import (
     NoDataError,
@@ -175,7 +176,7 @@ from critical.report.plots import (
 from critical.report.run_plot import describe_run, plot_run
 from critical.report.runs import POLICIES as POLICIES  # public, not in __all__ (as before)
 from critical.report.runs import STATUSES, Run, Setting, load_run, load_runs
-from critical.report.stats import Group, Stat, Summary, run_values, summarize
+from critical.report.stats import Group, Stat, Summary, run_values
 from critical.report.tables import latex_escape, to_latex, to_markdown, write_csv
 
 __all__ = [

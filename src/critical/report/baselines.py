@@ -4,7 +4,7 @@
 detector against the fixed cuts and always-k; the oracle cut).
 
 The rules are in the :mod:`critical.report` docstring. Called by
-:func:`~critical.report.stats.summarize`; fills in :class:`~critical.report.stats.Group` values
+:func:`~critical.report.analysis.summarize`; fills in :class:`~critical.report.stats.Group` values
 and returns notes. No matplotlib.
 """
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from critical.io import PathLike, atomic_write_text
+from critical.report.analysis import summarize
 from critical.report.plots import NoDataError, plot_accuracy_vs_cut, plot_curves, plot_pareto
 from critical.report.runs import STATUSES, load_runs
-from critical.report.stats import Summary, summarize
+from critical.report.stats import Summary
 from critical.report.tables import to_latex, to_markdown, write_csv
 
 __all__ = ["ReportFiles", "main", "write_report"]

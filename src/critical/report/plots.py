@@ -154,9 +154,12 @@ def _runs_for_curves(groups: list[Group]) -> tuple[Group | None, list[Run]]:
     cands = [g for g in groups if g.policy == "always"] + [
         g for g in groups if g.policy != "always"
     ]
+    for g in cands:  # a group with complete runs first: a crashed run is no one's curve
+        if any(r.rows for r in g.complete):
+            return g, g.complete
     for g in cands:
-        runs = g.complete or [r for r in g.runs if r.rows]
-        if any(r.rows for r in runs):
+        runs = [r for r in g.runs if r.rows]
+        if runs:
             return g, runs
     return None, []
 

@@ -26,6 +26,7 @@ from critical.runfiles import (
     EXCEPTION,
     ROBUSTNESS,
     as_int,
+    configured_callbacks,
     cut_epoch,
     num,
     read_json,
@@ -181,15 +182,50 @@ class Run:
         a = self.config.get("alias_of") if isinstance(self.config, dict) else None
         return str(a) if a not in (None, "") else None
 
+    def _inferred(self) -> dict[str, Any]:
+        """For a run without sweep tags (a user's own runs): its policy, label, cut and k read
+        from its ``config.json`` (the AugmentationCutoff's settings), ``cut_event.json`` and the
+        ``multiplicity`` column."""
+        ks = [_int(r.get("multiplicity")) for r in self.rows]
+        ks = [k for k in ks if k is not None]
+        ce = self.cut_event or {}
+        k = _int(ce.get("multiplicity_before")) or (ks[0] if ks else None)
+        cut = self.cut_epoch
+        cutoff = configured_callbacks(self.config).get("AugmentationCutoff")
+        out: dict[str, Any] = {"k": k, "cut_at": cut}
+        if cutoff is not None:
+            policy = cutoff.get("policy")
+            if policy == "never":
+                out["policy"] = "k1" if k == 1 else "always"
+            elif policy == "fixed":
+                at = _int(cutoff.get("epoch"))
+                frac, E = cutoff.get("fraction"), self.max_epochs
+                if at is None and isinstance(frac, (int, float)) and E:
+                    at = round(frac * E)
+                out.update(policy="fixed", cut_at=at if at is not None else cut)
+            elif policy == "detector":
+                cp = configured_callbacks(self.config).get("CriticalPeriod") or {}
+                monitor = cp.get("monitor")
+                if isinstance(monitor, (list, tuple)):
+                    monitor = "+".join(str(m) for m in monitor)
+                out.update(policy="detector", label=f"detector:{monitor or 'default'}")
+        elif ks:
+            if cut is not None:
+                out.update(policy="fixed", cut_at=cut)  # a cut, its rule unknown
+            else:
+                out["policy"] = "k1" if k == 1 else "always"
+        return out
+
     @property
     def policy(self) -> str | None:
-        """The ``policy`` tag, else read from a ``label`` tag; ``None`` for an untagged run."""
+        """The ``policy`` tag, else read from a ``label`` tag, else inferred from the run's own
+        files (:meth:`_inferred`); ``None`` when nothing says."""
         p = self.tags.get("policy")
         if p not in (None, ""):
             return str(p)
         label = self.tags.get("label")
         if not isinstance(label, str):
-            return None
+            return self._inferred().get("policy")
         if label.startswith("always"):
             return "always"
         if label == "k1":
@@ -209,12 +245,19 @@ class Run:
         if label not in (None, ""):
             return str(label)
         p = self.tags.get("policy")
-        if p == "always" and self.tags.get("k") is not None:
-            return f"always-k{self.tags['k']}"
-        if p == "fixed" and self.tags.get("cut_at") is not None:
-            return f"fixed@{self.tags['cut_at']}"
-        if p == "matched" and self.tags.get("cut_at") is not None:
-            return f"matched-k1@{self.tags['cut_at']}"
+        tags = dict(self.tags)
+        if p in (None, ""):
+            inferred = self._inferred()
+            if inferred.get("label"):
+                return str(inferred["label"])
+            p = inferred.get("policy")
+            tags = {**{k: v for k, v in inferred.items() if v is not None}, **tags}
+        if p == "always" and tags.get("k") is not None:
+            return f"always-k{tags['k']}"
+        if p == "fixed" and tags.get("cut_at") is not None:
+            return f"fixed@{tags['cut_at']}"
+        if p == "matched" and tags.get("cut_at") is not None:
+            return f"matched-k1@{tags['cut_at']}"
         if p in POLICIES:
             return str(p)
         return self.name
@@ -225,7 +268,8 @@ class Run:
 
     @property
     def k(self) -> int | None:
-        return _int(self.tags.get("k"))
+        k = _int(self.tags.get("k"))
+        return k if k is not None or self.tags.get("policy") else self._inferred().get("k")
 
     @property
     def cut_at(self) -> int | None:
@@ -235,6 +279,8 @@ class Run:
         if c is None and self.policy in ("fixed", "matched"):
             m = re.match(r"(?:fixed|matched-k1)@(\d+)$", self.label)
             c = int(m.group(1)) if m else None
+        if c is None and not self.tags.get("policy") and self.policy == "detector":
+            c = self.cut_epoch
         return c
 
     @property
@@ -316,7 +362,16 @@ def load_run(path: PathLike, *, name: str | None = None) -> Run:
         return run
     problems = run.problems
     config = read_json(path / CONFIG, problems, required=True)
+    if config is not None and not isinstance(config, dict):
+        problems.append(f"{CONFIG}: a {type(config).__name__}, not a JSON object")
     run.config = config if isinstance(config, dict) else {}
+    for key, kind in (("tags", dict), ("callbacks", list), ("module", dict), ("datamodule", dict)):
+        value = run.config.get(key)
+        if value is not None and not isinstance(value, kind):
+            problems.append(
+                f"{CONFIG}: {key!r} is a {type(value).__name__}, not a {kind.__name__}; ignored"
+            )
+            run.config = {k: v for k, v in run.config.items() if k != key}
     tags = run.config.get("tags")
     run.tags = dict(tags) if isinstance(tags, dict) else {}
     run.rows = read_rows(path, problems)
@@ -360,7 +415,12 @@ def load_runs(root: PathLike) -> list[Run]:
     for cfg in sorted(root.rglob("config.json")):
         if visible(cfg) and cfg.is_file():
             d = cfg.parent
-            runs[d.resolve()] = load_run(d, name=rel(d))
+            try:
+                runs[d.resolve()] = load_run(d, name=rel(d))
+            except Exception as err:  # noqa: BLE001 - one unreadable run must not stop the report
+                run = Run(name=rel(d), path=d, status="incomplete")
+                run.problems.append(f"unreadable: {type(err).__name__}: {err}")
+                runs[d.resolve()] = run
     for sj in sorted(root.rglob("sweep.json")):
         if not visible(sj):
             continue

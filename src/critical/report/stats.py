@@ -1,6 +1,6 @@
 """Statistics over runs: :class:`Stat`, :class:`Group`, :class:`Summary`, :func:`run_values`
-and :func:`summarize` (grouping by setting and label, then the comparisons of
-:mod:`critical.report.baselines`).
+and :func:`compute_stats` (the grouping itself is :func:`critical.report.summarize`, in
+:mod:`critical.report.analysis`).
 
 The per-run values, the groups and the statistics are defined in the :mod:`critical.report`
 docstring. Reads :class:`~critical.report.runs.Run` only; writes nothing.
@@ -9,7 +9,7 @@ docstring. Reads :class:`~critical.report.runs.Run` only; writes nothing.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +17,8 @@ import numpy as np
 
 from critical.report import costs
 from critical.report.runs import _POLICY_RANK, POLICIES, Run, Setting, _finite
-from critical.runfiles import find_accuracy_key
 
-__all__ = ["COST_KEYS", "Group", "Stat", "Summary", "run_values", "summarize"]
+__all__ = ["COST_KEYS", "Group", "Stat", "Summary", "compute_stats", "run_values"]
 
 #: value keys shown in the cost table, not in the main one (summary.csv has every key)
 COST_KEYS = (
@@ -264,97 +263,6 @@ def _ordered_keys(present: set[str]) -> list[str]:
     tail = [k for k in _KEY_ORDER[6:] if k in present]
     rest = sorted(present - set(head) - set(extra) - set(tail))
     return head + extra + tail + rest
-
-
-def summarize(
-    runs: Sequence[Run],
-    *,
-    tolerance: float = 0.5,
-    accuracy_key: str | None = None,
-    saving_tolerance: float = 5.0,
-) -> Summary:
-    """Group ``runs`` by setting and label and compute the statistics, savings, matched k = 1
-    comparison, compute check, regret and oracle cut defined in the :mod:`critical.report`
-    docstring. Only complete runs enter the numbers; runs of different settings are never
-    compared.
-
-    Args:
-        runs: from :func:`load_runs` (any status).
-        tolerance: accuracy points (>= 0) within which a fixed cut matches always-k.
-        accuracy_key: the metric column read as the final accuracy; ``None``: the first of
-            :data:`critical.runfiles.ACCURACY_KEYS` (``val/acc``, ``val_acc``, ...) that the
-            complete runs logged (a note says which when it is not ``val/acc``).
-        saving_tolerance: percentage points (>= 0) a measured saving may differ from the
-            compute (FLOPs) saving before it is flagged (besides the noise over seeds).
-
-    Example:
-        >>> summarize([], tolerance=0.5).groups
-        []
-    """
-    # the comparisons between groups import this module's classes
-    from critical.report import baselines
-
-    for name, v in (("tolerance", tolerance), ("saving_tolerance", saving_tolerance)):
-        if not _finite(v) or v < 0:
-            raise ValueError(f"`{name}` must be a number >= 0 (points), got {v!r}")
-    notes: list[str] = []
-    if accuracy_key is None:
-        columns = {c for r in runs if r.status == "complete" for c in r.columns()}
-        found = find_accuracy_key(columns)
-        accuracy_key = found or "val/acc"
-        if found is not None and found != "val/acc":
-            notes.append(f"accuracy read from `{found}` (the first common name the runs logged)")
-    if not isinstance(accuracy_key, str) or not accuracy_key:
-        raise ValueError(f"`accuracy_key` must be a metric column name, got {accuracy_key!r}")
-    by_key: dict[tuple[Setting, str], list[Run]] = {}
-    for r in runs:
-        by_key.setdefault((r.setting, r.label), []).append(r)
-    groups: list[Group] = []
-    for (setting, label), rs in by_key.items():
-        where = f"{setting.label} / {label}"
-        policies = {r.policy for r in rs}
-        policy = next(iter(policies)) if len(policies) == 1 else None
-        if len(policies) > 1:
-            notes.append(f"{where}: runs with different policies; policy left unset")
-        g = Group(setting=setting, label=label, policy=policy, runs=sorted(rs, key=_run_sort_key))
-        g.values = {r.name: run_values(r, accuracy_key) for r in g.complete}
-        seeds = [r.seed for r in g.complete if r.seed is not None]
-        dup = sorted({s for s in seeds if seeds.count(s) > 1})
-        if dup:
-            notes.append(f"{where}: several complete runs with seed(s) {dup}")
-        if g.complete and all(v["acc"] is None for v in g.values.values()):
-            notes.append(f"{where}: no '{accuracy_key}' column in its complete runs")
-        groups.append(g)
-    groups.sort(key=lambda g: (g.setting.sort_key(), g._sort_key()))
-    for g in groups:
-        compute_stats(g)
-    settings = list(dict.fromkeys(g.setting for g in groups))
-    if len(settings) > 1:
-        notes.append(
-            f"{len(settings)} settings, reported apart (runs are compared only within one data "
-            "set, model and budget): " + "; ".join(s.label for s in settings)
-        )
-    for setting in settings:
-        sgroups = [g for g in groups if g.setting == setting]
-        notes += baselines.savings(setting, sgroups)
-        notes += baselines.matched_k1(sgroups)
-        notes += baselines.compute_check(sgroups, saving_tolerance)
-    present: set[str] = set()
-    for g in groups:
-        present.update(k for k, s in g.stats.items() if s.n > 0)
-    oracles, regret = baselines.regret(groups, tolerance)
-    return Summary(
-        groups=groups,
-        runs=sorted(runs, key=lambda r: r.name),
-        keys=_ordered_keys(present),
-        oracles=oracles,
-        regret=regret,
-        tolerance=float(tolerance),
-        accuracy_key=accuracy_key,
-        notes=notes,
-        matched=[g.matched for g in groups if g.matched is not None],
-        saving_tolerance=float(saving_tolerance),
-    )
 
 
 def _run_sort_key(r: Run) -> tuple:

@@ -103,7 +103,8 @@ class CriticalPeriod(Callback):
     Logged (prefix ``critical/``): ``critical_period_over`` (0 before the event, 1 from the
     firing epoch on), ``critical_period_epoch`` once fired, and what the guards read, so
     :func:`critical.detector.replay` can re-run the detector on ``metrics.csv``: ``train_loss``,
-    ``lr`` (at epoch start), ``lr_rose`` and ``lr_jump`` (0/1), ``diverged``; and the verdicts,
+    ``lr`` (at epoch start), ``lr_rose`` and ``lr_jump`` (0/1), ``diverged``; ``lr_mean`` (the
+    mean rate the epoch's batches trained at, what the run's plot shows); and the verdicts,
     for plots: ``guard/finite``, ``guard/learning``, ``guard/lr`` (1: the guard objected this
     epoch), ``pace`` (the loss's pace, once measurable) and ``change/<metric>`` (each watched
     metric's change in the detector's mode).
@@ -182,7 +183,9 @@ class CriticalPeriod(Callback):
         self._providers: dict[str, MetricCallback] = {}
         self._loss_sum: torch.Tensor | None = None
         self._loss_n = 0
-        self._lr: float | None = None
+        self._lr: float | None = None  # at epoch start (what the detector is fed)
+        self._lr_now: float | None = None
+        self._lr_sum, self._lr_n = 0.0, 0  # the rates the epoch's batches trained at
         self._lr_shape = LRShape()
         self._warned_diverged = False
         self._val_epoch: int | None = None  # the last epoch a validation run ended in
@@ -314,6 +317,7 @@ class CriticalPeriod(Callback):
         self._loss_sum, self._loss_n = None, 0
         self._lr = self._current_lr(trainer)
         self._lr_shape.begin_epoch()
+        self._lr_sum, self._lr_n, self._lr_now = 0.0, 0, self._lr
         if self._lr is not None:
             self._lr_shape.observe(self._lr)
 
@@ -329,6 +333,10 @@ class CriticalPeriod(Callback):
         lr = self._current_lr(trainer)  # after this step's scheduler step
         if lr is not None:
             self._lr_shape.observe(lr)
+        if self._lr_now is not None:  # the rate this batch trained at
+            self._lr_sum += self._lr_now
+            self._lr_n += 1
+        self._lr_now = lr
         if self.loss is not None:
             return
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
@@ -475,6 +483,8 @@ class CriticalPeriod(Callback):
         }
         if entry["pace"] is not None and math.isfinite(entry["pace"]):
             metrics[PREFIX + "pace"] = float(entry["pace"])
+        if self._lr_n:
+            metrics[PREFIX + "lr_mean"] = self._lr_sum / self._lr_n
         if self.detector.event is not None:
             metrics[PREFIX + "critical_period_epoch"] = float(self.detector.event.epoch)
         for key, v in (("train_loss", loss), ("lr", lr)):

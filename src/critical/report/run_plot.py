@@ -41,6 +41,13 @@ def _policy(run: Run) -> str | None:
     return None if policy is None else str(policy)
 
 
+def _class_name(run: Run, part: str) -> str | None:
+    """The class name config.json records for the module or the datamodule (a user's own)."""
+    node = run.config.get(part) if isinstance(run.config, dict) else None
+    cls = node.get("class") if isinstance(node, dict) else None
+    return str(cls).rsplit(".", 1)[-1] if cls else None
+
+
 def describe_run(run: Run) -> str:
     """What a run was, in one line: model, data set, k (and its cut), policy, epochs.
 
@@ -57,8 +64,8 @@ def describe_run(run: Run) -> str:
     kb = kb if kb is not None else (ks[0] if ks else None)
     ka = ce.get("multiplicity_after")
     cut = run.cut_epoch
-    model = run.model if run.model != "-" else "unknown model"
-    data = run.dataset if run.dataset != "-" else "unknown data"
+    model = run.model if run.model != "-" else _class_name(run, "module") or "unknown model"
+    data = run.dataset if run.dataset != "-" else _class_name(run, "datamodule") or "unknown data"
     parts = [f"{model} on {data}"]
     if kb is not None:
         k = f"{kb:g}" if isinstance(kb, float) else str(kb)
@@ -108,8 +115,12 @@ def run_figure(run: Run, accuracy_key: str | None = None) -> Any:
 
         return draw
 
+    lr_key = "critical/lr_mean" if "critical/lr_mean" in metrics else None
     for key in metrics:
-        panels.append((_short(key), draw_metric(key)))
+        if lr_key is not None and key == "critical/lr":
+            continue  # the epoch-start rate: the epoch's mean is drawn instead
+        title = "lr (epoch mean)" if key == lr_key else _short(key)
+        panels.append((title, draw_metric(key)))
 
     def draw_acc(ax: Any) -> None:
         for i, key in enumerate(acc_keys):

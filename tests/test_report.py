@@ -219,6 +219,11 @@ def test_regret_and_oracle_cut(summary):
     assert r["acc_vs_oracle_pts"] == pytest.approx(-0.8)
     assert r["energy_vs_oracle_pct"] == pytest.approx(100 * (0.008 / 0.0088 - 1))  # -9.09 %
     assert r["time_vs_oracle_pct"] == pytest.approx(100 * (80 / 88 - 1))
+    # the share of the oracle's FLOPs saving the detector captured (cuts at 3 vs 4 of 6, k 3 -> 1)
+    oracle_saving = 100 * 2 * (6 - 4) / (3 * 6)
+    assert o["oracle_saving_pct"] == pytest.approx(oracle_saving)
+    assert r["flops_saving_pct"] == pytest.approx(100 * 2 * (6 - 3) / (3 * 6))
+    assert r["oracle_share_pct"] == pytest.approx(100 * r["flops_saving_pct"] / oracle_saving)
 
 
 def test_oracle_depends_on_tolerance(sweep_dir):

@@ -249,6 +249,7 @@ def regret(
             "oracle_time_s": None,
             "oracle_energy_kwh": None,
             "oracle_reason": None,
+            "oracle_saving_pct": 0.0 if base is not None else None,
             "dataset": setting.dataset,
             "budget": setting.budget,
         }
@@ -271,6 +272,7 @@ def regret(
                 oracle = ok[0]
                 info.update(oracle=oracle.label, oracle_cut=oracle.cut_at)
                 info["oracle_acc"] = oracle.mean("acc")
+                info["oracle_saving_pct"] = _nan_none(oracle.mean("flops_saving_pct"))
                 info["oracle_time_s"] = _nan_none(oracle.mean("time_s"))
                 info["oracle_energy_kwh"] = _nan_none(oracle.mean("energy_kwh"))
             else:
@@ -306,6 +308,9 @@ def _regret_row(
         "dataset": d.dataset,
         "budget": d.budget,
         "accuracy_regret_vs_always_pts": None,
+        "flops_saving_pct": _nan_none(d.mean("flops_saving_pct")),
+        "oracle_saving_pct": info.get("oracle_saving_pct"),
+        "oracle_share_pct": None,
         "acc_vs_matched_pts": None if d.matched is None else d.matched["acc_vs_matched_pts"],
         "beats_matched": None if d.matched is None else d.matched["verdict"],
     }
@@ -313,6 +318,9 @@ def _regret_row(
         row["accuracy_regret_pts"] = 100.0 * (best.mean("acc") - acc)
     if base is not None and _finite(acc):
         row["accuracy_regret_vs_always_pts"] = 100.0 * (base.mean("acc") - acc)
+    saved, oracle_saved = row["flops_saving_pct"], row["oracle_saving_pct"]
+    if _finite(saved) and _finite(oracle_saved) and oracle_saved > 0:
+        row["oracle_share_pct"] = 100.0 * saved / oracle_saved
     if oracle is not None:
         if _finite(cut):
             oracle_cut = oracle.cut_at

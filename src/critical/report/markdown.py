@@ -108,10 +108,12 @@ def _regret_section(summary: Summary, setting: Setting) -> list[str]:
     lines = [f"Detector vs fixed cuts (tolerance {tol:g} pts):", ""]
     if o is not None:
         if o["oracle"] is not None:
+            saving = o.get("oracle_saving_pct")
             line = (
                 f"- oracle cut **{o['oracle']}** (epoch {o['oracle_cut']:g}, "
                 f"{100 * o['oracle_acc']:.2f}%): the earliest fixed cut within {tol:g} pts of "
                 f"{o['baseline']} ({100 * o['baseline_acc']:.2f}%)"
+                + ("" if saving is None else f"; the oracle saving: {saving:.1f}% of the FLOPs")
             )
         else:
             line = f"- no oracle cut ({o['oracle_reason']})"
@@ -130,6 +132,8 @@ def _regret_section(summary: Summary, setting: Setting) -> list[str]:
                     "Acc (%)",
                     "Regret vs best fixed (pts)",
                     "Regret vs always-k (pts)",
+                    "FLOPs saved (%)",
+                    "Share of oracle saving (%)",
                     "Oracle",
                     "Cut − oracle (epochs)",
                     "Acc − oracle (pts)",
@@ -137,7 +141,7 @@ def _regret_section(summary: Summary, setting: Setting) -> list[str]:
                     "Energy vs oracle (%)",
                 ]
             ),
-            "|:--|:--|--:|--:|--:|--:|--:|:--|--:|--:|--:|--:|",
+            "|:--|:--|--:|--:|--:|--:|--:|--:|--:|:--|--:|--:|--:|--:|",
         ]
         for r in rows:
             cells = [
@@ -148,6 +152,8 @@ def _regret_section(summary: Summary, setting: Setting) -> list[str]:
                 _opt(None if r["acc"] is None else 100 * r["acc"], ".2f"),
                 _opt(r["accuracy_regret_pts"], "+.2f"),
                 _opt(r["accuracy_regret_vs_always_pts"], "+.2f"),
+                _opt(r["flops_saving_pct"], ".1f"),
+                _opt(r["oracle_share_pct"], ".0f"),
                 r["oracle"] or "–",
                 _opt(r["cut_delta_epochs"], "+.1f"),
                 _opt(r["acc_vs_oracle_pts"], "+.2f"),

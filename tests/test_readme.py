@@ -33,6 +33,23 @@ def test_add_it_to_your_trainer_example_runs_as_written(tmp_path):
     assert energy["total"]["epochs"] == 10 and energy["total"]["duration_s"] > 0
 
 
+def test_own_module_example_ends_its_schedule_on_time(tmp_path):
+    code = _block("<!-- example: own module")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        namespace: dict = {}
+        exec(compile(code, "README.md", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    trainer, cut = namespace["trainer"], namespace["cut"]
+    assert cut.cut_epoch == 2 and namespace["data"].multiplicity == 1
+    sched = trainer.lr_scheduler_configs[0].scheduler
+    # the uncut run's total: 5 epochs x 24 steps at k = 3; the cut run took 2 x 24 + 3 x 8 steps
+    assert sched.total_steps == 120 and sched.last_epoch == 120
+    assert trainer.global_step == 2 * 24 + 3 * 8
+
+
 def test_readme_commands_exist():
     text = README.read_text()
     for path in re.findall(r"--config (experiments/\S+\.yaml)", text):

@@ -1,5 +1,6 @@
 """What the metric callbacks share: argument checks, per-epoch finalisation, logging and history,
-and checkpoint state (the gradient-reading part is in :mod:`critical.callbacks._probe`)."""
+checkpoint state, per-fit reset, instance names in the logged keys and the strategies they
+support (the gradient-reading part is in :mod:`critical.callbacks._probe`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
-from critical.metrics.layers import ParamLayout
 from critical.validation import check_bool
 
 PREFIX = "critical/"
@@ -38,9 +38,32 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-@torch.no_grad()
-def read_params_into(layout: ParamLayout, views: list[torch.Tensor]) -> None:
-    torch._foreach_copy_(views, [p.detach() for p in layout.params])
+def keyed(metric: str, name: str | None) -> str:
+    """The key a metric is logged under for a callback instance called ``name``: the name after
+    the metric's first component, ``gradient_confusion/mean`` -> ``gradient_confusion@exact/mean``
+    (unchanged without a name).
+
+    Example:
+        >>> keyed("gradient_confusion/mean", "exact"), keyed("layer_rotation", "all")
+        ('gradient_confusion@exact/mean', 'layer_rotation@all')
+    """
+    if not name:
+        return metric
+    head, sep, tail = metric.partition("/")
+    return f"{head}@{name}{sep}{tail}"
+
+
+def deepspeed_stage(strategy: Any) -> int | None:
+    """The ZeRO stage of a DeepSpeed strategy (0 when the config has none), ``None`` for any
+    other strategy. Detected by class name and attributes: deepspeed need not be installed."""
+    if not any("deepspeed" in c.__name__.lower() for c in type(strategy).__mro__):
+        return None
+    if getattr(strategy, "zero_stage_3", False):
+        return 3
+    config = getattr(strategy, "config", None)
+    zero = config.get("zero_optimization") if isinstance(config, dict) else None
+    stage = zero.get("stage") if isinstance(zero, dict) else None
+    return int(stage) if isinstance(stage, int) else 0
 
 
 #: hooks Lightning calls for every callback at every batch; it skips an attribute that is not
@@ -67,6 +90,19 @@ class MetricCallback(Callback):
     Subclasses implement :meth:`_compute_epoch` returning ``(scalars, layer_values, info)``
     (``info``: bookkeeping such as probe counts, stored in the history entry but not logged) and
     list their scalar names in :attr:`metric_names`.
+
+    **Names.** An instance given a ``name`` logs (and returns from :meth:`finalize_epoch`, and
+    keeps in :attr:`history`) its metrics under keys that carry it after the metric's first
+    component: ``GradientConfusion(mode="exact", name="exact")`` logs
+    ``critical/gradient_confusion@exact/mean`` (and ``CriticalPeriod(monitor=
+    "gradient_confusion@exact/mean")`` watches it); the instance's :attr:`metric_names` are these
+    keys. Two metric callbacks that would log the same key (two unnamed ``GradientConfusion``, say)
+    raise ``ValueError`` at fit start instead of being averaged into one value by Lightning.
+
+    **One fit, one history.** Each ``fit`` starts clean (history, layer names, theta_0, probe
+    state are reset in ``setup``), so callback objects reused for a second ``Trainer(...).fit``
+    measure the new model only; a fit resumed from a checkpoint gets its state back from the
+    checkpoint (Lightning restores callback state after ``setup``).
     """
 
     metric_names: tuple[str, ...] = ()
@@ -79,7 +115,11 @@ class MetricCallback(Callback):
         state_dtype: str | torch.dtype = "float32",
     ) -> None:
         self.log_layers = check_bool("log_layers", log_layers)
+        if name is not None and (not isinstance(name, str) or not name or "/" in name):
+            raise ValueError(f"`name` must be a non-empty string without '/', got {name!r}")
         self.name = name
+        if name:  # the instance's keys carry its name (the class attribute stays the plain names)
+            self.metric_names = tuple(keyed(m, name) for m in type(self).metric_names)
         self.state_device = state_device
         self.state_dtype = resolve_dtype(state_dtype)
         self.history: list[dict[str, Any]] = []
@@ -101,6 +141,40 @@ class MetricCallback(Callback):
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         pass
+
+    def _reset_fit(self) -> None:
+        """Forget everything of a previous fit (called in ``setup`` for each ``fit``; a resumed
+        fit's state comes back from the checkpoint afterwards). Subclasses extend it."""
+        self.history = []
+        self.layer_names = []
+        self._finalized_epoch = None
+        self._last_values = {}
+        self._warned = set()
+
+    # ----------------------------------------------------------------- lifecycle
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._reset_fit()
+        self._check_keys(trainer)
+
+    def _check_keys(self, trainer: pl.Trainer) -> None:
+        """Two metric callbacks logging the same key would be averaged by Lightning: refuse."""
+        mine = set(self.metric_names)
+        for other in trainer.callbacks:  # type: ignore[attr-defined]  # set by Lightning at runtime
+            if other is self or not isinstance(other, MetricCallback):
+                continue
+            clash = sorted(mine & set(other.metric_names))
+            if clash:
+                kind = type(self).__name__
+                example = f"{kind}(..., name='b')"
+                raise ValueError(
+                    f"two metric callbacks ({kind} and {type(other).__name__}) would both log "
+                    f"{', '.join(PREFIX + k for k in clash)}, and Lightning would average their "
+                    f"values into one: give one of them a `name`, e.g. {example} logs "
+                    f"{PREFIX}{keyed(clash[0], 'b')}"
+                )
 
     # ----------------------------------------------------------------- shared behaviour
     def warn_once(self, key: str, message: str) -> None:
@@ -143,7 +217,11 @@ class MetricCallback(Callback):
                 "that did not hold its gradient statistics; its values cover only the steps "
                 "after the resume (history entry marked 'partial')",
             )
-        finite = {k: float(v) for k, v in scalars.items() if v is not None and math.isfinite(v)}
+        finite = {
+            keyed(k, self.name): float(v)
+            for k, v in scalars.items()
+            if v is not None and math.isfinite(v)
+        }
         self._last_values = finite
         if not finite:
             self.warn_once(
@@ -154,7 +232,7 @@ class MetricCallback(Callback):
             return {}
         entry: dict[str, Any] = {"epoch": epoch, **finite, **info}
         if layers:
-            entry["layers"] = {k: list(v) for k, v in layers.items()}
+            entry["layers"] = {keyed(k, self.name): list(v) for k, v in layers.items()}
         self.history.append(entry)
         return dict(finite)
 

@@ -7,6 +7,13 @@ callbacks of a trainer share one :class:`~critical.metrics.GradientReader` (squa
 fused ``_foreach_norm``, the flat gradient from one fused ``_foreach_copy_``), so each probe costs
 a small, fixed number of kernels whatever the number of layers, and nothing synchronises with the
 host between epoch start and epoch end.
+
+Strategies: one device, DDP (gradients are all-reduced: every rank reads the same), FSDP
+(``FSDPStrategy``, ``use_orig_params`` True or False) and FSDP2 (``ModelParallelStrategy`` with
+``fully_shard``): each rank reads the gradient elements it holds and the partial sums are added
+over the ranks (see :mod:`critical.metrics.sharding`): at most one collective per probed step
+(gradient confusion's squared norms), one per callback at epoch end, none at unprobed steps.
+DeepSpeed is refused at fit start (its ZeRO optimizer keeps gradients in its own buffers).
 """
 
 from __future__ import annotations
@@ -19,10 +26,53 @@ import lightning.pytorch as pl
 import torch
 from typing_extensions import override
 
-from critical.callbacks._base import MetricCallback
+from critical.callbacks._base import MetricCallback, deepspeed_stage
 from critical.metrics.layers import ParamLayout, gradient_layout
 from critical.metrics.reader import GradientReader
+from critical.metrics.sharding import ShardView
 from critical.validation import check_int, check_number
+
+SUPPORTED = (
+    "one device, DDP, FSDPStrategy (use_orig_params True or False) and ModelParallelStrategy "
+    "with FSDP2's fully_shard"
+)
+
+
+def check_gradient_strategy(trainer: pl.Trainer, who: str) -> None:
+    """Refuse, before any step, strategies whose gradients the callbacks cannot read."""
+    stage = deepspeed_stage(trainer.strategy)
+    if stage is not None:
+        raise ValueError(
+            f"{who} does not support DeepSpeed (ZeRO stage {stage}): its ZeRO optimizer keeps the "
+            "gradients in its own partitioned buffers, not in the parameters' .grad when Lightning "
+            f"calls on_before_optimizer_step. Supported: {SUPPORTED}. (LayerRotation, which "
+            "reads the weights, supports DeepSpeed ZeRO stages 1 and 2.)"
+        )
+
+
+def optimizer_layout(
+    layout: ParamLayout, trainer: pl.Trainer, index: int, who: str
+) -> tuple[ParamLayout, torch.optim.Optimizer | None]:
+    """The part of ``layout`` that optimizer ``index`` steps, and that optimizer (``None``
+    when the trainer has none)."""
+    optimizers = list(trainer.optimizers)
+    if not optimizers:
+        return layout, None
+    if index >= len(optimizers):
+        raise ValueError(
+            f"{who}(optimizer_index={index}): the module has {len(optimizers)} optimizer(s)"
+        )
+    opt = optimizers[index]
+    keep = {id(p) for group in opt.param_groups for p in group["params"]}
+    try:
+        sub = layout.subset(keep)
+    except ValueError:
+        raise ValueError(
+            f"{who}: optimizer {index} ({type(opt).__name__}) steps none of the module's "
+            "trainable parameters; choose another with `optimizer_index`"
+        ) from None
+    return sub, opt
+
 
 #: one list of gradient readers per trainer, shared by its gradient callbacks
 _READERS: WeakKeyDictionary[pl.Trainer, list[GradientReader]] = WeakKeyDictionary()
@@ -118,6 +168,13 @@ class GradientCallback(MetricCallback):
     ``on_after_backward``); a step whose ``training_step`` returned None has none and is never
     probed. With manual optimization and no ``manual_backward`` seen, every step counts as fresh.
 
+    **Which gradient.** The gradient of the parameters that one optimizer steps, at that
+    optimizer's steps: ``optimizer_index`` (default 0, the first optimizer
+    ``configure_optimizers`` returns). With one optimizer over the whole model this is the whole
+    model's gradient; with several (manual optimization, a GAN's generator and discriminator),
+    the other optimizers' steps are not counted and their parameters, whose ``.grad`` may hold a
+    stale gradient of another loss, are not read.
+
     Checkpoints taken during an epoch (``every_n_train_steps``, validation inside the epoch or
     at its end before ``on_train_epoch_end``) hold the epoch's streaming state and probe
     schedule, so a resumed run completes the same epoch's statistic; resumed mid-epoch without
@@ -134,8 +191,10 @@ class GradientCallback(MetricCallback):
         state_device: str | torch.device | None = None,
         state_dtype: str | torch.dtype = "float32",
         min_probes: int = 1,
+        optimizer_index: int = 0,
     ) -> None:
         super().__init__(log_layers, name, state_device, state_dtype)
+        self.optimizer_index = check_int("optimizer_index", optimizer_index, 0)
         self.max_probes = check_int("max_probes", max_probes, min_probes)
         self.probe_every = check_int("probe_every", probe_every, 1, allow_none=True)
         self.max_share = check_number("max_share", max_share, minimum=0, maximum=1, exclusive=True)
@@ -150,6 +209,8 @@ class GradientCallback(MetricCallback):
         self._joining = False  # fit started: the first hook may be mid-epoch (resumed)
         self._restored: dict[str, Any] | None = None
         self._acc: Any = None  # the epoch's streaming accumulator, built by _build
+        self._optimizer: torch.optim.Optimizer | None = None  # whose steps are probed
+        self._shard: ShardView | None = None  # sharded models: this rank's part
 
     # ----------------------------------------------------------------- subclass API
     def _streaming(self) -> bool:
@@ -179,8 +240,20 @@ class GradientCallback(MetricCallback):
 
     # ----------------------------------------------------------------- lifecycle
     @override
+    def _reset_fit(self) -> None:
+        super()._reset_fit()
+        self._layout = self._reader = self._acc = self._optimizer = self._shard = None
+        self._epoch, self._partial, self._joining, self._restored = None, False, False, None
+        self._fresh = self._backward_seen = False
+        self._schedule = ProbeSchedule(self.max_probes, self.probe_every, self.max_share)
+
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._layout = gradient_layout(pl_module)
+        who = type(self).__name__
+        check_gradient_strategy(trainer, who)
+        layout = gradient_layout(pl_module, root=trainer.strategy.model)
+        self._layout, self._optimizer = optimizer_layout(layout, trainer, self.optimizer_index, who)
+        self._shard = self._layout.shard_view()
         self.layer_names = list(self._layout.names)
         self._manual = not pl_module.automatic_optimization
         self._backward_seen = self._fresh = False
@@ -191,8 +264,13 @@ class GradientCallback(MetricCallback):
         self._reader = shared_reader(trainer, self._layout, self.state_dtype, dev)
         self._build(pl_module, dev)
         self._joining = True
+        self._apply_restored()
+
+    def _apply_restored(self) -> None:
+        """Take back the epoch in progress when the checkpoint was taken (restored before
+        ``on_fit_start`` by most strategies, after it by FSDP and ModelParallelStrategy)."""
         restored, self._restored = self._restored, None
-        if restored is not None:  # the epoch in progress when the checkpoint was taken
+        if restored is not None:
             self._epoch, self._partial = restored["epoch"], restored["partial"]
             self._schedule.load_state_dict(restored["schedule"])
             self._load_stream_state(restored["state"])
@@ -230,6 +308,8 @@ class GradientCallback(MetricCallback):
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
+        if self._optimizer is not None and optimizer is not self._optimizer:
+            return  # another optimizer's step: not the gradient this callback follows
         fresh = self._fresh or (self._manual and not self._backward_seen)
         self._fresh = False
         if self._joining:  # resumed mid-epoch: Lightning calls no on_train_epoch_start
@@ -255,6 +335,8 @@ class GradientCallback(MetricCallback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._restored = state_dict.get("stream")
+        if self._acc is not None:  # restored after on_fit_start built the accumulator
+            self._apply_restored()
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -17,7 +17,8 @@ from typing_extensions import override
 
 from critical.callbacks._base import EpochValues
 from critical.callbacks._probe import GradientCallback
-from critical.metrics.functional import gradient_confusion
+from critical.metrics.functional import gradient_confusion, gram_confusion
+from critical.metrics.reader import dense_grads
 from critical.metrics.streaming import StreamingConfusion
 from critical.validation import check_choice, check_int
 
@@ -59,6 +60,24 @@ class GradientConfusion(GradientCallback):
       CUDA, NumPy, Python) are restored, and the model's ``.grad`` is not touched. Under DDP each
       rank uses its own probe batches and the gradients are averaged over ranks, as in training.
 
+    **Which gradient.** The gradient of the parameters the first optimizer steps, at its steps
+    (``optimizer_index`` picks another): with one optimizer, the whole model's; with several
+    (manual optimization, a GAN), the other optimizers' steps and parameters are left out, so a
+    stale ``.grad`` of another loss never enters the statistic. The same holds for
+    :class:`~critical.callbacks.GradientPredictability` and
+    :class:`~critical.callbacks.GradientNorm`.
+
+    **Sharded models** (``FSDPStrategy`` with ``use_orig_params`` True or False,
+    ``ModelParallelStrategy`` with FSDP2's ``fully_shard``): each rank reads the gradient
+    elements it holds; a probe's squared norms are summed over the ranks (one ``all_reduce`` of
+    ``L + 1`` floats, the step's only collective) and the epoch-end statistic and the sketch are
+    summed in one more, so the mean, min and max equal those of one process training on the same
+    global batches (the sketch hashes each element by its index in the whole layer). Exact mode
+    runs its probe batches through the wrapped model (forward and ``backward``, which the
+    sharding needs): it leaves ``.grad`` holding nothing (``None``) afterwards, which training
+    does not notice (it zeroes gradients before the next backward). Per-rank memory is
+    P / world size. DeepSpeed raises at fit start.
+
     Memory (P = trainable parameters, in ``state_dtype`` on ``state_device``): stream mode holds
     the two running sums (2 P), P int32 for the element-to-layer map and P int32 for the sketch
     hash, and per probe ``L + 1`` squared norms and ``L * sketch_dim`` sketch floats; the gradient
@@ -79,12 +98,17 @@ class GradientConfusion(GradientCallback):
         log_layers: also log per-layer values.
         state_device: device of the O(P) state (default: the module's).
         state_dtype: ``"float32"`` (default), ``"bfloat16"``, ``"float16"`` or ``"float64"``.
-        name: distinguishes two instances in checkpoints.
+        name: names this instance: its keys become ``critical/gradient_confusion@<name>/mean``
+            (and ``.../min``, ``.../max``); needed for a second instance, e.g. one in each mode.
+        optimizer_index: which optimizer's parameters and steps are followed (default the first).
 
     Example:
         >>> import lightning as L
         >>> from critical.callbacks import GradientConfusion
-        >>> trainer = L.Trainer(callbacks=[GradientConfusion(max_probes=16)], logger=False)
+        >>> stream, exact = GradientConfusion(max_probes=16), GradientConfusion("exact", name="exact")
+        >>> exact.metric_names[0]
+        'gradient_confusion@exact/mean'
+        >>> trainer = L.Trainer(callbacks=[stream, exact], logger=False)
     """
 
     metric_names = ("gradient_confusion/mean", "gradient_confusion/min", "gradient_confusion/max")
@@ -103,6 +127,7 @@ class GradientConfusion(GradientCallback):
         state_device: str | torch.device | None = None,
         state_dtype: str | torch.dtype = "float32",
         name: str | None = None,
+        optimizer_index: int = 0,
     ) -> None:
         super().__init__(
             max_probes,
@@ -113,6 +138,7 @@ class GradientConfusion(GradientCallback):
             state_device,
             state_dtype,
             min_probes=2,
+            optimizer_index=optimizer_index,
         )
         self.mode = check_choice("mode", mode, MODES)
         self.sketch_dim = check_int("sketch_dim", sketch_dim, 0)
@@ -147,7 +173,7 @@ class GradientConfusion(GradientCallback):
     def _build(self, pl_module: pl.LightningModule, device: torch.device) -> None:
         assert self._layout is not None  # set before _build
         self._acc = StreamingConfusion(
-            self._layout.lengths, self.sketch_dim, self.state_dtype, device
+            self._layout.local_lengths, self.sketch_dim, self.state_dtype, device, shard=self._shard
         )
         assert self._reader is not None  # set before _build
         self._reader.allocate()
@@ -203,17 +229,36 @@ class GradientConfusion(GradientCallback):
         }
         return scalars, layers, self._info(out["count"])
 
-    def _loss(self, pl_module: pl.LightningModule, batch: Any, idx: int) -> torch.Tensor:
-        if self.loss_fn is not None:
-            return self.loss_fn(pl_module, batch)
-        # silence the training step's own logging: instance attributes shadow the class's methods
+    def _loss(
+        self,
+        pl_module: pl.LightningModule,
+        batch: Any,
+        idx: int,
+        strategy: Any = None,
+    ) -> torch.Tensor:
+        """The loss of a probe batch; with ``strategy``, through its wrapped model (whose
+        forward hooks a sharded model needs) when that is not the module itself."""
         quiet: Any = pl_module
+        method = "training_step"
+        wrapper = None if strategy is None else strategy.model
+        if self.loss_fn is not None:
+            if wrapper is None or wrapper is pl_module:
+                return self.loss_fn(pl_module, batch)
+            fn = self.loss_fn
+            quiet._critical_probe_loss = lambda b, i: fn(pl_module, b)
+            method = "_critical_probe_loss"
+        # silence the training step's own logging: instance attributes shadow the class's methods
         quiet.log = lambda *a, **k: None
         quiet.log_dict = lambda *a, **k: None
         try:
-            out = pl_module.training_step(batch, idx)
+            if wrapper is not None and wrapper is not pl_module:
+                out = strategy._forward_redirection(wrapper, pl_module, method, batch, idx)
+            else:
+                out = getattr(pl_module, method)(batch, idx)
         finally:
             del quiet.log, quiet.log_dict  # back to the class methods
+            if method != "training_step":
+                del quiet._critical_probe_loss
         loss = out["loss"] if isinstance(out, dict) else out
         if not isinstance(loss, torch.Tensor):
             raise ValueError(
@@ -224,6 +269,8 @@ class GradientConfusion(GradientCallback):
     def _exact(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         layout, probe_batches = self._layout, self.probe_batches
         assert layout is not None and probe_batches is not None  # on_fit_start, on_train_start
+        if layout.parts is not None:
+            return self._exact_sharded(trainer, pl_module)
         dev = self._state_device(pl_module)
         grads = torch.zeros(len(probe_batches), layout.numel, dtype=self.state_dtype, device=dev)
         with _isolated(pl_module), torch.enable_grad():
@@ -272,6 +319,50 @@ class GradientConfusion(GradientCallback):
             "layer_min": r.layer_min.tolist(),
             "layer_max": r.layer_max.tolist(),
         }
+
+    def _exact_sharded(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        """Exact mode under FSDP / FSDP2: forward through the wrapped model and ``backward`` (the
+        sharding's hooks gather the weights and reduce-scatter the gradient), each rank keeping
+        its elements of each probe's gradient; the per-layer Gram matrices are summed over the
+        ranks in one collective."""
+        layout, probe_batches = self._layout, self.probe_batches
+        assert layout is not None and probe_batches is not None  # on_fit_start, on_train_start
+        strategy = trainer.strategy
+        model = strategy.model
+        assert model is not None  # set up by the strategy before fit starts
+        dev = self._state_device(pl_module)
+        grads = layout.new_buffer(self.state_dtype, dev).expand(len(probe_batches), -1).clone()
+        with _isolated(pl_module), torch.enable_grad():
+            for i, batch in enumerate(probe_batches):
+                model.zero_grad(set_to_none=True)
+                batch = strategy.batch_to_device(batch)
+                with trainer.precision_plugin.train_step_context():
+                    loss = self._loss(pl_module, batch, i, strategy)
+                loss.float().backward()
+                torch._foreach_copy_(layout.param_views(grads[i]), dense_grads(layout))
+            model.zero_grad(set_to_none=True)
+        g = grads.float()
+        blocks = torch.split(g, layout.local_lengths, dim=1)
+        gram = torch.stack([g @ g.T, *(b @ b.T for b in blocks)]).to(torch.float64)
+        gram = layout.sum_(gram)
+        finite = torch.isfinite(gram.flatten(1)).all(0).view(gram.shape[1:]).all(1)
+        n = len(probe_batches)
+        kept = int(finite.sum())
+        nan = float("nan")
+        L = layout.num_layers
+        out: dict[str, Any] = {"count": kept, "skipped": n - kept}
+        if kept < 2:
+            out.update(mean=nan, min=nan, max=nan, layer_mean=[nan] * L)
+            out.update(layer_min=[nan] * L, layer_max=[nan] * L)
+            return out
+        r = gram_confusion(gram[:, finite][:, :, finite])
+        assert r.layer_mean is not None and r.layer_min is not None and r.layer_max is not None
+        values = torch.cat([torch.stack([r.mean, r.min, r.max]), r.layer_mean, r.layer_min])
+        flat = torch.cat([values, r.layer_max]).tolist()  # one transfer to the host
+        out.update(mean=flat[0], min=flat[1], max=flat[2])
+        out.update(layer_mean=flat[3 : 3 + L], layer_min=flat[3 + L : 3 + 2 * L])
+        out["layer_max"] = flat[3 + 2 * L :]
+        return out
 
 
 @contextmanager

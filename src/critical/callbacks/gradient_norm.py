@@ -30,12 +30,20 @@ class GradientNorm(GradientCallback):
     (one fused ``_foreach_norm``, shared with the other gradient callbacks probing the same
     step), nothing is copied. Memory: ``L + 1`` floats per probe.
 
+    Under FSDP / FSDP2 each rank takes the squared norms of the gradient elements it holds and
+    the epoch's partial sums are added over the ranks at epoch end (one collective, none per
+    step): the values equal a one-process run's on the same global batches. With several
+    optimizers, the gradient of ``optimizer_index``'s parameters at its steps (see
+    :class:`~critical.callbacks.GradientConfusion`).
+
     Args:
         max_probes: probed optimizer steps per epoch, >= 1.
         probe_every: probe every n-th optimizer step instead of spreading them evenly.
         max_share: at most this share of an epoch's steps is probed (but at least 4 probes).
         log_layers: also log per-layer values.
-        name: distinguishes two instances in checkpoints.
+        name: names this instance: its keys become ``critical/gradient_norm@<name>`` (needed
+            for a second instance; also its checkpoint key).
+        optimizer_index: which optimizer's parameters and steps are followed (default the first).
 
     Example:
         >>> import lightning as L
@@ -52,22 +60,24 @@ class GradientNorm(GradientCallback):
         max_share: float = 0.125,
         log_layers: bool = False,
         name: str | None = None,
+        optimizer_index: int = 0,
     ) -> None:
-        super().__init__(max_probes, probe_every, max_share, log_layers, name)
+        super().__init__(
+            max_probes, probe_every, max_share, log_layers, name, optimizer_index=optimizer_index
+        )
         self._acc: StreamingNorm | None = None
 
     @override
     def _build(self, pl_module: pl.LightningModule, device: torch.device) -> None:
         assert self._layout is not None  # set before _build
-        self._acc = StreamingNorm(self._layout.layer_of_param(), device)
+        self._acc = StreamingNorm(self._layout.layer_of_param(), device, self._shard)
 
     @override
     def _on_step(self, trainer: pl.Trainer, fresh: bool) -> None:
         if not self._schedule.advance(fresh):
             return
         assert self._reader is not None and self._acc is not None  # built in on_fit_start
-        sq, _ = self._reader.sq_norms(trainer.global_step)
-        self._acc.update_sq(sq)
+        self._acc.update_sq(self._reader.partial_sq_norms(trainer.global_step))
 
     @override
     def _compute_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EpochValues:

@@ -12,6 +12,7 @@ from typing_extensions import override
 from critical.callbacks._base import EpochValues
 from critical.callbacks._probe import GradientCallback
 from critical.metrics.reader import sq_norms
+from critical.metrics.sharding import to_full, to_local
 from critical.metrics.streaming import StreamingCosine
 
 
@@ -32,6 +33,12 @@ class GradientPredictability(GradientCallback):
     used as scratch when the pair closes) besides the shared flat gradient, and ``3 (L + 1)``
     floats per pair.
 
+    Under FSDP / FSDP2 each rank keeps its elements of the opening gradient (P / world size) and
+    the partial squared norms of each pair, added over the ranks at epoch end (one collective,
+    none per step): the values equal a one-process run's on the same global batches. With
+    several optimizers, the gradient of ``optimizer_index``'s parameters at its consecutive steps
+    (see :class:`~critical.callbacks.GradientConfusion`).
+
     Args:
         max_probes: pairs of consecutive steps per epoch, >= 1.
         probe_every: start a pair every n-th optimizer step instead of spreading them evenly.
@@ -39,7 +46,9 @@ class GradientPredictability(GradientCallback):
         log_layers: also log per-layer values.
         state_device: device of the O(P) state (default: the module's).
         state_dtype: ``"float32"`` (default), ``"bfloat16"``, ``"float16"`` or ``"float64"``.
-        name: distinguishes two instances in checkpoints.
+        name: names this instance: its keys become ``critical/gradient_predictability@<name>``
+            (needed for a second instance; also its checkpoint key).
+        optimizer_index: which optimizer's parameters and steps are followed (default the first).
 
     Example:
         >>> import lightning as L
@@ -58,9 +67,17 @@ class GradientPredictability(GradientCallback):
         state_device: str | torch.device | None = None,
         state_dtype: str | torch.dtype = "float32",
         name: str | None = None,
+        optimizer_index: int = 0,
     ) -> None:
         super().__init__(
-            max_probes, probe_every, max_share, log_layers, name, state_device, state_dtype
+            max_probes,
+            probe_every,
+            max_share,
+            log_layers,
+            name,
+            state_device,
+            state_dtype,
+            optimizer_index=optimizer_index,
         )
         self._acc: StreamingCosine | None = None
         self._prev = torch.zeros(0)  # the gradient of the step that opened the pending pair
@@ -72,7 +89,7 @@ class GradientPredictability(GradientCallback):
     def _build(self, pl_module: pl.LightningModule, device: torch.device) -> None:
         layout = self._layout
         assert layout is not None  # set before _build
-        self._acc = StreamingCosine(layout.lengths, device)
+        self._acc = StreamingCosine(layout.local_lengths, device, self._shard)
         self._prev = layout.new_buffer(self.state_dtype, device)
         self._prev_views = layout.layer_views(self._prev)
         self._matrix = layout.norm_matrix("layer", device)
@@ -94,7 +111,7 @@ class GradientPredictability(GradientCallback):
         reader, acc = self._reader, self._acc
         assert reader is not None and acc is not None  # built in on_fit_start
         token = trainer.global_step
-        sq, _ = reader.sq_norms(token)
+        sq = reader.partial_sq_norms(token)  # partial sums when sharded: added at epoch end
         flat = reader.flat(token)
         if closes:
             assert self._prev_sq is not None
@@ -106,20 +123,27 @@ class GradientPredictability(GradientCallback):
 
     @override
     def _stream_state(self) -> dict[str, Any]:
+        # sharded: the whole model's (collectives on every rank), as one process saves it
         assert self._acc is not None
-        state: dict[str, Any] = {"acc": self._acc.state_dict(), "prev_sq": self._prev_sq}
-        if self._prev_sq is not None:
-            state["prev"] = self._prev
+        shard, prev_sq = self._shard, self._prev_sq
+        if shard is not None and prev_sq is not None:
+            prev_sq = shard.sum_(prev_sq.clone())
+        state: dict[str, Any] = {"acc": self._acc.state_dict(), "prev_sq": prev_sq}
+        if prev_sq is not None:
+            state["prev"] = self._prev if shard is None else to_full(shard, self._prev)
         return state
 
     @override
     def _load_stream_state(self, state: dict[str, Any]) -> None:
         assert self._acc is not None
         self._acc.load_state_dict(state["acc"])
-        prev_sq = state.get("prev_sq")
-        self._prev_sq = None if prev_sq is None else prev_sq.to(self._prev.device)
+        prev_sq, shard, dev = state.get("prev_sq"), self._shard, self._prev.device
+        self._prev_sq = None if prev_sq is None else prev_sq.to(dev)
         if self._prev_sq is not None:
-            self._prev.copy_(state["prev"])
+            prev = state["prev"]
+            self._prev.copy_(prev if shard is None else to_local(shard, prev, dev))
+            if shard is not None and not shard.root:  # the partial sums add up to the whole
+                self._prev_sq = torch.zeros_like(self._prev_sq)
 
     @override
     def _compute_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EpochValues:

@@ -14,6 +14,7 @@ from critical.metrics.functional import (
     cosine,
     gradient_confusion,
     gradient_predictability,
+    gram_confusion,
     layer_rotation,
     mean_pairwise_cosine_from_sum,
     pairwise_cosine,
@@ -28,7 +29,8 @@ from critical.metrics.layers import (
     norm_matrix,
     weight_layout,
 )
-from critical.metrics.reader import GradientReader, sq_norms
+from critical.metrics.reader import GradientReader, dense_grads, sq_norms
+from critical.metrics.sharding import Part, ShardGroup, ShardView, find_parts
 from critical.metrics.streaming import StreamingConfusion, StreamingCosine, StreamingNorm
 
 __all__ = [
@@ -38,13 +40,19 @@ __all__ = [
     "CosineResult",
     "GradientReader",
     "ParamLayout",
+    "Part",
+    "ShardGroup",
+    "ShardView",
     "StreamingConfusion",
     "StreamingCosine",
     "StreamingNorm",
     "cosine",
+    "dense_grads",
+    "find_parts",
     "gradient_confusion",
     "gradient_layout",
     "gradient_predictability",
+    "gram_confusion",
     "layer_rotation",
     "mean_pairwise_cosine_from_sum",
     "norm_matrix",

@@ -33,6 +33,7 @@ __all__ = [
     "cosine",
     "gradient_confusion",
     "gradient_predictability",
+    "gram_confusion",
     "layer_rotation",
     "mean_pairwise_cosine_from_sum",
     "pairwise_cosine",
@@ -157,6 +158,28 @@ def gradient_confusion(
     cos = _safe_div(dots, norms[:, :, None] * norms[:, None, :]).clamp(-1.0, 1.0)
     lmean, lmin, lmax = _offdiag_stats(cos)
     return ConfusionResult(mean, mn, lmean, lmin, mx, lmax)
+
+
+def gram_confusion(gram: torch.Tensor) -> ConfusionResult:
+    """Gradient confusion from Gram matrices: ``gram`` is ``(L + 1, N, N)``, ``gram[0][i, j] =
+    <g_i, g_j>`` over the whole model and ``gram[1 + l]`` over layer ``l``. Gram matrices add up
+    over disjoint sets of elements, so the partial Gram matrices of a sharded model's ranks,
+    summed, give the whole model's confusion.
+
+    Example:
+        >>> g = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+        >>> r = gram_confusion(torch.stack([g @ g.T, g[:, :1] @ g[:, :1].T]))
+        >>> round(r.mean.item(), 4), r.layer_min.tolist()
+        (-0.3333, [-1.0])
+    """
+    if gram.dim() != 3 or gram.shape[0] < 1 or gram.shape[1] != gram.shape[2] or gram.shape[1] < 2:
+        raise ValueError(f"need (L + 1, N, N) Gram matrices with N >= 2, got {tuple(gram.shape)}")
+    norms = torch.diagonal(gram, dim1=1, dim2=2).clamp_min(0).sqrt()  # (L + 1, N)
+    cos = _safe_div(gram, norms[:, :, None] * norms[:, None, :]).clamp(-1.0, 1.0)
+    mean, mn, mx = _offdiag_stats(cos)
+    if gram.shape[0] == 1:
+        return ConfusionResult(mean[0], mn[0], None, None, mx[0], None)
+    return ConfusionResult(mean[0], mn[0], mean[1:], mn[1:], mx[0], mx[1:])
 
 
 def mean_pairwise_cosine_from_sum(

@@ -16,6 +16,12 @@ Two groupings are offered:
 
 Frozen parameters (``requires_grad=False``) are always ignored.
 
+Sharded models (FSDP, FSDP2; see :mod:`critical.metrics.sharding`): pass the module training
+runs as ``root``. The layout then keeps the whole model's layers (names, ``lengths``) and, in
+``parts``, what this rank holds of each parameter: its flat buffers hold only those elements
+(``local_lengths`` per layer, some possibly 0), and :meth:`ParamLayout.sum_` adds partial sums
+over the ranks. Without sharding, ``parts`` is ``None`` and local means whole.
+
 Example:
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
@@ -29,9 +35,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
+
+from critical.metrics.sharding import Part, ShardGroup, ShardView, clean_name, find_parts
 
 __all__ = [
     "INCLUDE_CHOICES",
@@ -65,15 +74,20 @@ class ParamLayout:
 
     Attributes:
         names: layer names, in order.
-        params: the parameters, in flat order (the params of layer 0 first).
-        lengths: number of elements of each layer.
-        param_numels: number of elements of each parameter.
+        params: the parameters, in flat order (the params of layer 0 first); sharded: the tensor
+            identifying each (see :class:`~critical.metrics.sharding.Part`).
+        lengths: number of elements of each layer (whole model).
+        param_numels: number of elements of each parameter (whole model).
+        parts: sharded models: what this rank holds of each parameter; ``None`` otherwise.
+        group: sharded models: the ranks partial sums run over (``None``: nothing to sum).
     """
 
     names: list[str]
     params: list[nn.Parameter]
     lengths: list[int]
     param_numels: list[int] = field(default_factory=list)
+    parts: list[Part] | None = None
+    group: ShardGroup | None = None
 
     def __post_init__(self) -> None:
         if not self.params:
@@ -83,6 +97,11 @@ class ParamLayout:
             )
         if not self.param_numels:
             self.param_numels = [p.numel() for p in self.params]
+        it = iter(self.local_param_numels)
+        #: elements of each layer held by this rank (``lengths`` without sharding)
+        self.local_lengths: list[int] = []
+        for layer in self.layer_of_param_counts():
+            self.local_lengths.append(sum(next(it) for _ in range(layer)))
 
     @property
     def numel(self) -> int:
@@ -93,11 +112,38 @@ class ParamLayout:
     def num_layers(self) -> int:
         return len(self.names)
 
+    @property
+    def sharded(self) -> bool:
+        """Whether the parameters are split across ranks (partial sums must be summed)."""
+        return self.group is not None
+
+    @property
+    def local_param_numels(self) -> list[int]:
+        """Elements of each parameter held by this rank."""
+        return self.param_numels if self.parts is None else [p.count for p in self.parts]
+
+    @property
+    def local_numel(self) -> int:
+        """Elements held by this rank (P without sharding)."""
+        return sum(self.local_lengths)
+
     def new_buffer(
         self, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
     ) -> torch.Tensor:
-        """A zero flat buffer of P elements."""
-        return torch.zeros(self.numel, dtype=dtype, device=device)
+        """A zero flat buffer of the elements this rank holds (P without sharding)."""
+        return torch.zeros(self.local_numel, dtype=dtype, device=device)
+
+    def data(self) -> list[torch.Tensor]:
+        """The parameters' current values as this rank holds them (detached)."""
+        if self.parts is None:
+            return [p.detach() for p in self.params]
+        return [p.data() for p in self.parts]
+
+    def grads(self) -> list[torch.Tensor | None]:
+        """The parameters' current gradients as this rank holds them (``None`` where missing)."""
+        if self.parts is None:
+            return [p.grad for p in self.params]
+        return [p.grad() for p in self.parts]
 
     def param_views(self, buffer: torch.Tensor) -> list[torch.Tensor]:
         """Views of ``buffer`` shaped like each parameter (for ``torch._foreach_copy_``).
@@ -105,16 +151,44 @@ class ParamLayout:
         A parameter stored densely in another memory order (``channels_last``) gets a view with
         its strides, so that one fused copy moves its gradient; the elements of a parameter then
         lie in the buffer in memory order, which no metric (norms, cosines, sums per layer)
-        depends on."""
-        chunks = torch.split(buffer, self.param_numels)
+        depends on. Sharded: one 1-D view per parameter, of the elements held here."""
+        chunks = torch.split(buffer, self.local_param_numels)
+        if self.parts is not None:
+            return list(chunks)
         return [
             c.as_strided(p.shape, p.stride()) if _dense(p) else c.view(p.shape)
             for c, p in zip(chunks, self.params)
         ]
 
     def layer_views(self, buffer: torch.Tensor) -> list[torch.Tensor]:
-        """The layer segments of a flat ``buffer``."""
-        return list(torch.split(buffer, self.lengths))
+        """The layer segments of a flat ``buffer`` (of the elements held here)."""
+        return list(torch.split(buffer, self.local_lengths))
+
+    def sum_(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` (partial sums over this rank's elements) summed over the ranks, in place; ``t``
+        itself without sharding."""
+        return t if self.group is None else self.group.sum_(t)
+
+    def positions(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """Index in the whole flat vector of each element held here (int64)."""
+        if self.parts is None:
+            return torch.arange(self.numel, device=device)
+        offsets, at = [], 0
+        for part in self.parts:
+            offsets.append(at + part.start)
+            at += part.numel
+        counts = torch.tensor(self.local_param_numels, device=device)
+        local_at = torch.cumsum(counts, 0) - counts
+        base = torch.tensor(offsets, device=device) - local_at
+        n = self.local_numel
+        return torch.repeat_interleave(base, counts, output_size=n) + torch.arange(n, device=device)
+
+    def shard_view(self) -> ShardView | None:
+        """What accumulators need to work on this rank's elements; ``None`` without sharding."""
+        group = self.group
+        if group is None:
+            return None
+        return ShardView(list(self.lengths), self.positions, group.sum_, group.rank == 0)
 
     def norm_matrix(
         self, per: str = "param", device: torch.device | str | None = None
@@ -129,13 +203,43 @@ class ParamLayout:
 
     def layer_of_param(self) -> list[int]:
         """The index of the layer each parameter belongs to, in flat order."""
+        return [layer for layer, n in enumerate(self.layer_of_param_counts()) for _ in range(n)]
+
+    def layer_of_param_counts(self) -> list[int]:
+        """How many parameters each layer has."""
         out: list[int] = []
         it = iter(self.param_numels)
-        for layer, length in enumerate(self.lengths):
+        for length in self.lengths:
+            n = 0
             while length > 0:
                 length -= next(it)
-                out.append(layer)
+                n += 1
+            out.append(n)
         return out
+
+    def subset(self, keep: set[int]) -> ParamLayout:
+        """The layout of the parameters whose ``id`` (of the tensor in :attr:`params`) is in
+        ``keep``, layers left empty dropped (e.g. those of one optimizer)."""
+        picks = [i for i, p in enumerate(self.params) if id(p) in keep]
+        if len(picks) == len(self.params):
+            return self
+        names, lengths = [], []
+        at = 0
+        picked = set(picks)
+        for name, n_params in zip(self.names, self.layer_of_param_counts()):
+            idx = [i for i in range(at, at + n_params) if i in picked]
+            at += n_params
+            if idx:
+                names.append(name)
+                lengths.append(sum(self.param_numels[i] for i in idx))
+        return ParamLayout(
+            names,
+            [self.params[i] for i in picks],
+            lengths,
+            [self.param_numels[i] for i in picks],
+            parts=None if self.parts is None else [self.parts[i] for i in picks],
+            group=self.group,
+        )
 
     def signature(self) -> list[tuple[str, int]]:
         """(name, length) per layer: identifies a layout across checkpoints."""
@@ -180,18 +284,42 @@ def _layout(groups: Iterable[tuple[str, Sequence[nn.Parameter]]]) -> ParamLayout
         if not ps:
             continue
         seen.update(id(p) for p in ps)
-        names.append(name or "<root>")
+        names.append(clean_name(name) or "<root>")
         params.extend(ps)
         lengths.append(sum(p.numel() for p in ps))
     return ParamLayout(names, params, lengths)
 
 
-def gradient_layout(module: nn.Module) -> ParamLayout:
-    """All trainable parameters, one layer per owning module (shared parameters counted once)."""
+def _sharded_layout(
+    groups: Iterable[tuple[str, Sequence[Part]]], group: ShardGroup | None
+) -> ParamLayout:
+    names, parts, lengths = [], [], []
+    for name, ps in groups:
+        ps = [p for p in ps if p.requires_grad]
+        if not ps:
+            continue
+        names.append(name or "<root>")
+        parts.extend(ps)
+        lengths.append(sum(p.numel for p in ps))
+    # the owners are parameters, or FSDP1's flat parameters (nn.Parameter subclasses) holding them
+    owners = cast(list[nn.Parameter], [p.owner for p in parts])
+    return ParamLayout(names, owners, lengths, [p.numel for p in parts], parts=parts, group=group)
+
+
+def gradient_layout(module: nn.Module, root: nn.Module | None = None) -> ParamLayout:
+    """All trainable parameters, one layer per owning module (shared parameters counted once).
+
+    ``root``: the module training runs, when it wraps ``module`` (FSDP; see the module doc)."""
+    found = find_parts(module, root)
+    if found is not None:
+        modules, group = found
+        return _sharded_layout(((name, [p for _, p in ps]) for name, _, ps in modules), group)
     return _layout((name, list(m.parameters(recurse=False))) for name, m in module.named_modules())
 
 
-def weight_layout(module: nn.Module, include: str = "weights") -> ParamLayout:
+def weight_layout(
+    module: nn.Module, include: str = "weights", root: nn.Module | None = None
+) -> ParamLayout:
     """Parameters whose rotation is tracked, one layer per tensor.
 
     Args:
@@ -200,9 +328,28 @@ def weight_layout(module: nn.Module, include: str = "weights") -> ParamLayout:
             modules and the projection weights of ``nn.MultiheadAttention`` (timm's attention
             uses ``nn.Linear`` projections, so it is covered); ``"all"``: every trainable
             parameter (norm gains and biases too).
+        root: the module training runs, when it wraps ``module`` (FSDP; see the module doc).
     """
     if include not in INCLUDE_CHOICES:
         raise ValueError(f"`include` must be one of {list(INCLUDE_CHOICES)}, got {include!r}")
+    found = find_parts(module, root)
+    if found is not None:
+        modules, group = found
+        picked: list[tuple[str, list[Part]]] = []
+        for name, m, ps in modules:
+            prefix = f"{name}." if name else ""
+            wanted = (
+                [n for n, _ in ps]
+                if include == "all"
+                else ["weight"]
+                if isinstance(m, WEIGHT_MODULES)
+                else list(_ATTENTION_WEIGHTS)
+                if isinstance(m, nn.MultiheadAttention)
+                else []
+            )
+            byname = dict(ps)
+            picked.extend((f"{prefix}{n}", [byname[n]]) for n in wanted if n in byname)
+        return _sharded_layout(picked, group)
     if include == "all":
         return _layout((name, [p]) for name, p in module.named_parameters())
     groups: list[tuple[str, list[nn.Parameter]]] = []

@@ -13,6 +13,12 @@ Each is computed at most once per ``token`` (the caller's name for the current s
 metrics probing the same step share one read. The number of kernels does not depend on the
 number of layers, and nothing synchronises with the host.
 
+Sharded models (a layout with ``parts``): the flat buffer holds this rank's elements only;
+:meth:`~GradientReader.partial_sq_norms` gives the squared norms of those elements (no
+communication: accumulators sum them over the ranks at epoch end) and
+:meth:`~GradientReader.sq_norms` the whole model's (one ``all_reduce`` of ``L + 1`` floats per
+token, the only collective of a probed step).
+
 Example:
     >>> import torch
     >>> from torch import nn
@@ -36,7 +42,7 @@ import torch
 
 from critical.metrics.layers import ParamLayout
 
-__all__ = ["GradientReader", "sq_norms"]
+__all__ = ["GradientReader", "dense_grads", "sq_norms"]
 
 _UNSET = object()
 
@@ -50,6 +56,24 @@ def sq_norms(tensors: Sequence[torch.Tensor], matrix: torch.Tensor) -> torch.Ten
     if norms.dtype != matrix.dtype:
         norms = norms.to(matrix.dtype)
     return torch.mv(matrix, norms * norms)
+
+
+def dense_grads(layout: ParamLayout) -> list[torch.Tensor]:
+    """The current gradients of ``layout``'s parameters, one dense tensor each (sharded: the
+    elements this rank holds, 1-D); a missing gradient reads as zeros."""
+    grads = layout.grads()
+    if any(g is None or g.is_sparse for g in grads):
+        if layout.parts is None:
+            grads = [
+                torch.zeros_like(p) if g is None else g.to_dense() if g.is_sparse else g
+                for p, g in zip(layout.params, grads)
+            ]
+        else:
+            grads = [
+                torch.zeros_like(part.data()) if g is None else g
+                for part, g in zip(layout.parts, grads)
+            ]
+    return cast(list[torch.Tensor], grads)  # no None left (replaced above)
 
 
 class GradientReader:
@@ -79,6 +103,8 @@ class GradientReader:
         self._sq_token: object = _UNSET
         self._sq = torch.zeros(0)
         self._finite = torch.zeros(0, dtype=torch.bool)
+        self._partial_token: object = _UNSET
+        self._partial = torch.zeros(0)
         self._flat_token: object = _UNSET
 
     def matches(self, layout: ParamLayout, dtype: torch.dtype, device: torch.device) -> bool:
@@ -92,33 +118,41 @@ class GradientReader:
         )
 
     def grads(self) -> list[torch.Tensor]:
-        """The current gradients, one dense tensor per parameter (not kept: a gradient that
-        training frees is not held here)."""
-        grads = [p.grad for p in self.layout.params]
-        if any(g is None or g.is_sparse for g in grads):
-            grads = [
-                torch.zeros_like(p) if g is None else g.to_dense() if g.is_sparse else g
-                for p, g in zip(self.layout.params, grads)
-            ]
-        return cast(list[torch.Tensor], grads)  # no None left (replaced above)
+        """The current gradients, one dense tensor per parameter (sharded: per parameter, the
+        elements this rank holds), not kept: a gradient that training frees is not held here."""
+        return dense_grads(self.layout)
 
     @torch.no_grad()
-    def sq_norms(self, token: Hashable) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(sq, finite)``: squared norms ``(L + 1,)`` float32, whole gradient first, and a 0-d
-        bool, True when they are all finite. Fresh tensors at every new token."""
-        if token != self._sq_token:
+    def partial_sq_norms(self, token: Hashable) -> torch.Tensor:
+        """Squared norms ``(L + 1,)`` float32 (whole gradient first) of the elements this rank
+        holds: the whole model's without sharding, else partial sums that add up over the ranks.
+        Fresh tensors at every new token; no communication."""
+        if token != self._partial_token:
             sq = sq_norms(self.grads(), self._matrix)
             if sq.device != self.device:
                 sq = sq.to(self.device)
+            self._partial, self._partial_token = sq, token
+        return self._partial
+
+    @torch.no_grad()
+    def sq_norms(self, token: Hashable) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sq, finite)``: squared norms ``(L + 1,)`` float32 of the whole gradient, whole
+        first, and a 0-d bool, True when they are all finite. Fresh tensors at every new token.
+        Sharded: the partial sums summed over the ranks (one collective)."""
+        if token != self._sq_token:
+            sq = self.partial_sq_norms(token)
+            if self.layout.sharded:
+                sq = self.layout.sum_(sq.clone())
             self._sq, self._finite = sq, torch.isfinite(sq[0])
             self._sq_token = token
         return self._sq, self._finite
 
     @torch.no_grad()
     def flat(self, token: Hashable) -> torch.Tensor:
-        """The gradient as a flat ``(P,)`` vector in ``dtype`` on ``device``, non-finite entries
-        set to 0 (:meth:`sq_norms` tells whether there were any). The buffer is reused: it holds
-        the latest token's gradient and must not be modified."""
+        """The gradient as a flat ``(P,)`` vector in ``dtype`` on ``device`` (sharded: the
+        elements this rank holds), non-finite entries set to 0 (:meth:`sq_norms` tells whether
+        there were any). The buffer is reused: it holds the latest token's gradient and must not
+        be modified."""
         if token != self._flat_token:
             buffer = self.allocate()
             torch._foreach_copy_(self._views, self.grads())

@@ -11,13 +11,20 @@ reference path, for direct use); the ``*_sq`` / keyword forms take squared norms
 by a :class:`~critical.metrics.GradientReader`, so that a training step pays a small, fixed number
 of kernels whatever the number of layers.
 
+Sharded models: with ``shard`` (a :class:`~critical.metrics.sharding.ShardView`) an accumulator
+works on the elements its rank holds (``lengths`` are then this rank's per layer, possibly 0) and
+on partial squared norms; ``compute`` sums the partial results over the ranks in one collective
+(every rank must call it), so every rank gets the whole model's values. ``state_dict`` then holds
+the whole model's state (a collective too), the same as one process's, and ``load_state_dict``
+takes this rank's part of it.
+
 Example:
     >>> import torch
     >>> acc = StreamingConfusion(lengths=[2, 1])
     >>> for g in ([1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [float("nan"), 0.0, 0.0]):
     ...     acc.update(torch.tensor(g))
     >>> r = acc.compute()
-    >>> r["count"], r["skipped"], round(r["mean"], 4), r["layer_mean"]
+    >>> r["count"], r["skipped"], round(r["mean"], 4), [round(v, 4) for v in r["layer_mean"]]
     (2, 1, 0.5, [0.0, 1.0])
 """
 
@@ -28,11 +35,53 @@ from typing import Any
 
 import torch
 
-from critical.metrics.functional import mean_pairwise_cosine_from_sum, segment_sum
+from critical.metrics.functional import mean_pairwise_cosine_from_sum
 from critical.metrics.layers import norm_matrix
 from critical.metrics.reader import sq_norms
+from critical.metrics.sharding import ShardView, to_full, to_local
 
 __all__ = ["StreamingConfusion", "StreamingCosine", "StreamingNorm"]
+
+#: the prime of the sketch's bucket hash ``((a i + b) mod p) mod 2d`` (2-universal)
+_PRIME = 2**31 - 1
+
+
+def _check_lengths(lengths: Sequence[int], shard: ShardView | None) -> list[int]:
+    out = [int(n) for n in lengths]
+    if shard is None:
+        if not out or min(out) < 1:
+            raise ValueError(f"`lengths` must be positive segment sizes, got {lengths!r}")
+    elif len(out) != len(shard.sizes) or min(out, default=0) < 0 or min(shard.sizes) < 1:
+        raise ValueError(
+            f"`lengths` must be this rank's sizes (>= 0) of the {len(shard.sizes)} layers of the "
+            f"whole vector, got {lengths!r}"
+        )
+    return out
+
+
+def _summed(shard: ShardView | None, parts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``parts`` (float64) summed over the ranks in one collective; as they are without
+    sharding."""
+    if shard is None or not parts:
+        return parts
+    flat = shard.sum_(torch.cat([t.reshape(-1) for t in parts]))
+    return [c.view(t.shape) for c, t in zip(torch.split(flat, [t.numel() for t in parts]), parts)]
+
+
+def _stack_summed(shard: ShardView | None, items: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per-probe partial tensors as the whole model's (a checkpoint's form)."""
+    if shard is None or not items:
+        return list(items)
+    return list(shard.sum_(torch.stack(items).to(torch.float64)).to(items[0].dtype))
+
+
+def _restored(shard: ShardView | None, items: list[torch.Tensor], device: torch.device) -> list:
+    """Checkpointed whole-model per-probe tensors as this rank's partial ones: all on the root,
+    zeros elsewhere (they add up to the whole)."""
+    items = [t.to(device) for t in items]
+    if shard is None or shard.root:
+        return items
+    return [torch.zeros_like(t) for t in items]
 
 
 def _inv_sqrt(sq: torch.Tensor) -> torch.Tensor:
@@ -62,12 +111,20 @@ class StreamingConfusion:
     Non-finite gradients are skipped (counted in ``skipped``); zero-norm gradients (or layers)
     count as probes whose cosine with every other is 0.
 
+    Sharded (``shard``): ``update`` takes this rank's elements of the gradient with the whole
+    model's squared norms (a reader's :meth:`~critical.metrics.GradientReader.sq_norms`); the
+    running sums hold this rank's elements, the sketch of each probe is this rank's partial
+    bucket sums (the bucket of an element depends on its index in the whole layer, so partial
+    sketches add up to the one-process sketch), and ``compute`` sums ``|S|^2`` and the sketches
+    over the ranks in one collective: the values equal a one-process run's.
+
     Args:
-        lengths: layer segment lengths of the flat gradients.
+        lengths: layer segment lengths of the flat gradients (sharded: this rank's).
         sketch_dim: sketch buckets per layer for the min estimate (0 disables it).
         dtype: dtype of the running sums.
         device: device of the state (must match the vectors passed to ``update``).
         seed: seed of the sketch hash.
+        shard: sharded models: how this rank's elements relate to the whole vector.
     """
 
     def __init__(
@@ -77,15 +134,16 @@ class StreamingConfusion:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
         seed: int = 0,
+        shard: ShardView | None = None,
     ) -> None:
-        self.lengths = [int(n) for n in lengths]
-        if not self.lengths or min(self.lengths) < 1:
-            raise ValueError(f"`lengths` must be positive segment sizes, got {lengths!r}")
+        self.lengths = _check_lengths(lengths, shard)
         if isinstance(sketch_dim, bool) or not isinstance(sketch_dim, int) or sketch_dim < 0:
             raise ValueError(f"`sketch_dim` must be an integer >= 0, got {sketch_dim!r}")
         self.sketch_dim = sketch_dim
         self.dtype = dtype
         self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.shard = shard
+        self.sizes = list(shard.sizes) if shard is not None else list(self.lengths)
         self.numel = sum(self.lengths)
         L = len(self.lengths)
         self._lengths_t = torch.tensor(self.lengths, dtype=torch.long, device=self.device)
@@ -103,20 +161,27 @@ class StreamingConfusion:
 
     def _make_hash(self, seed: int) -> torch.Tensor:
         """Bucket of every element: layer l uses buckets [l*2d, (l+1)*2d); the upper half of a
-        layer's buckets holds the elements whose sign is flipped. Drawn on the state device."""
-        d = self.sketch_dim
-        g = torch.Generator(device=self.device).manual_seed(seed)
-        parts = []
-        for layer, n in enumerate(self.lengths):
-            base = layer * 2 * d
-            if n <= d:  # injective: the sketch of this layer is exact
-                parts.append(torch.arange(n, dtype=torch.int32, device=self.device) + base)
-            else:
-                r = torch.randint(
-                    0, 2 * d, (n,), generator=g, dtype=torch.int32, device=self.device
-                )
-                parts.append(r + base)
-        return torch.cat(parts)
+        layer's buckets holds the elements whose sign is flipped. A layer of at most d elements
+        maps element i to bucket i (exact); a larger one hashes i, its index in the whole layer,
+        with ``((a_l i + b_l) mod p) mod 2d`` (a 2-universal family, ``p = 2^31 - 1``, ``a_l``,
+        ``b_l`` drawn from ``seed``), so each rank of a sharded model hashes its elements as one
+        process would."""
+        d, dev = self.sketch_dim, self.device
+        L = len(self.lengths)
+        g = torch.Generator().manual_seed(seed)
+        a = torch.randint(1, _PRIME, (L,), generator=g, dtype=torch.int64).to(dev)
+        b = torch.randint(0, _PRIME, (L,), generator=g, dtype=torch.int64).to(dev)
+        layer = self._element_layer.long()
+        starts = torch.tensor(self.sizes, dtype=torch.int64, device=dev).cumsum(0)
+        if self.shard is None:
+            index = torch.arange(self.numel, dtype=torch.int64, device=dev)
+        else:
+            index = self.shard.positions(dev)
+        index = index - (starts - torch.tensor(self.sizes, device=dev))[layer]  # within the layer
+        small = torch.tensor([n <= d for n in self.sizes], device=dev)[layer]
+        hashed = (a[layer] * index + b[layer]) % _PRIME % (2 * d)
+        bucket = torch.where(small, index, hashed) + layer * (2 * d)
+        return bucket.to(torch.int32)
 
     @property
     def probes(self) -> int:
@@ -148,6 +213,8 @@ class StreamingConfusion:
             )
         if sq is None or valid is None:
             sq = sq_norms(torch.split(flat, self.lengths), self._layer_matrix)
+            if self.shard is not None:
+                sq = self.shard.sum_(sq)
             valid = torch.isfinite(sq[0])
             flat = flat.nan_to_num(0.0, 0.0, 0.0)
         inv = _inv_sqrt(sq).mul_(valid)  # 0 for zero norms and invalid probes
@@ -167,7 +234,8 @@ class StreamingConfusion:
             self._sketches.append(b[:, 0] - b[:, 1])
 
     def compute(self) -> dict[str, Any]:
-        """Epoch values as Python numbers (this is where the host synchronises)."""
+        """Epoch values as Python numbers (this is where the host synchronises; sharded: one
+        collective, on every rank)."""
         L = len(self.lengths)
         sq, valid = _stacked(self._sq, self._valid, L + 1, self.device)
         n = int(valid.sum())
@@ -179,16 +247,24 @@ class StreamingConfusion:
             return out
         nonzero = ((sq > 0) & valid[:, None]).sum(0)  # (L + 1,): whole, then per layer
         count = torch.tensor(float(n), dtype=torch.float64, device=self.device)
-        sm = self.sum_model.to(torch.float64)
-        sl = self.sum_layer.to(torch.float64)
-        mean = mean_pairwise_cosine_from_sum(sm.dot(sm), nonzero[0], count)
-        layer_sq = segment_sum(sl * sl, self._lengths_t)
-        layer_mean = mean_pairwise_cosine_from_sum(layer_sq, nonzero[1:], count.expand(L))
+        # |S|^2 of the whole model and of each layer: one fused norm over the layers' segments
+        norms = torch._foreach_norm(
+            [self.sum_model, *torch.split(self.sum_layer, self.lengths)], dtype=torch.float64
+        )
+        sums = torch.stack(norms).square()
+        sketches = torch.stack(self._sketches) if self._sketches else None
+        sums, *rest = _summed(
+            self.shard, [sums] + ([sketches.double()] if sketches is not None else [])
+        )
+        if rest:
+            sketches = rest[0]
+        mean = mean_pairwise_cosine_from_sum(sums[0], nonzero[0], count)
+        layer_mean = mean_pairwise_cosine_from_sum(sums[1:], nonzero[1:], count.expand(L))
         values = [mean.view(1), layer_mean]
-        if self._sketches:
+        if sketches is not None:
             kept = sq[valid]  # (N, L + 1)
             inv = kept.rsqrt().nan_to_num(0.0, 0.0, 0.0)
-            sk = torch.stack(self._sketches)[valid].to(torch.float64) * inv[:, 1:, None]
+            sk = sketches[valid].to(torch.float64) * inv[:, 1:, None]
             w = kept[:, 1:].sqrt() * inv[:, :1]  # (N, L): |g_l| / |g|
             gram = torch.einsum("ild,jld->lij", sk, sk)  # (L, N, N) layer-unit dot estimates
             whole = torch.einsum("il,jl,lij->ij", w, w, gram)
@@ -205,20 +281,25 @@ class StreamingConfusion:
         return out
 
     def state_dict(self) -> dict[str, Any]:
+        """The state (sharded: the whole model's, assembled by collectives on every rank)."""
+        shard = self.shard
         return {
-            "sum_layer": self.sum_layer,
-            "sum_model": self.sum_model,
+            "sum_layer": self.sum_layer if shard is None else to_full(shard, self.sum_layer),
+            "sum_model": self.sum_model if shard is None else to_full(shard, self.sum_model),
             "sq": list(self._sq),
             "valid": list(self._valid),
-            "sketches": list(self._sketches),
+            "sketches": _stack_summed(shard, self._sketches),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sum_layer.copy_(state["sum_layer"])
-        self.sum_model.copy_(state["sum_model"])
+        """Restore a state (a sharded rank takes its part of the whole model's)."""
+        shard = self.shard
+        for name in ("sum_layer", "sum_model"):
+            t = state[name]
+            getattr(self, name).copy_(t if shard is None else to_local(shard, t, self.device))
         self._sq = [t.to(self.device) for t in state["sq"]]
         self._valid = [t.to(self.device) for t in state["valid"]]
-        self._sketches = [t.to(self.device) for t in state["sketches"]]
+        self._sketches = _restored(shard, state["sketches"], self.device)
 
 
 def _stacked(
@@ -236,7 +317,9 @@ class StreamingCosine:
 
     Keeps, per pair, the squared norms of ``a``, ``b`` and ``a + b`` (whole and per layer), from
     which ``compute`` takes the cosines: ``a . b = (|a + b|^2 - |a|^2 - |b|^2) / 2``. Pairs
-    containing a non-finite value are skipped and counted; zero vectors give cosine 0.
+    containing a non-finite value are skipped and counted; zero vectors give cosine 0. Sharded
+    (``shard``): the squared norms are this rank's partial sums, added over the ranks in
+    ``compute`` (one collective for the epoch).
 
     Example:
         >>> import torch
@@ -246,10 +329,14 @@ class StreamingCosine:
         (0.0, [1.0, -1.0])
     """
 
-    def __init__(self, lengths: Sequence[int], device: torch.device | str | None = None) -> None:
-        self.lengths = [int(n) for n in lengths]
-        if not self.lengths or min(self.lengths) < 1:
-            raise ValueError(f"`lengths` must be positive segment sizes, got {lengths!r}")
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        device: torch.device | str | None = None,
+        shard: ShardView | None = None,
+    ) -> None:
+        self.lengths = _check_lengths(lengths, shard)
+        self.shard = shard
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         L = len(self.lengths)
         self._matrix = norm_matrix(range(L), L, torch.float64, self.device)
@@ -268,7 +355,7 @@ class StreamingCosine:
         """Add the cosine of ``a`` and ``b`` (computed in float64)."""
         a, b = a.to(torch.float64), b.to(torch.float64)
         parts = [torch.split(v, self.lengths) for v in (a, b, a + b)]
-        self.update_sq(*(sq_norms(p, self._matrix) for p in parts))
+        self.update_sq(*(sq_norms(p, self._matrix) for p in parts))  # partial when sharded
 
     def update_sq(self, sq_a: torch.Tensor, sq_b: torch.Tensor, sq_sum: torch.Tensor) -> None:
         """Add one pair from the ``(L + 1,)`` squared norms (whole first) of ``a``, ``b`` and
@@ -279,10 +366,11 @@ class StreamingCosine:
         L = len(self.lengths)
         n = 0
         if self._pairs:
-            a, b, s = (
-                torch.stack([p[i] for p in self._pairs]).to(self.device, torch.float64)
-                for i in range(3)
+            pairs = torch.stack([torch.stack(p) for p in self._pairs]).to(
+                self.device, torch.float64
             )
+            (pairs,) = _summed(self.shard, [pairs])
+            a, b, s = pairs.unbind(1)
             valid = (torch.isfinite(a) & torch.isfinite(b) & torch.isfinite(s)).all(dim=1)
             n = int(valid.sum())
         if n == 0:
@@ -304,12 +392,12 @@ class StreamingCosine:
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"pairs": [torch.stack(p) for p in self._pairs]}
+        """The pairs (sharded: the whole model's squared norms, a collective on every rank)."""
+        return {"pairs": _stack_summed(self.shard, [torch.stack(p) for p in self._pairs])}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._pairs = [
-            (t[0], t[1], t[2]) for t in (p.to(self.device) for p in state.get("pairs", []))
-        ]
+        pairs = _restored(self.shard, state.get("pairs", []), self.device)
+        self._pairs = [(t[0], t[1], t[2]) for t in pairs]
 
 
 class StreamingNorm:
@@ -325,6 +413,8 @@ class StreamingNorm:
     Args:
         layer_of_param: for each parameter, the index of its layer (``L`` layers).
         device: device of the state (must match the norms passed to ``update``).
+        shard: sharded models: the squared norms passed are this rank's partial sums, added over
+            the ranks in ``compute`` (one collective for the epoch).
 
     Example:
         >>> import torch
@@ -337,9 +427,13 @@ class StreamingNorm:
     """
 
     def __init__(
-        self, layer_of_param: Sequence[int], device: torch.device | str | None = None
+        self,
+        layer_of_param: Sequence[int],
+        device: torch.device | str | None = None,
+        shard: ShardView | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.shard = shard
         idx = [int(i) for i in layer_of_param]
         if not idx or min(idx) < 0:
             raise ValueError(f"`layer_of_param` must be non-negative layer indices, got {idx!r}")
@@ -370,7 +464,7 @@ class StreamingNorm:
         L = self.num_layers
         n = 0
         if self._sq:
-            sq = torch.stack(self._sq).to(self.device, torch.float64)
+            (sq,) = _summed(self.shard, [torch.stack(self._sq).to(self.device, torch.float64)])
             valid = torch.isfinite(sq).all(dim=1)
             n = int(valid.sum())
         out: dict[str, Any] = {"count": n, "skipped": len(self._sq) - n}
@@ -382,7 +476,8 @@ class StreamingNorm:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sq": list(self._sq)}
+        """The probes (sharded: the whole model's squared norms, a collective on every rank)."""
+        return {"sq": _stack_summed(self.shard, self._sq)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._sq = [t.to(self.device) for t in state.get("sq", [])]
+        self._sq = _restored(self.shard, state.get("sq", []), self.device)

@@ -18,6 +18,11 @@ anything else (a dict, a tensor-less first element) cannot be counted, nor can a
 forward fails on the first 2 samples: :meth:`FlopCounter.per_sample` then returns ``None`` and
 the caller warns once.
 
+``torch.compile``: the count runs the module eagerly (``torch.compiler.set_stance("force_eager")``:
+the 2-sample input compiles nothing new, no recompilation) and without FlopCounterMode's module
+tracker, whose global module hooks make a compiled module warn ("global hooks on modules") and
+are not needed for a total.
+
 Example:
     >>> import torch
     >>> counter = FlopCounter()
@@ -32,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -66,11 +72,38 @@ def _output_sum(out: Any) -> torch.Tensor | None:
     return torch.stack(parts).sum() if parts else None
 
 
+class _NoModuleTracking:
+    """Stands for FlopCounterMode's ModuleTracker: every FLOP counts towards the total only, and
+    no global module hook is registered."""
+
+    parents = ("Global",)
+
+    def __enter__(self) -> _NoModuleTracking:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+def _counter() -> Any:
+    """A FlopCounterMode that registers no global module hooks (see the module docstring)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    if hasattr(counter, "mod_tracker"):  # torch >= 2.4: per-module attribution, not needed here
+        counter.mod_tracker = _NoModuleTracking()
+    return counter
+
+
+def _eager() -> Any:
+    """Compiled code runs eagerly inside (no compilation for the counting pass)."""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
+
+
 def count_flops(module: nn.Module, x: torch.Tensor) -> tuple[float, float]:
     """``(training, forward)`` FLOPs per sample of ``module`` on the first 2 samples of ``x``,
     leaving the module's state untouched (see the module docstring). Raises on failure."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     x = x[:SAMPLES].detach()
     n = int(x.shape[0])
     params = [p for p in module.parameters() if p.requires_grad]
@@ -78,14 +111,14 @@ def count_flops(module: nn.Module, x: torch.Tensor) -> tuple[float, float]:
     devices = [x.device] if x.device.type == "cuda" else []
     module.eval()
     try:
-        with torch.random.fork_rng(devices=devices), torch.enable_grad():
-            forward = FlopCounterMode(display=False)
+        with torch.random.fork_rng(devices=devices), torch.enable_grad(), _eager():
+            forward = _counter()
             with forward:
                 out = module(x)
             backward_flops = 0
             total = _output_sum(out)
             if params and total is not None and total.requires_grad:
-                backward = FlopCounterMode(display=False)
+                backward = _counter()
                 with backward:
                     torch.autograd.grad(total, params, allow_unused=True)
                 backward_flops = backward.get_total_flops()

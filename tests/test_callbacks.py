@@ -258,3 +258,41 @@ def test_gradient_norm_matches_the_gradients_it_read(tmp_path):
     layers = gn.history[-1]["layers"]["gradient_norm"]
     assert len(layers) == len(gn.layer_names) and all(v > 0 for v in layers)
     assert "critical/gradient_norm" in trainer.callback_metrics
+
+
+# ---------------------------------------------------------------------------- instance names
+def test_two_instances_logging_the_same_keys_are_an_error_at_fit_start(tmp_path):
+    """(#20.12) Lightning would average the two instances' values into one key."""
+    trainer = tiny_trainer(
+        tmp_path, callbacks=[GradientConfusion(), GradientConfusion(mode="exact")]
+    )
+    with pytest.raises(ValueError, match=r"both log critical/gradient_confusion/max.*`name`"):
+        trainer.fit(TinyModule(), TinyDataModule())
+
+
+def test_a_named_instance_logs_and_serves_its_own_keys(tmp_path):
+    from critical.callbacks import CriticalPeriod
+
+    stream = GradientConfusion(max_probes=4, sketch_dim=64)
+    exact = GradientConfusion(mode="exact", name="exact", exact_batches=3)
+    rot, rot_all = LayerRotation(), LayerRotation(include="all", name="all")
+    cp = CriticalPeriod(monitor="gradient_confusion@exact/mean", guard_learning=False)
+    trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[stream, exact, rot, rot_all, cp])
+    trainer.fit(TinyModule(), TinyDataModule())
+    logged = trainer.logged_metrics
+    plain, named = "critical/gradient_confusion/mean", "critical/gradient_confusion@exact/mean"
+    assert float(logged[plain]) == pytest.approx(stream.history[-1]["gradient_confusion/mean"])
+    assert float(logged[named]) == pytest.approx(exact.history[-1]["gradient_confusion@exact/mean"])
+    assert float(logged[plain]) != pytest.approx(float(logged[named]), abs=1e-3)
+    assert float(logged["critical/layer_rotation@all"]) != float(logged["critical/layer_rotation"])
+    assert exact.metric_names == tuple(
+        f"gradient_confusion@exact/{s}" for s in ("mean", "min", "max")
+    )
+    # the detector reads the named instance's value
+    values = [e["values"]["gradient_confusion@exact/mean"] for e in cp.detector.history]
+    assert values == pytest.approx([h["gradient_confusion@exact/mean"] for h in exact.history])
+
+
+def test_a_name_must_be_a_plain_string():
+    with pytest.raises(ValueError, match="name"):
+        GradientNorm(name="a/b")

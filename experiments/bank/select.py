@@ -326,17 +326,68 @@ def select(
     return min(keyed)[2]
 
 
+def _flops(run_dir: Path) -> float | None:
+    energy = read_json(run_dir / "energy.json", problems=[]) or {}
+    return (energy.get("total") or {}).get("flops")
+
+
+def score_branches(settings: Sequence[Setting], labels: Sequence[str]) -> None:
+    """Phase B: the trained branches of the detectors ``labels`` against always-k3 (accuracy on
+    the test split, FLOPs counted) and against matched k = 1 (PROTOCOL.md section 9)."""
+    print("\n## Trained detector branches (phase B)\n")
+    print("| setting | detector | cut epochs | acc (%) | loss vs always-k3 (pts) | FLOPs saved "
+          "| oracle saving | share | vs matched k1 (pts) | goal |")  # fmt: skip
+    print("|:--|:--|:--|--:|--:|--:|--:|--:|--:|:--|")
+    for st in settings:
+        _, oracle = st.oracle
+        for label in labels:
+            accs, savings, cuts, vs_matched = [], [], [], []
+            for seed in st.seeds.values():
+                run = seed.branches.get(label)
+                trunk = seed.branches.get(f"always-k{K}")
+                if run is None or trunk is None or run["acc"] is None:
+                    break
+                accs.append(run["acc"])
+                cut = run["tags"].get("cut_at")
+                cuts.append(cut if cut is not None else st.epochs)
+                f, f0 = _flops(run["dir"]), _flops(trunk["dir"])
+                savings.append(1 - f / f0 if f and f0 else 0.0)
+                m = seed.branches.get(f"matched-k1@{cut}") if cut is not None else None
+                if m is not None and m["acc"] is not None:
+                    vs_matched.append(run["acc"] - m["acc"])
+            else:
+                loss = st.always - statistics.mean(accs)
+                saving_ = statistics.mean(savings)
+                share = saving_ / oracle if oracle >= MIN_ORACLE else None
+                ok = loss <= TOLERANCE and (share is None or share >= 0.7)
+                vm = f"{statistics.mean(vs_matched):+.2f}" if len(vs_matched) == len(accs) else "-"
+                print(f"| {st.name} | {label} | {cuts} | {statistics.mean(accs):.2f} | "
+                      f"{loss:+.2f} | {saving_:.1%} | {oracle:.1%} | "
+                      f"{'-' if share is None else f'{share:.0%}'} | {vm} | "
+                      f"{'met' if ok else 'NOT met'} |")  # fmt: skip
+                continue
+            print(f"| {st.name} | {label} | (branches not all trained) | | | | | | | |")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path)
     ap.add_argument("--write", type=Path, help="write the selected rules (selected.yaml)")
     ap.add_argument("--json", type=Path, help="write every estimate as JSON")
+    ap.add_argument(
+        "--score", nargs="*", metavar="LABEL",
+        help="phase B: score the trained branches of these detector labels "
+        "(default: detector:default detector:left_out)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
 
     settings = [s for s in load_bank(args.root) if s.seeds]
     if not settings:
         print("no complete settings", file=sys.stderr)
         return 2
+    if args.score is not None:
+        score_branches(settings, args.score or ["detector:default", "detector:left_out"])
+        return 0
     print("## Oracle curves (seed-mean test accuracy, %, by cut epoch; 0 = k1, E = always-k3)\n")
     for st in settings:
         pts = sorted(set().union(*(s.curve for s in st.seeds.values())))

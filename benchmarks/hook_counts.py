@@ -1,6 +1,7 @@
 """Counting, with ``torch.profiler``, what the metric callbacks' hooks issue: top-level ``aten::``
-operators on CPU, CUDA runtime launch / memcpy / memset calls (and synchronisations) on GPU, per
-optimizer step and per epoch boundary. Used by ``monitor_overhead.py``."""
+operators on CPU, CUDA runtime launch / memcpy / memset calls (and synchronisations) on GPU, and
+collectives (``c10d::`` operators: all-reduce, broadcast, ...), per optimizer step and per epoch
+boundary. Used by ``monitor_overhead.py``."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ RUNTIME_LAUNCH = re.compile(
     r"Memset\w*Async)$"
 )
 RUNTIME_SYNC = re.compile(r"^(cuda|cu)(\w*Synchronize|Memcpy|Memcpy2D|MemcpyDtoH|MemcpyHtoD)$")
+COLLECTIVE = re.compile(r"^c10d::")
 
 
 def overridden_hooks(cb: Callback) -> list[str]:
@@ -76,6 +78,7 @@ class Counts:
 
     per_phase: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     per_callback: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    collectives: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # per phase
     syncs: int = 0
     hook_device_us: float = 0.0
     all_device_us: float = 0.0
@@ -126,6 +129,7 @@ def count_profile(events: Any, device: str) -> Counts:
         else:
             n = len(_top_ops(r))
         counts.per_phase[phase] += n
+        counts.collectives[phase] += sum(1 for e in _descendants(r) if COLLECTIVE.match(e.name))
         if n:
             key = "probe" if phase.startswith("b") else phase.removeprefix("on_train_")
             counts.per_callback[f"{cb} {key}"].append(n)
@@ -146,7 +150,13 @@ def summarize_counts(counts: Counts, window: int) -> dict[str, Any]:
     steps = [counts.per_phase.get(f"b{i}", 0) for i in range(window)]
     probed = [n for n in steps if n]
     unprobed = [n for n in steps if not n]
+    coll = [counts.collectives.get(f"b{i}", 0) for i in range(window)]
+    coll_probed = [c for c, n in zip(coll, steps) if n]
     return {
+        "collectives_per_probed": statistics.mean(coll_probed) if coll_probed else 0.0,
+        "collectives_max_step": max(coll, default=0),
+        "collectives_unprobed": sum(c for c, n in zip(coll, steps) if not n),
+        "collectives_epoch_end": counts.collectives.get("on_train_epoch_end", 0),
         "probed": len(probed),
         "per_probed": statistics.mean(probed) if probed else 0.0,
         "max_probed": max(probed, default=0),

@@ -26,6 +26,12 @@ Each configuration ends with one ``SUMMARY`` line. Commands::
     python benchmarks/monitor_overhead.py --threads 1 --steps 100 --repeats 1
     python benchmarks/monitor_overhead.py --no-timing    # the op counts alone (about a minute)
     python benchmarks/monitor_overhead.py --quick        # a smoke run
+    # sharded: 2 processes on CPU (gloo), FSDP2 (ModelParallelStrategy + fully_shard), the same
+    # model and batches per rank; also prints the collectives per probed step and per epoch end
+    python benchmarks/monitor_overhead.py --sharded --threads 1 --steps 48 --batch-size 32
+
+With ``--sharded`` Lightning starts the second process by running this script again: both run
+the same fits in step, rank 0 prints.
 
 Budget of the GPU suite: per model one warm-up fit of 8 steps, two one-epoch sync checks, and
 for each of 391 and 100 steps a profiled fit of ``2 * stride + 3`` steps and 8 timed fits of two
@@ -40,6 +46,7 @@ import argparse
 import functools
 import logging
 import math
+import os
 import statistics
 import time
 import traceback
@@ -79,11 +86,29 @@ def monitors() -> list[Callback]:
     return [GradientConfusion(), GradientPredictability(), GradientNorm(), LayerRotation()]
 
 
+def say(*a: Any, **k: Any) -> None:
+    """``print`` on rank 0 only (``--sharded`` runs this script in 2 processes)."""
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        print(*a, **k)
+
+
 class Classifier(L.LightningModule):
-    def __init__(self, model: str, lr: float = 0.05) -> None:
+    def __init__(self, model: str, lr: float = 0.05, fsdp2: bool = False) -> None:
         super().__init__()
         self.net = create_model(model, num_classes=10)
         self.lr = lr
+        self.fsdp2 = fsdp2
+
+    def configure_model(self) -> None:
+        if not self.fsdp2:
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = self.device_mesh["data_parallel"]
+        for m in self.net.children():  # one FSDP unit per top-level child, then the rest
+            if any(p.requires_grad for p in m.parameters()):
+                fully_shard(m, mesh=mesh)
+        fully_shard(self, mesh=mesh)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -149,9 +174,18 @@ def clock_hooks(cbs: list[Callback], total: list[float]) -> None:
 
 def make_trainer(args: argparse.Namespace, precision: str, callbacks: list[Callback], **kw: Any):
     kw.setdefault("max_epochs", args.epochs)
+    if args.sharded:
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        kw.update(
+            devices=2,
+            strategy=ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1),
+            use_distributed_sampler=False,
+        )
+    else:
+        kw.setdefault("devices", 1)
     return L.Trainer(
         accelerator=args.device,
-        devices=1,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -168,7 +202,7 @@ def timed_fit(
 ) -> tuple[float, float]:
     """Wall time and process CPU time of one fit."""
     torch.manual_seed(0)
-    module = Classifier(model)
+    module = Classifier(model, fsdp2=args.sharded)
     trainer = make_trainer(args, precision, callbacks, **kw)
     sync(args.device)
     t, c = time.perf_counter(), time.process_time()
@@ -198,7 +232,7 @@ def profile_fit(args, model: str, precision: str, data) -> tuple[Counts, int]:
     cbs = monitors()
     label_hooks(cbs, tracker)
     torch.manual_seed(0)
-    module = Classifier(model)
+    module = Classifier(model, fsdp2=args.sharded)
     trainer = make_trainer(args, precision, [tracker, *cbs], max_epochs=1, max_steps=window)
     activities = [ProfilerActivity.CPU]
     if args.device == "cuda":
@@ -238,11 +272,12 @@ def run_config(args, model: str, precision: str, batch_size: int, steps: int) ->
     )
     params = sum(p.numel() for p in Classifier(model).parameters())
     head = (
+        f"{'sharded=fsdp2x2 ' if args.sharded else ''}"
         f"model={model} params={params:,} precision={precision} batch={batch_size} "
         f"steps/epoch={steps} epochs={args.epochs} device={device!r} "
         f"torch={torch.__version__} lightning={L.__version__}"
     )
-    print(f"\n=== {head}", flush=True)
+    say(f"\n=== {head}", flush=True)
     t0 = time.perf_counter()
     # warm-up (allocator, kernels, lazy imports): a probe, its successor and an epoch end
     timed_fit(args, model, precision, data, monitors(), max_epochs=1, max_steps=min(steps, 8))
@@ -250,13 +285,13 @@ def run_config(args, model: str, precision: str, batch_size: int, steps: int) ->
     sync_result = "not-run"
     if args.sync_debug and steps == args.steps_list[0]:
         sync_result = sync_check(args, model, precision, data)
-        print(f"sync-debug (epoch start to end): {sync_result}", flush=True)
+        say(f"sync-debug (epoch start to end): {sync_result}", flush=True)
 
     counts, window = profile_fit(args, model, precision, data)
     c = summarize_counts(counts, window)
     per_epoch = probed_steps_per_epoch(steps)
     avg = (per_epoch * c["per_probed"] + c["epoch_start"] + c["epoch_end"]) / steps
-    print(
+    say(
         f"profiled {window} steps: {c['probed']} probed steps, {c['per_probed']:.1f} {unit} "
         f"added per probed step (max {c['max_probed']}), {c['per_unprobed']:.1f} per unprobed "
         f"step; epoch start {c['epoch_start']}, epoch end {c['epoch_end']}; {per_epoch} probed "
@@ -264,10 +299,15 @@ def run_config(args, model: str, precision: str, batch_size: int, steps: int) ->
         f"{c['per_step_all']:.0f} {unit} in all"
     )
     for key, ns in sorted(counts.per_callback.items()):
-        print(f"  {key}: {statistics.mean(ns):.1f} {unit} (x{len(ns)})")
+        say(f"  {key}: {statistics.mean(ns):.1f} {unit} (x{len(ns)})")
+    say(
+        f"collectives in the hooks: {c['collectives_per_probed']:.2f} per probed step (at most "
+        f"{c['collectives_max_step']} in a step), {c['collectives_unprobed']} at unprobed steps, "
+        f"{c['collectives_epoch_end']} at the epoch end (logging included)"
+    )
     if args.device == "cuda":
         share = counts.hook_device_us / counts.all_device_us if counts.all_device_us else 0.0
-        print(
+        say(
             f"  host syncs in hooks: {counts.syncs}; kernel time of the hooks: "
             f"{counts.hook_device_us:.0f} us of {counts.all_device_us:.0f} us ({share:.2%})"
         )
@@ -289,22 +329,23 @@ def run_config(args, model: str, precision: str, batch_size: int, steps: int) ->
                 (mon if monitored else base).append(wall)
                 (mon_cpu if monitored else base_cpu).append(cpu)
                 what = "monitored" if monitored else "baseline "
-                print(f"  {what} fit {wall:7.2f} s (process CPU {cpu:7.2f} s)", flush=True)
+                say(f"  {what} fit {wall:7.2f} s (process CPU {cpu:7.2f} s)", flush=True)
         ratio = statistics.median(mon) / statistics.median(base)
         hook_share = hooks[0] / sum(mon)
-        print(f"baseline fit  s: {' '.join(f'{t:.2f}' for t in base)}")
-        print(f"monitored fit s: {' '.join(f'{t:.2f}' for t in mon)}")
+        say(f"baseline fit  s: {' '.join(f'{t:.2f}' for t in base)}")
+        say(f"monitored fit s: {' '.join(f'{t:.2f}' for t in mon)}")
         cpu_ratio = statistics.median(mon_cpu) / statistics.median(base_cpu)
-        print(
+        say(
             f"time ratio {ratio:.4f} (medians; min/min {min(mon) / min(base):.4f}; process CPU "
             f"time {cpu_ratio:.4f}); hooks' host time {hook_share:.3%} of the monitored fits"
         )
-    print(f"config wall time {time.perf_counter() - t0:.0f} s")
-    print(
+    say(f"config wall time {time.perf_counter() - t0:.0f} s")
+    say(
         f"SUMMARY {head} {unit}/probed_step={c['per_probed']:.1f} "
         f"{unit}/unprobed_step={c['per_unprobed']:.1f} {unit}/epoch_end={c['epoch_end']} "
         f"probed_steps/epoch={per_epoch} avg_{unit}/step={avg:.2f} hook_share={hook_share:.2%} "
-        f"ratio={ratio:.4f} sync_debug={sync_result}",
+        f"ratio={ratio:.4f} collectives/probed_step={c['collectives_per_probed']:.2f} "
+        f"collectives/epoch_end={c['collectives_epoch_end']} sync_debug={sync_result}",
         flush=True,
     )
 
@@ -331,6 +372,11 @@ def main() -> None:
     p.add_argument("--no-timing", action="store_true", help="op counts only")
     p.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run")
+    p.add_argument(
+        "--sharded",
+        action="store_true",
+        help="2 processes on CPU (gloo), FSDP2: ModelParallelStrategy + fully_shard",
+    )
     args = p.parse_args()
     if args.suite and args.steps == "391":
         args.steps = "391,100"
@@ -339,6 +385,8 @@ def main() -> None:
         args.steps_list, args.epochs, args.repeats, args.batch_size = [24], 1, 1, 16
     if args.sync_debug and args.device != "cuda":
         p.error("--sync-debug needs --device cuda")
+    if args.sharded and (args.device != "cpu" or args.suite):
+        p.error("--sharded runs 2 CPU processes (gloo); not with --device cuda or --suite")
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -349,7 +397,7 @@ def main() -> None:
     for model, precision, batch_size in configs:
         for steps in args.steps_list:
             run_config(args, model, precision, args.batch_size if args.quick else batch_size, steps)
-    print(f"total wall time {time.perf_counter() - t0:.0f} s")
+    say(f"total wall time {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

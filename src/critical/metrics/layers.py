@@ -151,10 +151,11 @@ class ParamLayout:
         A parameter stored densely in another memory order (``channels_last``) gets a view with
         its strides, so that one fused copy moves its gradient; the elements of a parameter then
         lie in the buffer in memory order, which no metric (norms, cosines, sums per layer)
-        depends on. Sharded: one 1-D view per parameter, of the elements held here."""
+        depends on. Sharded: one view per parameter of the elements held here, shaped as the
+        rank's local tensor (1-D for FSDP1's flat shards)."""
         chunks = torch.split(buffer, self.local_param_numels)
         if self.parts is not None:
-            return list(chunks)
+            return [c if p.shape is None else c.view(p.shape) for c, p in zip(chunks, self.parts)]
         return [
             c.as_strided(p.shape, p.stride()) if _dense(p) else c.view(p.shape)
             for c, p in zip(chunks, self.params)

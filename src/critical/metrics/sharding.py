@@ -117,8 +117,10 @@ class Part:
         numel: elements of the whole parameter.
         start: flat index (row-major) of the first element held here.
         count: elements held here (possibly 0); they are ``start .. start + count - 1``.
-        data: the held elements now, a 1-D tensor of ``count`` elements.
-        grad: their gradient now (1-D), or ``None``.
+        data: the held elements now, a tensor of ``count`` elements shaped ``shape``.
+        grad: their gradient now (shaped ``shape``), or ``None``.
+        requires_grad: whether the parameter is trained.
+        shape: the shape of ``data()`` and ``grad()`` (default: 1-D).
     """
 
     owner: torch.Tensor
@@ -128,6 +130,7 @@ class Part:
     data: Callable[[], torch.Tensor]
     grad: Callable[[], torch.Tensor | None]
     requires_grad: bool = True
+    shape: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -289,17 +292,22 @@ def _dtensor_part(p: torch.Tensor) -> tuple[Part, Any, int]:
         count *= int(n)
     row = numel // p.shape[0] if p.dim() and p.shape[0] else 0
     start = int(offset[0]) * row if p.dim() and count else 0
+    local: torch.Tensor = p._local_tensor  # type: ignore[attr-defined]  # a DTensor's shard
+    if tuple(local.shape) != tuple(shape) or not local.is_contiguous():
+        raise ValueError(
+            f"an FSDP2 parameter's local shard has shape {tuple(local.shape)} and strides "
+            f"{local.stride()}, expected a contiguous {tuple(shape)}: not supported"
+        )
 
+    # the local tensors themselves (no `to_local()`, no reshape: no operator at a probe)
     def data() -> torch.Tensor:
-        return p.to_local().detach().reshape(-1)  # type: ignore[attr-defined]
+        return p._local_tensor  # type: ignore[attr-defined]
 
     def grad() -> torch.Tensor | None:
         g = p.grad
-        if g is None:
-            return None
-        return (g.to_local() if hasattr(g, "to_local") else g).reshape(-1)
+        return getattr(g, "_local_tensor", g)
 
-    part = Part(p, numel, start, count, data, grad, p.requires_grad)
+    part = Part(p, numel, start, count, data, grad, p.requires_grad, tuple(shape))
     return part, mesh, shard_dims[0] if shard_dims else -1
 
 

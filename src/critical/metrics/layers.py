@@ -134,9 +134,10 @@ class ParamLayout:
         return torch.zeros(self.local_numel, dtype=dtype, device=device)
 
     def data(self) -> list[torch.Tensor]:
-        """The parameters' current values as this rank holds them (detached)."""
+        """The parameters' current values as this rank holds them (the tensors themselves, not
+        detached copies: read them under ``torch.no_grad()``)."""
         if self.parts is None:
-            return [p.detach() for p in self.params]
+            return list(self.params)
         return [p.data() for p in self.parts]
 
     def grads(self) -> list[torch.Tensor | None]:

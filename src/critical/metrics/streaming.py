@@ -258,9 +258,8 @@ class StreamingConfusion:
         )
         if rest:
             sketches = rest[0]
-        mean = mean_pairwise_cosine_from_sum(sums[0], nonzero[0], count)
-        layer_mean = mean_pairwise_cosine_from_sum(sums[1:], nonzero[1:], count.expand(L))
-        values = [mean.view(1), layer_mean]
+        # whole model and layers in one call: (L + 1,) means, whole first
+        values = [mean_pairwise_cosine_from_sum(sums, nonzero, count.expand(L + 1))]
         if sketches is not None:
             kept = sq[valid]  # (N, L + 1)
             inv = kept.rsqrt().nan_to_num(0.0, 0.0, 0.0)
@@ -366,9 +365,8 @@ class StreamingCosine:
         L = len(self.lengths)
         n = 0
         if self._pairs:
-            pairs = torch.stack([torch.stack(p) for p in self._pairs]).to(
-                self.device, torch.float64
-            )
+            flat = torch.stack([t for p in self._pairs for t in p])  # one stack: (3 N, L + 1)
+            pairs = flat.view(-1, 3, L + 1).to(self.device, torch.float64)
             (pairs,) = _summed(self.shard, [pairs])
             a, b, s = pairs.unbind(1)
             valid = (torch.isfinite(a) & torch.isfinite(b) & torch.isfinite(s)).all(dim=1)

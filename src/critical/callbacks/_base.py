@@ -55,7 +55,17 @@ def keyed(metric: str, name: str | None) -> str:
 
 def deepspeed_stage(strategy: Any) -> int | None:
     """The ZeRO stage of a DeepSpeed strategy (0 when the config has none), ``None`` for any
-    other strategy. Detected by class name and attributes: deepspeed need not be installed."""
+    other strategy. Detected by class name and attributes (Lightning's ``DeepSpeedStrategy``
+    keeps its configuration in ``config``): deepspeed need not be installed.
+
+    Example (a stand-in with the name and config of Lightning's strategy):
+        >>> from lightning.pytorch.strategies import DDPStrategy
+        >>> DeepSpeedStrategy = type("DeepSpeedStrategy", (), {})
+        >>> ds = DeepSpeedStrategy()
+        >>> ds.config = {"zero_optimization": {"stage": 2}}
+        >>> deepspeed_stage(ds), deepspeed_stage(DDPStrategy())
+        (2, None)
+    """
     if not any("deepspeed" in c.__name__.lower() for c in type(strategy).__mro__):
         return None
     if getattr(strategy, "zero_stage_3", False):

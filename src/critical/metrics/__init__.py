@@ -6,6 +6,10 @@
 * layer rotation (Carbonnelle & De Vleeschouwer, 2019): ``1 - cos(theta_0, theta_e)`` per layer;
 * gradient norm: root-mean-square mini-batch gradient norm, a proxy for the trace of the Fisher
   information (Achille et al., ICLR 2019) and Accordion's regime signal (Agarwal et al., 2021).
+
+Sharded models (FSDP, FSDP2): :mod:`critical.metrics.sharding` finds what each rank holds of
+every parameter; layouts, the reader and the accumulators then work on those elements and sum
+their partial results over the ranks (see each module's docstring).
 """
 
 from critical.metrics.functional import (

@@ -21,14 +21,15 @@ class GradientNorm(GradientCallback):
     ``gradient_norm/<layer>``. The mean squared mini-batch gradient norm tracks the trace of the
     Fisher information (times 1/batch size), which rises and then falls across the critical
     period (Achille et al., 2019). Accordion (Agarwal et al., 2021) calls training *critical*
-    while the epoch-to-epoch relative change of the gradient norm is at least ``eta = 0.5``:
-    ``CriticalPeriod(monitor="gradient_norm", rule="relative", threshold=0.5, patience=1)``.
+    while the epoch-to-epoch relative change of the gradient norm is at least ``eta = 0.5``
+    (the example below builds that rule).
 
     Gradients are read in ``on_before_optimizer_step`` (after accumulation and AMP unscaling) at
     up to ``max_probes`` optimizer steps per epoch (steps with a backward pass; see
     :class:`~critical.callbacks.GradientConfusion` for the schedule); only their norms are taken
     (one fused ``_foreach_norm``, shared with the other gradient callbacks probing the same
-    step), nothing is copied. Memory: ``L + 1`` floats per probe.
+    step), nothing is copied. Memory: ``L + 1`` floats per probe. The norm is the one before
+    any gradient clipping (Lightning clips after this hook).
 
     Under FSDP / FSDP2 each rank takes the squared norms of the gradient elements it holds and
     the epoch's partial sums are added over the ranks at epoch end (one collective, none per
@@ -47,8 +48,10 @@ class GradientNorm(GradientCallback):
 
     Example:
         >>> import lightning as L
-        >>> from critical.callbacks import GradientNorm
-        >>> trainer = L.Trainer(callbacks=[GradientNorm()], logger=False)
+        >>> from critical.callbacks import CriticalPeriod, GradientNorm
+        >>> accordion = CriticalPeriod(monitor="gradient_norm", mode="relative", threshold=0.5,
+        ...                            patience=1, guard_learning=False, guard_lr=False)
+        >>> trainer = L.Trainer(callbacks=[GradientNorm(), accordion], logger=False)
     """
 
     metric_names = ("gradient_norm",)

@@ -27,11 +27,11 @@ Example:
     >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     >>> sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / 12)
     >>> for _ in range(6):
-    ...     sched.step()  # epoch 0 at k = 3: six steps
+    ...     opt.step(); sched.step()  # epoch 0 at k = 3: six steps
     >>> follower = ScheduleFollower()
     >>> follower.start([sched], first_epoch=1, per_epoch=[6], updates=6)
     >>> for b in range(2):  # epoch 1 at k = 1: two steps, each worth three positions
-    ...     sched.step()
+    ...     opt.step(); sched.step()
     ...     follower.after_batch([sched], epoch=1, batch=b, batches=2, updates=7 + b)
     >>> sched.last_epoch, opt.param_groups[0]["lr"]
     (12, 0.0)

@@ -169,6 +169,26 @@ class MetricCallback(Callback):
         self._reset_fit()
         self._check_keys(trainer)
 
+    #: what a resume without this callback's state means for it (one line, for the warning)
+    _missing_state_effect = "its per-epoch history restarts at the resume point"
+
+    @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        from critical.callbacks._resume import checkpoint_state
+
+        found, key, _ = checkpoint_state(self, checkpoint, trainer)
+        if found == "own":
+            return
+        epoch = int(checkpoint.get("epoch", -1)) + 1
+        what = "no state of it" if found == "missing" else f"only the state of {key}"
+        self.warn_once(
+            "missing_state",
+            f"{type(self).__name__}: the checkpoint holds {what} (saved without it, or with "
+            f"other arguments): {self._missing_state_effect} (epoch {epoch})",
+        )
+
     def _check_keys(self, trainer: pl.Trainer) -> None:
         """Two metric callbacks logging the same key would be averaged by Lightning: refuse."""
         mine = set(self.metric_names)

@@ -57,6 +57,10 @@ class LayerRotation(MetricCallback):
     """
 
     metric_names = ("layer_rotation",)
+    _missing_state_effect = (
+        "its history restarts and theta_0 is taken at the resume point, so rotation is measured "
+        "from there, not from the initial weights"
+    )
 
     def __init__(
         self,

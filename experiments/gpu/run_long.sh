@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Issue 19's prepared GPU run (about 10 minutes on one H100/H200; see docs/results.md): full
+# CIFAR-10, ResNet-20, k = 3, 100 epochs, one seed: always-k3, k1 and the library's default
+# detector first, then the v0.2 rule and the oracle's fixed cuts until the time box ends (the
+# sweep is resumable: call again to continue). Results in $OUT. Needs, next to the repository:
+# data/cifar10_train_jpeg.npz (experiments/gpu/pack.py) and .whl/ (as experiments/gpu/run.sh).
+#   bash experiments/gpu/run_long.sh
+#   SPEC=<a small CPU spec> BUDGET=300 bash experiments/gpu/run_long.sh   # a dry run on CPU
+set -u
+OUT=${OUT:-gpu_out}
+BUDGET=${BUDGET:-570}
+SPEC=${SPEC:-experiments/gpu/sweep_cifar10_resnet20_long.yaml}
+SWEEP=${SWEEP:-runs/gpu_cifar10_resnet20_long}
+mkdir -p "$OUT"
+T0=$(date +%s)
+left() { echo $((BUDGET - ($(date +%s) - T0))); }
+export PYTHONUNBUFFERED=1
+if [ -d .whl ] && [ -z "${SKIP_WHEELS:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+    .whl/*.whl 2>&1 | tail -n 3
+  export PYTHONPATH=/tmp/site:$PWD/src
+else
+  export PYTHONPATH=$PWD/src
+fi
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
+  python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__, 'cuda', torch.version.cuda)"
+  echo "cpus $(nproc)"
+} > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+if [ ! -d /tmp/cifar10/train ] && [ -f data/cifar10_train_jpeg.npz ]; then
+  python3 experiments/gpu/unpack.py data/cifar10_train_jpeg.npz /tmp/cifar10/train
+fi
+# 1. the baselines and the default detector's branch, 2. the rest, within the time box
+timeout $(( $(left) - 60 )) python3 -m critical.sweep "$SPEC" --out "$SWEEP" \
+  --only always-k3 --only k1 --only detector:default > "$OUT/sweep.log" 2>&1
+timeout $(( $(left) - 35 )) python3 -m critical.sweep "$SPEC" --out "$SWEEP" >> "$OUT/sweep.log" 2>&1
+tail -n 25 "$OUT/sweep.log"
+timeout 30 python3 -m critical.report "$SWEEP" --out "$SWEEP/report" --no-plots > "$OUT/report.txt" 2>&1
+cp "$SWEEP/report/summary.md" "$OUT/summary.md" 2>/dev/null
+tar czf "$OUT/sweep.tgz" --exclude='checkpoints' --exclude='events.out.tfevents*' \
+  --exclude='*.ckpt' --exclude='*.png' --exclude='*.pdf' --exclude='logs' "$SWEEP" 2>/dev/null
+echo "done in $(( $(date +%s) - T0 )) s"

@@ -215,3 +215,38 @@ def test_report_finds_the_accuracy_key(tmp_path):
 
 def test_nn_unused():  # keep the import list honest for ruff
     assert nn.Linear
+
+
+# ----------------------------------------------------------------- a validation-based rule's fallback
+VAL_RULE = dict(monitor="val/acc", guard_learning=False, guard_lr=False,
+                fallback={"monitor": "layer_rotation", "guard_learning": False, "guard_lr": False})  # fmt: skip
+
+
+def test_fallback_when_the_fit_does_not_validate(tmp_path):
+    from critical.detector import fallback_settings, reads_validation
+
+    assert reads_validation(VAL_RULE) and fallback_settings(VAL_RULE)["monitor"] == "layer_rotation"
+    cp = CriticalPeriod(**VAL_RULE, verbose=False)
+    tiny_trainer(tmp_path, max_epochs=3, callbacks=[LayerRotation(), cp]).fit(
+        TinyModule(), TinyDataModule()
+    )
+    assert cp.active == "primary" and cp.detector.metrics == ["val/acc"]
+    assert cp.detector.history[-1]["values"]  # val/acc read every epoch
+    for kwargs in ({"limit_val_batches": 0}, {"check_val_every_n_epoch": 2}):
+        cp = CriticalPeriod(**VAL_RULE, verbose=False)
+        tiny_trainer(tmp_path, max_epochs=3, callbacks=[LayerRotation(), cp], **kwargs).fit(
+            TinyModule(), TinyDataModule()
+        )
+        assert cp.active == "fallback" and cp.detector.metrics == ["layer_rotation"]
+        assert len(cp.detector.history) == 3
+    # a rule without a fallback keeps its metric (and a missing one is skipped, strict=False)
+    assert CriticalPeriod(monitor="val/acc").detector.fallback is None
+
+
+def test_replay_uses_the_fallback_on_rows_without_validation():
+    rows = [{"epoch": e, "critical/layer_rotation": 1 - 0.5**e} for e in range(8)]
+    det = replay(rows, **VAL_RULE, mode="absolute", threshold=0.05, patience=1, min_epochs=1)
+    assert det.metrics == ["layer_rotation"] and det.fired
+    with_val = [{**r, "val/acc": 0.5} for r in rows]
+    det = replay(with_val, **VAL_RULE, mode="absolute", threshold=0.05, patience=1, min_epochs=1)
+    assert det.metrics == ["val/acc"]

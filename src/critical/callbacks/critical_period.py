@@ -23,6 +23,8 @@ from critical.detector import (
     LRShape,
     StabilityDetector,
     explain,
+    fallback_settings,
+    reads_validation,
 )
 from critical.validation import check_bool, check_str
 
@@ -115,6 +117,11 @@ class CriticalPeriod(Callback):
         guard_finite, guard_learning, loss_window, loss_threshold, guard_lr, lr_cooldown: the guards.
         learning_signal: what the learning guard reads: ``"train_loss"``, ``"val_loss"`` or
             ``"aug_loss"`` (above).
+        fallback: for a rule that reads validation metrics (a ``val/...`` monitor or
+            ``learning_signal="val_loss"``), the detector settings used instead when the fit does
+            not validate every epoch: decided at fit start from the trainer (a
+            ``validation_step``, validation data, ``check_val_every_n_epoch=1``), and again at the
+            end of epoch 0 if no validation ran then (:attr:`active` says which is in use).
         loss: a logged metric to use as the training loss (default: ``training_step``'s output;
             when that is None, as under manual optimization, the first logged of
             ``train/loss``, ``train_loss``, ``loss``, with one message saying which, or a
@@ -149,6 +156,7 @@ class CriticalPeriod(Callback):
         guard_lr: bool = DEFAULTS["guard_lr"],
         lr_cooldown: int = DEFAULTS["lr_cooldown"],
         learning_signal: str = DEFAULTS["learning_signal"],
+        fallback: dict[str, Any] | None = DEFAULTS["fallback"],
         loss: str | None = None,
         strict: bool = True,
         verbose: bool = True,
@@ -174,7 +182,10 @@ class CriticalPeriod(Callback):
             guard_lr=guard_lr,
             lr_cooldown=lr_cooldown,
             learning_signal=learning_signal,
+            fallback=fallback,
         )
+        self._primary = self.detector.settings()  # what a new fit (or the fallback) starts from
+        self.active = "primary"  # or "fallback": no validation each epoch
         self.loss = check_str("loss", loss, allow_none=True)
         self.strict = check_bool("strict", strict)
         self.verbose = check_bool("verbose", verbose)
@@ -196,7 +207,7 @@ class CriticalPeriod(Callback):
     def settings(self) -> dict[str, Any]:
         """The constructor's arguments (recorded in a run's ``config.json``)."""
         return {
-            **self.detector.settings(),
+            **self._primary,
             "loss": self.loss,
             "strict": self.strict,
             "verbose": self.verbose,
@@ -246,8 +257,7 @@ class CriticalPeriod(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":  # a new fit starts clean; a resumed one gets its state restored next
-            settings = self.detector.settings()
-            self.detector = StabilityDetector(settings.pop("monitor"), **settings)
+            self._use(self._primary, "primary")
             self._lr_shape = LRShape()
             self._val_epoch, self._val_seen = None, False
             self._warned_diverged = False
@@ -271,37 +281,95 @@ class CriticalPeriod(Callback):
             f"{epoch} (its metric and loss histories restart; it has not fired)"
         )
 
-    @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _use(self, settings: dict[str, Any], which: str) -> None:
+        """A fresh detector with ``settings`` (the primary rule or its fallback)."""
+        settings = dict(settings)
+        self.detector = StabilityDetector(settings.pop("monitor"), **settings)
+        self.active = which
+
+    def _resolve(self, trainer: pl.Trainer, strict: bool = True) -> str | None:
+        """Find the callbacks providing the active detector's metrics; a missing one is an
+        error (``strict``) or returned as the message."""
         known = known_metric_names()
         metric_cbs = [cb for cb in trainer.callbacks if isinstance(cb, MetricCallback)]  # type: ignore[attr-defined]
-        self._providers = {}
+        self._providers, self._aug_provider = {}, None
+        problem = None
         if self.detector.guard_learning and self.detector.learning_signal == "aug_loss":
             self._aug_provider = next(
                 (cb for cb in metric_cbs if "aug_gap/aug_loss" in cb.metric_names), None
             )
             if self._aug_provider is None:
-                raise ValueError(
+                problem = (
                     "CriticalPeriod(learning_signal='aug_loss') reads the AugmentationGap "
                     "callback's loss on augmented views: add `AugmentationGap()` to the callbacks"
                 )
-        for m in self.monitor:
+        for m in self.detector.metrics:
             provider = next((cb for cb in metric_cbs if m in cb.metric_names), None)
             if provider is not None:
                 self._providers[m] = provider
             elif m in known:
-                raise ValueError(
+                problem = problem or (
                     f"CriticalPeriod monitors {m!r}, which the {known[m]} callback computes, but no "
                     f"{known[m]} is in the Trainer's callbacks: add `{known[m]}()` to them"
                 )
             else:
                 close = difflib.get_close_matches(m, list(known), n=1, cutoff=0.75)
                 if close:
-                    raise ValueError(
+                    problem = problem or (
                         f"CriticalPeriod monitors {m!r}, which no callback computes: did you mean "
                         f"{close[0]!r}? The library's metrics: {', '.join(sorted(known))}; any "
                         "other name must be a metric your module logs"
                     )
+        if problem and self.active == "fallback":
+            problem = f"{problem} (the fallback rule, used without validation each epoch)"
+        if problem and strict:
+            raise ValueError(problem)
+        return problem
+
+    @staticmethod
+    def _validates_every_epoch(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+        """Whether this fit will validate after every training epoch (as far as the trainer
+        tells before the first epoch)."""
+        from lightning.pytorch.utilities.model_helpers import is_overridden
+
+        if not is_overridden("validation_step", pl_module):
+            return False
+        if trainer.limit_val_batches == 0 or (trainer.check_val_every_n_epoch or 1) != 1:
+            return False
+        try:
+            source = trainer._data_connector._val_dataloader_source  # type: ignore[attr-defined]
+            return bool(source.is_defined())
+        except AttributeError:  # another Lightning: let epoch 0 tell
+            return True
+
+    def _switch_to_fallback(self, trainer: pl.Trainer, why: str) -> None:
+        self._use(fallback_settings(self._primary), "fallback")
+        problem = self._resolve(trainer, strict=False)
+        if problem:
+            rank_zero_warn(f"CriticalPeriod: {problem}; the detector will not fire")
+            return
+        if self.verbose:
+            rank_zero_info(
+                f"[critical] {why}: the detector uses its fallback rule "
+                f"(monitor {', '.join(self.detector.metrics)}, "
+                f"learning_signal {self.detector.learning_signal})"
+            )
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (
+            self.active == "primary"
+            and reads_validation(self._primary)
+            and isinstance(self._primary.get("fallback"), dict)
+            and not self._validates_every_epoch(trainer, pl_module)
+        ):
+            self._use(fallback_settings(self._primary), "fallback")
+            if self.verbose:
+                rank_zero_info(
+                    "[critical] this fit does not validate every epoch: the detector uses its "
+                    f"fallback rule (monitor {', '.join(self.detector.metrics)})"
+                )
+        self._resolve(trainer)
 
     @staticmethod
     def _current_lr(trainer: pl.Trainer) -> float | None:
@@ -400,7 +468,7 @@ class CriticalPeriod(Callback):
 
     def _read(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         values: dict[str, float] = {}
-        for m in self.monitor:
+        for m in self.detector.metrics:
             provider = self._providers.get(m)
             if provider is not None:
                 v = provider.finalize_epoch(trainer, pl_module).get(m)
@@ -428,6 +496,14 @@ class CriticalPeriod(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if (
+            self.active == "primary"
+            and not self.detector.history
+            and reads_validation(self._primary)
+            and isinstance(self._primary.get("fallback"), dict)
+            and self._val_epoch != trainer.current_epoch
+        ):
+            self._switch_to_fallback(trainer, f"no validation ran in epoch {trainer.current_epoch}")
         train_loss = self._epoch_loss(trainer)
         state = (
             self._read(trainer, pl_module),
@@ -500,10 +576,13 @@ class CriticalPeriod(Callback):
         return {
             "detector": self.detector.state_dict(),
             "monitor": list(self.monitor),
+            "active": self.active,
             "lr_shape": self._lr_shape.state_dict(),
         }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("active") == "fallback" and self.active != "fallback":
+            self._use(fallback_settings(self._primary), "fallback")  # resolved in on_fit_start
         self.detector.load_state_dict(state_dict["detector"])
         self._lr_shape.load_state_dict(state_dict.get("lr_shape", {}))

@@ -32,6 +32,8 @@ from critical.detector.rule import (
     MODES,
     CriticalPeriodEvent,
     StabilityDetector,
+    fallback_settings,
+    reads_validation,
 )
 
 __all__ = [
@@ -45,6 +47,8 @@ __all__ = [
     "StabilityDetector",
     "epoch_ranges",
     "explain",
+    "fallback_settings",
     "learning_pace",
+    "reads_validation",
     "replay",
 ]

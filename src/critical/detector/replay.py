@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from critical.detector.rule import DEFAULTS, StabilityDetector
+from critical.detector.rule import DEFAULTS, StabilityDetector, fallback_settings, reads_validation
 
 __all__ = ["SIGNAL_KEYS", "replay"]
 
@@ -15,6 +15,12 @@ SIGNAL_KEYS = {
     "val_loss": ["val/loss", "critical/train_loss"],
     "aug_loss": ["critical/aug_gap/aug_loss"],
 }
+
+
+def _validated_every_epoch(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether every row holds a validation loss or accuracy (the run validated every epoch)."""
+    keys = ("val/loss", "val_loss", "val/acc", "val_acc")
+    return bool(rows) and all(any(r.get(k) is not None for k in keys) for r in rows)
 
 
 def _flag(row: Mapping[str, Any], key: str) -> bool | None:
@@ -45,7 +51,9 @@ def replay(
     :class:`~critical.callbacks.CriticalPeriod`; a non-finite loss is not). A detector replayed
     on the always-k run of a seed decides what the live detector would have decided in that run,
     since before its cut a detector run *is* the always-k run. ``stop=False`` feeds every row,
-    also after the detector fired (for plots of the guards' verdicts).
+    also after the detector fired (for plots of the guards' verdicts). Settings that read
+    validation metrics, replayed on rows without a validation value in every epoch, use their
+    ``fallback`` (as :class:`~critical.callbacks.CriticalPeriod` does live).
 
     Example:
         >>> rows = [{"epoch": e, "critical/m": 1 - 0.5 ** e} for e in range(8)]
@@ -54,7 +62,14 @@ def replay(
     """
     names = [monitor] if isinstance(monitor, str) else list(monitor)
     names = [n[len(prefix) :] if n.startswith(prefix) else n for n in names]
-    det = StabilityDetector(names, **settings)
+    every = {"monitor": names, **settings}
+    if reads_validation(every) and not _validated_every_epoch(rows):
+        every = fallback_settings(every)  # the run had no validation each epoch
+        fb = every.pop("monitor")
+        names = [fb] if isinstance(fb, str) else list(fb)
+        names = [n[len(prefix) :] if n.startswith(prefix) else n for n in names]
+    every.pop("monitor", None)
+    det = StabilityDetector(names, **every)
     keys = [loss_key] if loss_key else SIGNAL_KEYS[det.learning_signal]
     for row in sorted(rows, key=lambda r: r["epoch"]):
         values = {m: row.get(prefix + m, row.get(m)) for m in names}

@@ -81,6 +81,8 @@ __all__ = [
     "MODES",
     "CriticalPeriodEvent",
     "StabilityDetector",
+    "fallback_settings",
+    "reads_validation",
 ]
 
 MODES = ("scaled", "absolute", "relative")
@@ -105,6 +107,7 @@ DEFAULTS: dict[str, Any] = {
     "guard_lr": True,
     "lr_cooldown": 2,
     "learning_signal": "train_loss",
+    "fallback": None,
 }
 
 #: what ``guard_learning`` reads (the caller feeds it; :class:`~critical.callbacks.CriticalPeriod`
@@ -113,6 +116,36 @@ DEFAULTS: dict[str, Any] = {
 #: the loss on fresh augmented views of a fixed training probe
 #: (:class:`~critical.callbacks.AugmentationGap`'s ``aug_gap/aug_loss``)
 LEARNING_SIGNALS = ("train_loss", "val_loss", "aug_loss")
+
+
+def reads_validation(settings: Mapping[str, Any]) -> bool:
+    """Whether detector ``settings`` read validation metrics: a ``val/...`` (or ``val_...``)
+    monitor, or ``learning_signal="val_loss"``.
+
+    Example:
+        >>> reads_validation({"monitor": "val/loss"}), reads_validation({"monitor": "aug_gap"})
+        (True, False)
+    """
+    monitor = settings.get("monitor", DEFAULTS["monitor"])
+    names = [monitor] if isinstance(monitor, str) else list(monitor)
+    val = any(str(m).removeprefix("critical/").startswith(("val/", "val_")) for m in names)
+    return val or settings.get("learning_signal") == "val_loss"
+
+
+def fallback_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings to use in a run without validation each epoch: ``settings["fallback"]``
+    over the library defaults when the settings read validation and have a fallback, else
+    ``settings`` themselves (without the ``fallback`` key).
+
+    Example:
+        >>> fallback_settings({"monitor": "val/loss", "fallback": {"monitor": "aug_gap"}})["monitor"]
+        'aug_gap'
+    """
+    fb = settings.get("fallback")
+    if reads_validation(settings) and isinstance(fb, Mapping):
+        return {**{k: v for k, v in DEFAULTS.items() if k != "fallback"}, **fb, "fallback": None}
+    return {k: v for k, v in settings.items() if k != "fallback"}
+
 
 #: guard names, as they appear in ``history[i]["blocked"]``
 GUARDS = ("finite", "learning", "lr")
@@ -178,6 +211,9 @@ class StabilityDetector:
         lr_cooldown: epochs after a learning-rate drop during which no cut is made (>= 0).
         learning_signal: the loss ``guard_learning`` reads (:data:`LEARNING_SIGNALS`); recorded
             here, chosen by the caller that feeds ``loss``.
+        fallback: for settings that read validation metrics, the settings (a mapping of these
+            arguments, the library defaults filling the rest) a caller uses instead in a run
+            without validation each epoch (:func:`fallback_settings`); recorded here.
         eps: floor of the denominator in relative mode.
 
     Attributes:
@@ -207,6 +243,7 @@ class StabilityDetector:
         guard_lr: bool = DEFAULTS["guard_lr"],
         lr_cooldown: int = DEFAULTS["lr_cooldown"],
         learning_signal: str = DEFAULTS["learning_signal"],
+        fallback: Mapping[str, Any] | None = DEFAULTS["fallback"],
         eps: float = 1e-12,
     ) -> None:
         names = [metrics] if isinstance(metrics, str) else list(metrics)
@@ -247,6 +284,19 @@ class StabilityDetector:
         self.guard_lr = check_bool("guard_lr", guard_lr)
         self.lr_cooldown = check_int("lr_cooldown", lr_cooldown, 0)
         self.learning_signal = check_choice("learning_signal", learning_signal, LEARNING_SIGNALS)
+        if fallback is not None:
+            if not isinstance(fallback, Mapping):
+                raise ValueError(
+                    f"`fallback` must be a mapping of detector settings or None, got {fallback!r}"
+                )
+            extra = set(fallback) - (set(DEFAULTS) - {"fallback"})
+            if extra:
+                raise ValueError(
+                    f"unknown `fallback` keys {sorted(extra)}; valid: "
+                    f"{sorted(set(DEFAULTS) - {'fallback'})}"
+                )
+            fallback = dict(fallback)
+        self.fallback = fallback
         self.eps = check_number("eps", eps, minimum=0, exclusive=True)
 
         self.history: list[dict[str, Any]] = []

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
+from critical.callbacks._resume import restore_or_warn
 from critical.validation import check_bool
 
 PREFIX = "critical/"
@@ -176,17 +177,12 @@ class MetricCallback(Callback):
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        from critical.callbacks._resume import checkpoint_state
-
-        found, key, _ = checkpoint_state(self, checkpoint, trainer)
-        if found == "own":
-            return
-        epoch = int(checkpoint.get("epoch", -1)) + 1
-        what = "no state of it" if found == "missing" else f"only the state of {key}"
-        self.warn_once(
-            "missing_state",
-            f"{type(self).__name__}: the checkpoint holds {what} (saved without it, or with "
-            f"other arguments): {self._missing_state_effect} (epoch {epoch})",
+        restore_or_warn(
+            self,
+            checkpoint,
+            trainer,
+            self._missing_state_effect,
+            warn=lambda message: self.warn_once("missing_state", message),
         )
 
     def _check_keys(self, trainer: pl.Trainer) -> None:

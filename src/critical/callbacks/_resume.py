@@ -19,9 +19,12 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["checkpoint_state", "datamodule_multiplicity"]
+from lightning.pytorch.utilities import rank_zero_warn
+
+__all__ = ["checkpoint_state", "datamodule_multiplicity", "restore_or_warn"]
 
 
 def checkpoint_state(
@@ -56,3 +59,30 @@ def datamodule_multiplicity(checkpoint: dict[str, Any], trainer: Any = None) -> 
         if isinstance(value, dict) and isinstance(value.get("multiplicity"), int):
             return int(value["multiplicity"])
     return None
+
+
+def restore_or_warn(
+    callback: Any,
+    checkpoint: dict[str, Any],
+    trainer: Any,
+    effect: str,
+    adopt_other: bool = False,
+    warn: Callable[[str], Any] = rank_zero_warn,
+) -> str:
+    """For ``on_load_checkpoint``: nothing when the checkpoint holds the callback's own state;
+    with ``adopt_other``, load the state of the same class saved under another key (the same run
+    written with other arguments); else ``warn`` once that it is missing and what that means
+    (``effect``). Returns what :func:`checkpoint_state` found."""
+    found, key, state = checkpoint_state(callback, checkpoint, trainer)
+    if found == "own":
+        return found
+    if found == "other" and adopt_other and isinstance(state, Mapping):
+        callback.load_state_dict(dict(state))
+        return found
+    name = type(callback).__name__
+    what = (
+        f"no {name} state" if found == "missing" else f"only the state of {key} (other arguments)"
+    )
+    epoch = int(checkpoint.get("epoch", -1)) + 1
+    warn(f"{name}: the checkpoint holds {what}: {effect} (the fit resumes at epoch {epoch})")
+    return found

@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from critical.callbacks._base import PREFIX, MetricCallback
-from critical.callbacks._resume import checkpoint_state
+from critical.callbacks._resume import restore_or_warn
 from critical.detector import (
     DEFAULTS,
     GUARDS,
@@ -267,18 +267,11 @@ class CriticalPeriod(Callback):
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        found, key, _ = checkpoint_state(self, checkpoint, trainer)
-        if found == "own":
-            return
-        epoch = int(checkpoint.get("epoch", -1)) + 1
-        where = (
-            f"only the state of {key} (other arguments)"
-            if found == "other"
-            else "no CriticalPeriod state"
-        )
-        rank_zero_warn(
-            f"CriticalPeriod: the checkpoint holds {where}: the detector starts over at epoch "
-            f"{epoch} (its metric and loss histories restart; it has not fired)"
+        restore_or_warn(
+            self,
+            checkpoint,
+            trainer,
+            "the detector starts over (its metric and loss histories restart; it has not fired)",
         )
 
     def _use(self, settings: dict[str, Any], which: str) -> None:

@@ -72,7 +72,6 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
 from critical.accounting import (
@@ -87,7 +86,7 @@ from critical.accounting import (
 from critical.callbacks._codecarbon import accepted_kwargs, check_country
 from critical.callbacks._epoch_meter import EpochMeter, reduce_values
 from critical.callbacks._measurement import summarize_measurement
-from critical.callbacks._resume import checkpoint_state
+from critical.callbacks._resume import restore_or_warn
 from critical.data.protocol import get_multiplicity
 from critical.runfiles import find_callback, find_cutoff
 from critical.validation import (
@@ -292,15 +291,13 @@ class EnergyTracker(Callback):
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        found, _, state = checkpoint_state(self, checkpoint, trainer)
-        if found == "other" and isinstance(state, dict):
-            self.load_state_dict(state)  # the same run, measured under another name
-        elif found == "missing":
-            epoch = int(checkpoint.get("epoch", -1)) + 1
-            rank_zero_warn(
-                "EnergyTracker: the checkpoint holds no EnergyTracker state: the time, energy "
-                f"and CO2 of the epochs before epoch {epoch} are not counted in this run's totals"
-            )
+        restore_or_warn(
+            self,
+            checkpoint,
+            trainer,
+            "the time, energy and CO2 of the epochs before the resume are not in this run's totals",
+            adopt_other=True,  # the same run, measured under another name
+        )
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -82,7 +82,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from critical.callbacks._epoch_rows import EpochRows, write_epoch_scalars
-from critical.callbacks._resume import checkpoint_state
+from critical.callbacks._resume import restore_or_warn
 from critical.callbacks._run_config import build_config, callback_settings
 from critical.data.protocol import get_multiplicity
 from critical.io import atomic_write_csv, atomic_write_json, atomic_write_text, to_jsonable
@@ -543,16 +543,14 @@ class RunDirectory(Callback):
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        found, _, state = checkpoint_state(self, checkpoint, trainer)
-        if found == "other" and isinstance(state, Mapping):
-            self.load_state_dict(state)  # the same run, written under another root
-        elif found == "missing":
-            epoch = int(checkpoint.get("epoch", -1)) + 1
-            rank_zero_warn(
-                "RunDirectory: the checkpoint holds no RunDirectory state: this run directory's "
-                f"metrics start at epoch {epoch}; the rows of the epochs before it are not "
-                "recovered"
-            )
+        restore_or_warn(
+            self,
+            checkpoint,
+            trainer,
+            "this run directory's metrics start at the resume point; the rows of the epochs "
+            "before it are not recovered",
+            adopt_other=True,  # the same run, written under another root
+        )
 
     @override
     def state_dict(self) -> dict[str, Any]:

@@ -239,3 +239,25 @@ def test_model_summary_counts_flops():
     rgb = ImageClassifier("cifar_resnet20", num_classes=10, in_chans=3, img_size=32)
     assert tuple(rgb.example_input_array.shape) == (1, 3, 32, 32)
     assert ModelSummary(rgb).total_flops > ModelSummary(task).total_flops
+
+
+@pytest.mark.parametrize("interval", ["epoch", "step"])
+def test_checkpoint_loads_with_weights_only(tmp_path, interval):
+    """LightningCLI's --ckpt_path reads a checkpoint with weights_only=True: the LambdaLR state
+    (our EpochSchedule / StepSchedule objects) must be allowed, and the resumed fit must go on."""
+    task = _task(lr=0.1, schedule="cosine", warmup_epochs=1, schedule_interval=interval)
+    trainer = tiny_trainer(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(task, _loaders()[0])
+    path = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    (sched,) = ckpt["lr_schedulers"]
+    assert sched["last_epoch"] == (2 if interval == "epoch" else 4)
+    resumed = tiny_trainer(tmp_path, max_epochs=3, limit_train_batches=2, limit_val_batches=0)
+    resumed.fit(
+        _task(lr=0.1, schedule="cosine", warmup_epochs=1, schedule_interval=interval),
+        _loaders()[0],
+        ckpt_path=str(path),
+        weights_only=True,
+    )
+    assert resumed.current_epoch == 3

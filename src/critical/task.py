@@ -214,6 +214,12 @@ class StepSchedule:
         return f"StepSchedule({self.schedule!r}, steps_per_epoch={self.steps_per_epoch})"
 
 
+# A checkpoint of a LambdaLR schedule holds these objects (LambdaLR saves a callable object's
+# state); LightningCLI's ``--ckpt_path`` reads checkpoints with ``torch.load(weights_only=True)``,
+# which refuses any class not allowed here. They hold only numbers, strings and lists.
+torch.serialization.add_safe_globals([EpochSchedule, StepSchedule])
+
+
 def _channel_stats(
     values: Sequence[float] | None, default: Sequence[float], fill: float, in_chans: int, what: str
 ) -> list[float]:

@@ -1,0 +1,85 @@
+"""Phase B of the detector bank (experiments/bank/PROTOCOL.md, section 8): sweep specs that train,
+per setting and seed, the branches of the shipped default and of the setting's left-out rule
+(and matched k = 1 for their cuts), from the rules written to ``selected.yaml``.
+
+Each spec is the setting's phase-A sweep restricted to its budget, plus two detector entries
+(``default``, ``left_out``); run into the same directory, it finds phase A's runs finished and
+trains only the new branches (a detector that cuts where another policy already cut shares
+that branch, no training).
+
+    python experiments/bank/phase_b.py                       # writes experiments/bank/phase_b/
+    bash experiments/bank/phase_b/run.sh                     # 2 lanes, 1 thread each, nice
+    python experiments/bank/select.py runs/bank --score      # the goal, scored on real branches
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "phase_b"
+
+
+def specs(selected: dict) -> dict[str, tuple[str, dict]]:
+    """Setting name -> (phase-A sweep stem, phase-B spec)."""
+    default = dict(selected["default"])
+    if selected.get("validation_based"):
+        default["fallback"] = dict(selected["fallback_without_validation"])
+    out = {}
+    for path in sorted(HERE.glob("sweep_*.yaml")):
+        stem = path.stem.removeprefix("sweep_")
+        spec = yaml.safe_load(path.read_text())
+        for budget in spec["budgets"]:
+            name = stem if len(spec["budgets"]) == 1 else f"{stem}_e{budget}"
+            left_out = selected["left_out"].get(name)
+            if left_out is None:
+                continue
+            b = dict(spec, name=f"{spec['name']}_b_e{budget}", budgets=[budget])
+            policies = dict(b["policies"])
+            policies["detector"] = [
+                *policies.get("detector", []),
+                {"name": "default", **default},
+                {"name": "left_out", **left_out},
+            ]
+            b["policies"] = policies
+            out[name] = (stem, b)
+    return out
+
+
+def main() -> int:
+    selected = yaml.safe_load((HERE / "selected.yaml").read_text())
+    OUT.mkdir(exist_ok=True)
+    made = specs(selected)
+    lines = [
+        "#!/usr/bin/env bash",
+        "# Phase B of the bank (written by experiments/bank/phase_b.py): two lanes, 1 thread each.",
+        'set -uo pipefail\ncd "$(dirname "$0")/../../.."',
+        "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1",
+        "out=${BANK_OUT:-runs/bank}",
+        "lane() {\n  for s in \"$@\"; do",
+        '    nice -n 10 critical sweep "experiments/bank/phase_b/$s.yaml" --out "$out/${s%%_e[0-9]*}" \\',
+        '      >> "$out/lane_b.$1.log" 2>&1',
+        '    echo "$(date -Is) phase B $s done (exit $?)" >> "$out/progress.log"',
+        "  done\n}",
+    ]
+    for name, (stem, spec) in made.items():
+        if name != stem and not name.startswith(f"{stem}_e"):
+            raise AssertionError(name)
+        (OUT / f"{name}.yaml").write_text(
+            f"# Phase B, setting {name} (written by experiments/bank/phase_b.py from selected.yaml)\n"
+            + yaml.safe_dump(spec, sort_keys=False)
+        )
+    names = list(made)
+    # heavy settings first, one per lane
+    lanes = (names[0::2], names[1::2])
+    lines += [f"lane {' '.join(lane)} &" for lane in lanes] + ["wait"]
+    (OUT / "run.sh").write_text("\n".join(lines) + "\n")
+    print(f"wrote {len(made)} specs and run.sh to {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,6 +9,7 @@ that branch, no training).
 
     python experiments/bank/phase_b.py                       # writes experiments/bank/phase_b/
     bash experiments/bank/phase_b/run.sh                     # 2 lanes, 1 thread each, nice
+                                                             # (branches first, then matched k1)
     python experiments/bank/select.py runs/bank --score      # the goal, scored on real branches
 """
 
@@ -53,31 +54,36 @@ def main() -> int:
     selected = yaml.safe_load((HERE / "selected.yaml").read_text())
     OUT.mkdir(exist_ok=True)
     made = specs(selected)
+    jobs: list[tuple[str, str]] = []  # (spec file stem, out sub-directory)
+    for name, (stem, spec) in made.items():
+        header = f"# Phase B, setting {name} (written by experiments/bank/phase_b.py from selected.yaml)\n"
+        (OUT / f"{name}.yaml").write_text(header + yaml.safe_dump(spec, sort_keys=False))
+        # the detector branches first, for every setting; matched k = 1 for their cuts after
+        first = {**spec, "policies": {**spec["policies"], "matched": False}}
+        (OUT / f"{name}_branches.yaml").write_text(
+            header.replace("\n", ", branches only\n") + yaml.safe_dump(first, sort_keys=False)
+        )
+        jobs.append((f"{name}_branches", stem))
+    jobs += [(name, stem) for name, (stem, _) in made.items()]
     lines = [
         "#!/usr/bin/env bash",
-        "# Phase B of the bank (written by experiments/bank/phase_b.py): two lanes, 1 thread each.",
+        "# Phase B of the bank (written by experiments/bank/phase_b.py): two lanes, 1 thread each;",
+        "# every setting's detector branches first, then the full specs (matched k = 1 for their cuts).",
         'set -uo pipefail\ncd "$(dirname "$0")/../../.."',
         "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1",
         "out=${BANK_OUT:-runs/bank}",
-        "lane() {\n  for s in \"$@\"; do",
-        '    nice -n 10 critical sweep "experiments/bank/phase_b/$s.yaml" --out "$out/${s%%_e[0-9]*}" \\',
-        '      >> "$out/lane_b.$1.log" 2>&1',
-        '    echo "$(date -Is) phase B $s done (exit $?)" >> "$out/progress.log"',
-        "  done\n}",
+        "job() {",
+        '  nice -n 10 critical sweep "experiments/bank/phase_b/$1.yaml" --out "$out/$2" \\',
+        '    >> "$out/lane_b.$3.log" 2>&1',
+        '  echo "$(date -Is) phase B $1 done (exit $?)" >> "$out/progress.log"',
+        "}",
     ]
-    for name, (stem, spec) in made.items():
-        if name != stem and not name.startswith(f"{stem}_e"):
-            raise AssertionError(name)
-        (OUT / f"{name}.yaml").write_text(
-            f"# Phase B, setting {name} (written by experiments/bank/phase_b.py from selected.yaml)\n"
-            + yaml.safe_dump(spec, sort_keys=False)
-        )
-    names = list(made)
-    # heavy settings first, one per lane
-    lanes = (names[0::2], names[1::2])
-    lines += [f"lane {' '.join(lane)} &" for lane in lanes] + ["wait"]
+    lanes: tuple[list[str], list[str]] = ([], [])
+    for i, (spec_stem, sub) in enumerate(jobs):
+        lanes[i % 2].append(f"  job {spec_stem} {sub} {i % 2}")
+    lines += ["(", *lanes[0], ") &", "(", *lanes[1], ") &", "wait"]
     (OUT / "run.sh").write_text("\n".join(lines) + "\n")
-    print(f"wrote {len(made)} specs and run.sh to {OUT}")
+    print(f"wrote {len(made)} settings' specs and run.sh to {OUT}")
     return 0
 
 

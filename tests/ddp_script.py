@@ -7,12 +7,11 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 
 import lightning as L
-from helpers import TinyDataModule, TinyModule
+from helpers import TinyDataModule, TinyModule, v02_period
 from lightning.pytorch.callbacks import Callback
 
 from critical.callbacks import (
     AugmentationCutoff,
-    CriticalPeriod,
     EnergyTracker,
     GradientConfusion,
     GradientPredictability,
@@ -94,7 +93,7 @@ def main_imagedm(out_dir):
 
 def main(out_dir):
     L.seed_everything(0)
-    cp = CriticalPeriod(
+    cp = v02_period(
         "scripted", mode="absolute", threshold=0.1, patience=2, min_epochs=0, guard_learning=False
     )
     metric_cbs = [GradientConfusion(), GradientPredictability(), LayerRotation()]

@@ -108,3 +108,35 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
     """A CSV file with a header as a list of dicts (values are strings), as a reader sees it."""
     with open(path, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
+
+
+# The rule mechanics tests were written for the version-0.2 rule (patience 2, no smoothing, the
+# training-loss guard); these pin it, so a change of the shipped defaults does not change them.
+def v02_period(*args, **kwargs):
+    """A ``CriticalPeriod`` with :data:`critical.detector.V02_RULE` under ``kwargs``."""
+    from critical.callbacks import CriticalPeriod
+    from critical.detector import V02_RULE
+
+    if args:
+        kwargs["monitor"] = args[0]
+    return CriticalPeriod(**{**V02_RULE, **kwargs})
+
+
+def _v02_settings(kwargs):
+    from critical.detector import V02_RULE
+
+    return {**{k: v for k, v in V02_RULE.items() if k != "monitor"}, **kwargs}
+
+
+def v02_detector(monitor, **kwargs):
+    """A ``StabilityDetector`` with :data:`critical.detector.V02_RULE` under ``kwargs``."""
+    from critical.detector import StabilityDetector
+
+    return StabilityDetector(monitor, **_v02_settings(kwargs))
+
+
+def v02_replay(rows, monitor="layer_rotation", **kwargs):
+    """:func:`critical.detector.replay` with :data:`critical.detector.V02_RULE` under ``kwargs``."""
+    from critical.detector import replay
+
+    return replay(rows, monitor, **_v02_settings(kwargs))

@@ -4,13 +4,12 @@ import warnings
 
 import pytest
 import torch
-from helpers import TinyDataModule, TinyModule, make_images, tiny_trainer
+from helpers import TinyDataModule, TinyModule, make_images, tiny_trainer, v02_period
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from critical.callbacks import (
     AugmentationCutoff,
-    CriticalPeriod,
     EnergyTracker,
     GradientPredictability,
     LayerRotation,
@@ -53,7 +52,7 @@ def fit(tmp_path, callbacks, epochs=6, module=None, dm=None, **kw):
 
 
 def test_detector_fires_at_expected_epoch_and_k_drops_next_epoch(tmp_path):
-    cp = CriticalPeriod(
+    cp = v02_period(
         "scripted", mode="absolute", threshold=0.1, patience=2, min_epochs=0, guard_learning=False
     )
     seen = []
@@ -72,7 +71,7 @@ def test_detector_fires_at_expected_epoch_and_k_drops_next_epoch(tmp_path):
 
 
 def test_detector_on_real_metric_callbacks_any_order(tmp_path):
-    cp = CriticalPeriod(
+    cp = v02_period(
         "layer_rotation", threshold=10.0, patience=1, min_epochs=1, guard_learning=False
     )  # huge threshold: fires early
     cut = AugmentationCutoff()
@@ -83,7 +82,7 @@ def test_detector_on_real_metric_callbacks_any_order(tmp_path):
 
 
 def test_deadline_forces_the_cut(tmp_path):
-    cp = CriticalPeriod("scripted", threshold=1e-9, patience=1, min_epochs=0, deadline=2)
+    cp = v02_period("scripted", threshold=1e-9, patience=1, min_epochs=0, deadline=2)
     cut = AugmentationCutoff()
     _, counter, _ = fit(tmp_path, [cp, cut], epochs=4)
     assert cp.event.reason == "deadline" and cp.event.epoch == 1
@@ -121,9 +120,9 @@ def test_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="exactly one CriticalPeriod"):
         fit(tmp_path, [AugmentationCutoff()], epochs=1)
     with pytest.raises(ValueError, match="add `GradientPredictability\\(\\)`"):
-        fit(tmp_path, [CriticalPeriod("gradient_predictability")], epochs=1)
+        fit(tmp_path, [v02_period("gradient_predictability")], epochs=1)
     with pytest.raises(RuntimeError, match="available"):
-        fit(tmp_path, [CriticalPeriod("val/nothing")], epochs=1)
+        fit(tmp_path, [v02_period("val/nothing")], epochs=1)
 
     class NoK(TinyDataModule):
         def __init__(self):
@@ -174,7 +173,7 @@ def _callbacks():
     return [
         LayerRotation(),
         GradientPredictability(),
-        CriticalPeriod(
+        v02_period(
             "scripted",
             mode="absolute",
             threshold=0.1,
@@ -243,7 +242,7 @@ class StepCounter(Callback):
 def test_a_metric_name_typo_fails_before_the_first_step(tmp_path):
     steps = StepCounter()
     with pytest.raises(ValueError, match="did you mean 'layer_rotation'"):
-        fit(tmp_path, [LayerRotation(), CriticalPeriod("layer_rotaton"), steps], epochs=1)
+        fit(tmp_path, [LayerRotation(), v02_period("layer_rotaton"), steps], epochs=1)
     assert steps.steps == 0
 
 
@@ -263,7 +262,7 @@ class FlatThenNaN(Exploding):
 
 def test_a_diverged_run_is_never_declared_stable_and_says_so(tmp_path):
     # a flat metric, a deadline, no still-learning guard: only the finite guard stands in the way
-    cp = CriticalPeriod(
+    cp = v02_period(
         "scripted",
         mode="absolute",
         threshold=10.0,
@@ -280,7 +279,7 @@ def test_a_diverged_run_is_never_declared_stable_and_says_so(tmp_path):
 
 
 def test_the_guard_reads_the_loss_training_step_returns(tmp_path):
-    cp = CriticalPeriod("scripted", guard_lr=False)
+    cp = v02_period("scripted", guard_lr=False)
     seen = []
 
     class Spy(Callback):
@@ -425,7 +424,7 @@ def test_a_step_schedule_is_warned_about_only_when_not_followed(tmp_path):
 def test_a_diverged_run_says_so_in_its_summary(tmp_path):
     from critical.callbacks import RunDirectory
 
-    cp = CriticalPeriod("scripted", threshold=10.0, patience=1, min_epochs=2, guard_learning=False)
+    cp = v02_period("scripted", threshold=10.0, patience=1, min_epochs=2, guard_learning=False)
     run = RunDirectory(root=tmp_path, name="r", tensorboard=False, plot=False, print_summary=False)
     with pytest.warns(UserWarning, match="diverged"):
         fit(tmp_path, [cp, AugmentationCutoff(), run], epochs=3, module=FlatThenNaN())
@@ -441,7 +440,7 @@ def test_a_diverged_run_says_so_in_its_summary(tmp_path):
 
     rows = read_rows(tmp_path / "r")
     assert [r.get("critical/diverged") for r in rows] == [0.0, 1.0, 1.0]
-    kwargs = {"mode": "absolute", "threshold": 10.0, "patience": 1, "min_epochs": 2}
+    kwargs = {"mode": "absolute", "threshold": 10.0, "patience": 1, "min_epochs": 2, "window": 1}
     kwargs["guard_learning"] = False
     assert not replay(rows, "scripted", prefix="", **kwargs).fired
     assert replay(rows, "scripted", prefix="", **kwargs, guard_finite=False, guard_lr=False).fired

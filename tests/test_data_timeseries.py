@@ -13,7 +13,9 @@ import torch
 
 pytest.importorskip("aeon")
 
-from critical.callbacks import AugmentationCutoff, CriticalPeriod, LayerRotation
+from helpers import v02_period
+
+from critical.callbacks import AugmentationCutoff, LayerRotation
 from critical.cli import main
 from critical.data import TimeSeriesDataModule, load_bundled
 from critical.data.series_data import BUNDLED_DATASETS
@@ -105,7 +107,7 @@ def test_fit_resnet1d_with_the_detector_cuts_k_and_is_measured_from_the_start(tm
         lr=0.01,
     )
     rotation = LayerRotation()
-    cp = CriticalPeriod(
+    cp = v02_period(
         monitor="layer_rotation",
         mode="absolute",
         threshold=1.0,
@@ -133,6 +135,8 @@ def test_cli_runs_the_experiment_config_and_reports_the_test_split(tmp_path, cap
             "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false",
             f"--model.model_kwargs={json.dumps(TINY_NET)}",
+            "--critical_period.monitor=layer_rotation",
+            "--critical_period.window=1",
             "--critical_period.min_epochs=1",
             "--critical_period.patience=1",
             "--critical_period.threshold=1.0",

@@ -3,8 +3,9 @@
 import math
 
 import pytest
+from helpers import v02_detector, v02_replay
 
-from critical.detector import DEFAULTS, CriticalPeriodEvent, StabilityDetector, replay
+from critical.detector import DEFAULTS, CriticalPeriodEvent
 
 
 def StabilityDetector_(*args, **kwargs):
@@ -13,7 +14,7 @@ def StabilityDetector_(*args, **kwargs):
     kwargs.setdefault("guard_learning", False)
     kwargs.setdefault("guard_lr", False)
     kwargs.setdefault("guard_finite", False)
-    return StabilityDetector(*args, **kwargs)
+    return v02_detector(*args, **kwargs)
 
 
 def run(det, seq, name="m"):
@@ -105,7 +106,7 @@ def test_state_roundtrip_continues_identically():
     c.load_state_dict(a.state_dict())
     assert c.event == a.event and isinstance(c.event, CriticalPeriodEvent)
     with pytest.raises(ValueError, match="same metrics"):
-        StabilityDetector("other").load_state_dict(a.state_dict())
+        v02_detector("other").load_state_dict(a.state_dict())
 
 
 @pytest.mark.parametrize(
@@ -135,11 +136,11 @@ def test_invalid_arguments(kwargs, match):
 def _scaled(**kwargs):
     kwargs.setdefault("guard_learning", False)
     kwargs.setdefault("guard_lr", False)
-    return StabilityDetector("m", **kwargs)
+    return v02_detector("m", **kwargs)
 
 
 def test_defaults_are_the_scaled_rule_with_every_guard_on():
-    det = StabilityDetector("m")
+    det = v02_detector("m")
     assert det.mode == "scaled" and det.guard_finite and det.guard_learning and det.guard_lr
     assert det.settings()["threshold"] == DEFAULTS["threshold"]
 
@@ -167,16 +168,16 @@ def test_scaled_rule_ignores_the_metric_s_units(scale):
 
 
 def test_a_diverged_run_is_never_stable_nor_cut_by_the_deadline():
-    det = StabilityDetector("m", deadline=5, guard_learning=False)
+    det = v02_detector("m", deadline=5, guard_learning=False)
     flat = [1.0] * 10
     for e, v in enumerate(flat):
         assert det.update(e, {"m": v}, loss=math.nan if e >= 1 else 2.0) is None
     assert det.diverged == {"epoch": 1, "cause": "training loss is nan"}
     assert all("finite" in h["blocked"] for h in det.history[1:])
-    det = StabilityDetector("m", guard_learning=False)
+    det = v02_detector("m", guard_learning=False)
     assert run(det, [1.0, 1.0, math.inf, 1.0, 1.0, 1.0, 1.0]) is None
     assert det.diverged["epoch"] == 2
-    det = StabilityDetector("m", guard_learning=False)
+    det = v02_detector("m", guard_learning=False)
     det.update(0, {"m": 1.0}, finite=False, cause="the weights are not finite")
     assert det.diverged == {"epoch": 0, "cause": "the weights are not finite"}
 
@@ -185,7 +186,7 @@ def test_still_learning_guard_blocks_while_the_loss_falls_steadily():
     """The failure the guard exists for: a metric flat from epoch 1 while the loss still falls
     steadily (about 0.09 per epoch after a first-epoch drop from 6.33)."""
     steady = [6.33, 2.16, 2.07, 1.98, 1.89, 1.80, 1.71, 1.62, 1.53, 1.44, 1.35, 1.26]
-    det = StabilityDetector("m", mode="absolute", threshold=0.01, guard_lr=False)
+    det = v02_detector("m", mode="absolute", threshold=0.01, guard_lr=False)
     for e, lv in enumerate(steady):
         assert det.update(e, {"m": 0.7}, loss=lv) is None
     assert all("learning" in h["blocked"] for h in det.history)
@@ -193,19 +194,19 @@ def test_still_learning_guard_blocks_while_the_loss_falls_steadily():
 
 def test_still_learning_guard_lets_a_bent_loss_through_even_if_it_creeps_to_zero():
     bent = [2.0] + [1.5 * 0.6**e + 0.05 * 0.97**e for e in range(15)]  # fast, then creeping
-    det = StabilityDetector("m", mode="absolute", threshold=0.01, guard_lr=False)
+    det = v02_detector("m", mode="absolute", threshold=0.01, guard_lr=False)
     fired = None
     for e, lv in enumerate(bent):
         fired = fired or det.update(e, {"m": 0.7}, loss=lv)
     open_from = next(h["epoch"] for h in det.history if "learning" not in h["blocked"])
     assert open_from == 7 and fired is not None and fired.epoch == 8  # patience 2
     with pytest.raises(ValueError, match="loss_threshold"):
-        StabilityDetector("m", loss_threshold=0)
+        v02_detector("m", loss_threshold=0)
 
 
 def test_lr_guard_blocks_warmup_and_the_epochs_after_a_step_drop():
     lrs = [0.01, 0.05, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.01]
-    det = StabilityDetector("m", mode="absolute", threshold=0.5, min_epochs=0, guard_learning=False)
+    det = v02_detector("m", mode="absolute", threshold=0.5, min_epochs=0, guard_learning=False)
     blocked = []
     for e, lr in enumerate(lrs):
         det.update(e, {"m": 1.0}, lr=lr)
@@ -224,22 +225,22 @@ def test_replay_on_logged_rows_matches_the_live_detector():
         }
         for e in range(30)
     ]
-    live = StabilityDetector("m")
+    live = v02_detector("m")
     event = None
     for r in rows:
         event = event or live.update(
             r["epoch"], {"m": r["critical/m"]}, loss=r["critical/train_loss"], lr=0.1
         )
-    replayed = replay(rows, "critical/m")
+    replayed = v02_replay(rows, "critical/m")
     assert replayed.event == event and event is not None
-    assert replay(rows, "m", threshold=1e-6).event is None
+    assert v02_replay(rows, "m", threshold=1e-6).event is None
 
 
 def test_state_roundtrip_keeps_the_guards_state():
-    a = StabilityDetector("m")
+    a = v02_detector("m")
     for e in range(4):
         a.update(e, {"m": e}, loss=1.0 / (e + 1), lr=0.1)
-    b = StabilityDetector("m")
+    b = v02_detector("m")
     b.load_state_dict(a.state_dict())
     for e in range(4, 20):
         x = a.update(e, {"m": 4}, loss=0.2, lr=0.1)

@@ -9,11 +9,11 @@ import math
 import lightning as L
 import pytest
 import torch
-from helpers import TinyDataModule, TinyModule, tiny_trainer
+from helpers import TinyDataModule, TinyModule, tiny_trainer, v02_detector, v02_period
 from torch import nn
 
 from critical.callbacks import AugmentationCutoff, CriticalPeriod, LayerRotation, RunDirectory
-from critical.detector import LRShape, StabilityDetector, explain, learning_pace, replay
+from critical.detector import DEFAULTS, LRShape, StabilityDetector, explain, learning_pace, replay
 from critical.runfiles import find_accuracy_key, read_rows
 
 
@@ -145,7 +145,7 @@ def test_lr_guard_verdicts_on_logged_runs(tmp_path, kind, objects):
 
 
 def test_the_summary_and_cut_event_say_why(tmp_path):
-    cp = CriticalPeriod("layer_rotation", verbose=False)  # the learning guard never lets go
+    cp = v02_period("layer_rotation", verbose=False)  # the learning guard never lets go
     run = RunDirectory(root=tmp_path, name="r", tensorboard=False, plot=False, print_summary=False)
     trainer = tiny_trainer(
         tmp_path, max_epochs=4, callbacks=[LayerRotation(), cp, AugmentationCutoff(), run]
@@ -164,8 +164,8 @@ def test_the_summary_and_cut_event_say_why(tmp_path):
 
 
 def test_a_fired_detector_records_the_guards_at_the_cut():
-    det = StabilityDetector("m", mode="absolute", threshold=0.05, patience=1, min_epochs=1,
-                            loss_window=1, guard_lr=False)  # fmt: skip
+    det = v02_detector("m", mode="absolute", threshold=0.05, patience=1, min_epochs=1,
+                       loss_window=1, guard_lr=False)  # fmt: skip
     for e, v in enumerate([1.0, 0.5, 0.48, 0.47]):
         det.update(e, {"m": v}, loss=[3.0, 1.0, 0.5, 0.49][e], lr_rose=False, lr_jump=False)
     account = explain(det)
@@ -239,8 +239,31 @@ def test_fallback_when_the_fit_does_not_validate(tmp_path):
         )
         assert cp.active == "fallback" and cp.detector.metrics == ["layer_rotation"]
         assert len(cp.detector.history) == 3
-    # a rule without a fallback keeps its metric (and a missing one is skipped, strict=False)
-    assert CriticalPeriod(monitor="val/acc").detector.fallback is None
+    # a validation rule falls back to the library's data-agnostic rule unless told otherwise
+    assert CriticalPeriod(monitor="val/acc").detector.fallback == DEFAULTS["fallback"]
+    assert CriticalPeriod(monitor="val/acc", fallback=None).detector.fallback is None
+
+
+class LogsValUnderscoreLoss(TinyModule):
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", nn.functional.cross_entropy(self(x), y))
+
+
+def test_the_default_monitor_reads_a_validation_loss_under_its_usual_names(tmp_path):
+    """The shipped default watches the validation loss; a module logging `val_loss` (not
+    `val/loss`) is read as well, live and in replay."""
+    cp = CriticalPeriod(learning_signal="train_loss", verbose=False)
+    run = RunDirectory(root=tmp_path, name="r", tensorboard=False, plot=False, print_summary=False)
+    tiny_trainer(tmp_path, max_epochs=3, callbacks=[cp, run]).fit(
+        LogsValUnderscoreLoss(), TinyDataModule()
+    )
+    assert cp.active == "primary" and cp.detector.metrics == ["val/loss"]
+    values = [h["values"]["val/loss"] for h in cp.detector.history]
+    assert len(values) == 3 and len(set(values)) == 3  # a fresh reading every epoch
+    rows = read_rows(tmp_path / "r")
+    det = replay(rows, learning_signal="train_loss", stop=False)
+    assert [h["values"] for h in det.history] == [h["values"] for h in cp.detector.history]
 
 
 def test_replay_uses_the_fallback_on_rows_without_validation():

@@ -25,11 +25,12 @@ def test_add_it_to_your_trainer_example_runs_as_written(tmp_path):
     finally:
         os.chdir(cwd)
     callbacks = namespace["callbacks"]
-    cp, cut = callbacks[3], callbacks[4]
-    assert all(len(cb.history) == 10 for cb in callbacks[:3])
+    cp, cut = callbacks[2], callbacks[3]
+    assert all(len(cb.history) == 10 for cb in callbacks[:2])
+    assert cp.active == "primary" and cp.detector.metrics == ["val/loss"]  # the default rule
     assert cut.multiplicity_before == 3
     assert cp.fired == (cut.cut_epoch is not None)
-    energy = callbacks[5].summary()
+    energy = callbacks[4].summary()
     assert energy["total"]["epochs"] == 10 and energy["total"]["duration_s"] > 0
 
 

@@ -10,14 +10,13 @@ import warnings
 import lightning as L
 import pytest
 import torch
-from helpers import TinyDataModule, TinyModule, tiny_trainer
+from helpers import TinyDataModule, TinyModule, tiny_trainer, v02_period
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
 from critical.callbacks import (
     AugmentationCutoff,
-    CriticalPeriod,
     EnergyTracker,
     LayerRotation,
     RunDirectory,
@@ -30,7 +29,7 @@ def _run(tmp_path, name=None):
 
 def test_reused_callbacks_start_each_fit_clean(tmp_path):
     """The notebook pattern: the same callback objects, a second fit on a new model and data."""
-    cp = CriticalPeriod("layer_rotation", mode="absolute", threshold=10.0, patience=1,
+    cp = v02_period("layer_rotation", mode="absolute", threshold=10.0, patience=1,
                         min_epochs=1, guard_learning=False, guard_lr=False, verbose=False)  # fmt: skip
     cut, energy, run = AugmentationCutoff(verbose=False), EnergyTracker(), _run(tmp_path)
     callbacks = [LayerRotation(), cp, cut, energy, run]
@@ -94,7 +93,7 @@ def test_stripped_checkpoint_recovers_the_cut_from_the_datamodule(tmp_path):
     torch.save(ckpt, tmp_path / "stripped.ckpt")
     data = StatefulData()
     cut = AugmentationCutoff(verbose=False)  # policy detector: would never cut by itself here
-    cp = CriticalPeriod("layer_rotation", verbose=False)
+    cp = v02_period("layer_rotation", verbose=False)
     with pytest.warns(UserWarning) as rec:
         tiny_trainer(tmp_path, max_epochs=4, callbacks=[LayerRotation(), cp, cut]).fit(
             TinyModule(), data, ckpt_path=tmp_path / "stripped.ckpt"
@@ -109,7 +108,7 @@ def test_stripped_checkpoint_recovers_the_cut_from_the_datamodule(tmp_path):
     # a datamodule that saves nothing: the cut cannot be recovered, and a warning says so
     with pytest.warns(UserWarning, match="whether k was cut before epoch 2 is unknown"):
         tiny_trainer(tmp_path, max_epochs=3, callbacks=[AugmentationCutoff(verbose=False),
-                     LayerRotation(), CriticalPeriod("layer_rotation", verbose=False)]).fit(
+                     LayerRotation(), v02_period("layer_rotation", verbose=False)]).fit(
             TinyModule(), TinyDataModule(multiplicity=3), ckpt_path=tmp_path / "stripped.ckpt"
         )  # fmt: skip
 
@@ -151,14 +150,14 @@ class Manual(L.LightningModule):
 
 
 def test_no_returned_loss_reads_a_logged_one_or_warns(tmp_path):
-    cp = CriticalPeriod("layer_rotation", verbose=False)
+    cp = v02_period("layer_rotation", verbose=False)
     tiny_trainer(tmp_path, max_epochs=6, callbacks=[LayerRotation(), cp]).fit(
         Manual(), TinyDataModule()
     )
     losses = [h["loss"] for h in cp.detector.history]
     assert all(v is not None for v in losses) and losses[-1] < losses[0]
     assert cp.detector.history[-1]["pace"] is not None  # the learning guard can judge
-    cp = CriticalPeriod("layer_rotation", verbose=False)
+    cp = v02_period("layer_rotation", verbose=False)
     with pytest.warns(UserWarning, match="training_step returns no loss and none of"):
         tiny_trainer(tmp_path, max_epochs=2, callbacks=[LayerRotation(), cp]).fit(
             Manual(log_key=None), TinyDataModule()

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from helpers import TinyDataModule, TinyModule, make_images, read_csv, tiny_trainer
+from helpers import TinyDataModule, TinyModule, make_images, read_csv, tiny_trainer, v02_period
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -446,11 +446,11 @@ def test_tensorboard_has_the_epoch_metrics_against_the_epoch(tmp_path):
 def test_config_records_settings_never_object_reprs(tmp_path):
     from torch.utils.data import DataLoader, TensorDataset
 
-    from critical.callbacks import AugmentationCutoff, CriticalPeriod, LayerRotation
+    from critical.callbacks import AugmentationCutoff, LayerRotation
     from critical.data import MultiplicityDataModule
 
     x, y = make_images(32)
-    cp = CriticalPeriod("layer_rotation")
+    cp = v02_period("layer_rotation")
     callbacks = [
         RunDirectory(root=tmp_path, name="r", tensorboard=False, plot=False, print_summary=False),
         RobustnessEvaluator(when="never", dataloader=DataLoader(TensorDataset(x, y))),

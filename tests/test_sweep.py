@@ -58,7 +58,7 @@ def test_plan_names_stages_and_flags(tmp_path):
     )
     live = plan({**SPEC, "oracle": False, "policies": {"detector": [{"threshold": 0.5}]}}, tmp_path)
     det = live[0]
-    assert det.tags["label"] == "detector:layer_rotation@0.5"
+    assert det.tags["label"] == "detector:val/loss@0.5"  # the default monitor
     assert "--critical_period.threshold=0.5" in det.args
     assert "--critical_period.mode=scaled" in det.args  # the library default, not the config's
 
@@ -168,6 +168,8 @@ def test_emit_and_slurm_script(tmp_path, capsys):
 def test_local_sweep_with_replayed_detectors_matched_runs_and_report(tmp_path, capsys):
     fires = {  # settles after epoch 1 -> cuts at 2, the same branch as fixed@2
         "name": "fires",
+        "monitor": "layer_rotation",
+        "window": 1,
         "mode": "absolute",
         "threshold": 0.5,
         "patience": 1,

@@ -7,9 +7,9 @@ import matplotlib
 matplotlib.use("Agg")
 
 import torch
-from helpers import TinyDataModule, TinyModule, tiny_trainer
+from helpers import TinyDataModule, TinyModule, tiny_trainer, v02_period
 
-from critical.callbacks import CriticalPeriod, LayerRotation, RunDirectory
+from critical.callbacks import LayerRotation, RunDirectory
 from critical.report.run_plot import run_figure
 from critical.report.runs import load_run
 
@@ -30,7 +30,7 @@ class OwnModule(TinyModule):
 
 def test_plot_of_a_users_run(tmp_path):
     run = RunDirectory(root=tmp_path, name="mine", plot=False, print_summary=False)
-    cbs = [LayerRotation(), CriticalPeriod("layer_rotation", verbose=False), run]
+    cbs = [LayerRotation(), v02_period("layer_rotation", verbose=False), run]
     tiny_trainer(tmp_path, max_epochs=3, callbacks=cbs).fit(OwnModule(), TinyDataModule())
     fig = run_figure(load_run(tmp_path / "mine"))
     title = fig._suptitle.get_text()

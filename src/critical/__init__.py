@@ -6,4 +6,4 @@ a cut unsafe, and then drop the data augmentation multiplicity k to 1, logging w
 in time, energy and CO2.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -19,6 +19,7 @@ from critical.callbacks._resume import restore_or_warn
 from critical.detector import (
     DEFAULTS,
     GUARDS,
+    VAL_LOSS_KEYS,
     CriticalPeriodEvent,
     LRShape,
     StabilityDetector,
@@ -54,8 +55,6 @@ def known_metric_names() -> dict[str, str]:
 
 #: the logged training-loss names read when ``training_step`` returns no loss, in this order
 TRAIN_LOSS_KEYS = ("train/loss", "train_loss", "loss", "train/loss_epoch", "train_loss_epoch")
-#: the validation-loss names ``learning_signal="val_loss"`` reads, in this order
-VAL_LOSS_KEYS = ("val/loss", "val_loss", "valid/loss", "validation/loss")
 
 
 def _strip(name: str) -> str:
@@ -293,8 +292,11 @@ class CriticalPeriod(Callback):
             )
             if self._aug_provider is None:
                 problem = (
-                    "CriticalPeriod(learning_signal='aug_loss') reads the AugmentationGap "
-                    "callback's loss on augmented views: add `AugmentationGap()` to the callbacks"
+                    "CriticalPeriod(learning_signal='aug_loss') (the default) reads the "
+                    "AugmentationGap callback's loss on augmented views: add `AugmentationGap()` "
+                    "to the callbacks (its training data must offer `probe_views`, as the "
+                    "library's datamodules and MultiplicityDataset do), or pass "
+                    "learning_signal='train_loss' (or 'val_loss')"
                 )
         for m in self.detector.metrics:
             provider = next((cb for cb in metric_cbs if m in cb.metric_names), None)
@@ -466,7 +468,7 @@ class CriticalPeriod(Callback):
             if provider is not None:
                 v = provider.finalize_epoch(trainer, pl_module).get(m)
             else:
-                raw = trainer.callback_metrics.get(m, trainer.callback_metrics.get(PREFIX + m))
+                raw = self._logged(trainer.callback_metrics, m)
                 if raw is None and self.strict:
                     raise RuntimeError(
                         f"CriticalPeriod could not find the monitored metric {m!r}; available: "
@@ -477,6 +479,13 @@ class CriticalPeriod(Callback):
             if v is not None:
                 values[m] = float(v)
         return values
+
+    @staticmethod
+    def _logged(metrics: Mapping[str, Any], m: str) -> Any:
+        """``m`` as logged, with or without the ``critical/`` prefix; the validation loss under
+        any of its usual names (``val/loss``, ``val_loss``, ...)."""
+        names = VAL_LOSS_KEYS if m in VAL_LOSS_KEYS else (m, PREFIX + m)
+        return next((metrics[k] for k in names if k in metrics), None)
 
     @staticmethod
     @torch.no_grad()

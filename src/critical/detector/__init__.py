@@ -13,8 +13,8 @@ Plain Python, no Lightning and no torch. The Lightning side lives in
 
 Example:
     >>> from critical.detector import StabilityDetector
-    >>> det = StabilityDetector(["m"], mode="absolute", threshold=0.05, min_epochs=1,
-    ...                         guard_learning=False, guard_lr=False)
+    >>> det = StabilityDetector(["m"], mode="absolute", threshold=0.05, patience=2, window=1,
+    ...                         min_epochs=1, guard_learning=False, guard_lr=False)
     >>> [det.update(e, {"m": v}) is not None for e, v in enumerate([1.0, 0.5, 0.48, 0.47])]
     [False, False, False, True]
     >>> det.event.epoch, det.event.reason
@@ -30,6 +30,8 @@ from critical.detector.rule import (
     GUARDS,
     LEARNING_SIGNALS,
     MODES,
+    V02_RULE,
+    VAL_LOSS_KEYS,
     CriticalPeriodEvent,
     StabilityDetector,
     fallback_settings,
@@ -42,6 +44,8 @@ __all__ = [
     "GUARDS",
     "LEARNING_SIGNALS",
     "MODES",
+    "V02_RULE",
+    "VAL_LOSS_KEYS",
     "CriticalPeriodEvent",
     "LRShape",
     "StabilityDetector",

@@ -5,27 +5,39 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from critical.detector.rule import DEFAULTS, StabilityDetector, fallback_settings, reads_validation
+from critical.detector.rule import (
+    DEFAULTS,
+    VAL_LOSS_KEYS,
+    StabilityDetector,
+    fallback_settings,
+    reads_validation,
+)
 
 __all__ = ["SIGNAL_KEYS", "replay"]
 
 #: the logged columns each ``learning_signal`` reads, in order of preference
 SIGNAL_KEYS = {
     "train_loss": ["critical/train_loss"],
-    "val_loss": ["val/loss", "critical/train_loss"],
+    "val_loss": [*VAL_LOSS_KEYS, "critical/train_loss"],
     "aug_loss": ["critical/aug_gap/aug_loss"],
 }
 
 
 def _validated_every_epoch(rows: Sequence[Mapping[str, Any]]) -> bool:
     """Whether every row holds a validation loss or accuracy (the run validated every epoch)."""
-    keys = ("val/loss", "val_loss", "val/acc", "val_acc")
+    keys = (*VAL_LOSS_KEYS, "val/acc", "val_acc")
     return bool(rows) and all(any(r.get(k) is not None for k in keys) for r in rows)
 
 
 def _flag(row: Mapping[str, Any], key: str) -> bool | None:
     v = row.get(key)
     return None if v is None or v == "" else bool(float(v))
+
+
+def _value(row: Mapping[str, Any], m: str, prefix: str) -> Any:
+    """Metric ``m`` in a row: ``prefix + m`` or ``m``; a validation loss under any usual name."""
+    names = VAL_LOSS_KEYS if m in VAL_LOSS_KEYS else (prefix + m, m)
+    return next((row[k] for k in names if row.get(k) is not None), None)
 
 
 def replay(
@@ -58,11 +70,11 @@ def replay(
     Example:
         >>> rows = [{"epoch": e, "critical/m": 1 - 0.5 ** e} for e in range(8)]
         >>> replay(rows, "m", guard_learning=False, guard_lr=False).event.epoch
-        5
+        6
     """
     names = [monitor] if isinstance(monitor, str) else list(monitor)
     names = [n[len(prefix) :] if n.startswith(prefix) else n for n in names]
-    every = {"monitor": names, **settings}
+    every = {"monitor": names, "fallback": DEFAULTS["fallback"], **settings}
     if reads_validation(every) and not _validated_every_epoch(rows):
         every = fallback_settings(every)  # the run had no validation each epoch
         fb = every.pop("monitor")
@@ -72,7 +84,7 @@ def replay(
     det = StabilityDetector(names, **every)
     keys = [loss_key] if loss_key else SIGNAL_KEYS[det.learning_signal]
     for row in sorted(rows, key=lambda r: r["epoch"]):
-        values = {m: row.get(prefix + m, row.get(m)) for m in names}
+        values = {m: _value(row, m, prefix) for m in names}
         loss = next((row[k] for k in keys if row.get(k) is not None), None)
         diverged = bool(row.get(diverged_key))
         det.update(

@@ -35,7 +35,9 @@ not stable for any metric (streaks restart):
 
 * ``guard_finite``: a non-finite training loss, weights (``finite=False``) or watched metric
   marks the run *diverged*; a diverged run is never declared stable (nor cut by the deadline).
-* ``guard_learning``: the training loss is still improving at a good share of its own pace:
+* ``guard_learning``: the loss it reads (``learning_signal``: by default the loss on fresh
+  augmented views of a fixed training probe, else the training or the validation loss) is still
+  improving at a good share of its own pace:
   its mean improvement per epoch over the last ``loss_window`` epochs is at least
   ``loss_threshold`` times its mean improvement per epoch since epoch 1,
   ``[(L_{e-w} - L_e) / w] / [(L_1 - L_e) / (e - 1)] >= loss_threshold`` (epoch 0, which holds
@@ -50,13 +52,20 @@ not stable for any metric (streaks restart):
   ``lr_jump``; older logs) it falls back to the epoch-start rates: a rise since the previous
   epoch, or a fall by more than half.
 
+The shipped defaults (:data:`DEFAULTS`) were selected on a bank of 10 settings by a protocol
+fixed before its runs (experiments/bank/PROTOCOL.md; docs/results.md): the validation loss
+(``monitor="val/loss"``) on the scaled rule with ``threshold=0.3``, ``patience=1`` and a
+3-epoch moving average, the learning guard on the augmented-view loss, and, for a fit that does
+not validate every epoch, the ``fallback`` rule (layer rotation, ``threshold=0.5``).
+:data:`V02_RULE` is version 0.2's default.
+
 Epochs are counted as *completed training epochs*: the end of Lightning's ``current_epoch == e``
 is the point where ``e + 1`` epochs have completed.
 
 Example:
     >>> from critical.detector import StabilityDetector
-    >>> det = StabilityDetector(["m"], mode="absolute", threshold=0.05, min_epochs=1,
-    ...                         guard_learning=False, guard_lr=False)
+    >>> det = StabilityDetector(["m"], mode="absolute", threshold=0.05, patience=2, window=1,
+    ...                         min_epochs=1, guard_learning=False, guard_lr=False)
     >>> [det.update(e, {"m": v}) is not None for e, v in enumerate([1.0, 0.5, 0.48, 0.47])]
     [False, False, False, True]
     >>> det.event.epoch, det.event.reason
@@ -79,6 +88,8 @@ __all__ = [
     "GUARDS",
     "LEARNING_SIGNALS",
     "MODES",
+    "V02_RULE",
+    "VAL_LOSS_KEYS",
     "CriticalPeriodEvent",
     "StabilityDetector",
     "fallback_settings",
@@ -90,22 +101,45 @@ COMBINES = ("any", "all")
 
 #: The detector's defaults: the one source for :class:`StabilityDetector`,
 #: :class:`~critical.callbacks.CriticalPeriod` and ``critical sweep`` (whose detector entries
-#: accept exactly these keys). Fixed before the study in docs/results.md.
+#: accept exactly these keys). Selected on the bank of 10 settings by the protocol committed
+#: before its runs (experiments/bank/PROTOCOL.md; the selection in
+#: experiments/bank/selected.yaml, the scores in docs/results.md): the validation loss on the
+#: scaled rule (0.3, patience 1, a 3-epoch moving average), the learning guard reading the loss
+#: on fresh augmented views of a training probe (:class:`~critical.callbacks.AugmentationGap`),
+#: and, for a fit that does not validate every epoch, the data-agnostic rule selected on all 10
+#: settings (layer rotation, 0.5).
 DEFAULTS: dict[str, Any] = {
-    "monitor": "layer_rotation",
+    "monitor": "val/loss",
     "mode": "scaled",
     "threshold": 0.3,
-    "patience": 2,
+    "patience": 1,
     "min_epochs": 3,
     "deadline": None,
     "combine": "any",
-    "window": 1,
+    "window": 3,
     "guard_finite": True,
     "guard_learning": True,
     "loss_window": 3,
     "loss_threshold": 0.5,
     "guard_lr": True,
     "lr_cooldown": 2,
+    "learning_signal": "aug_loss",
+    "fallback": {
+        "monitor": "layer_rotation",
+        "threshold": 0.5,
+        "patience": 1,
+        "window": 3,
+        "learning_signal": "aug_loss",
+    },
+}
+
+#: The version-0.2 default (layer rotation, scaled 0.3, patience 2, the training-loss guard):
+#: a baseline in the bank and what ``CriticalPeriod(**V02_RULE)`` still runs.
+V02_RULE: dict[str, Any] = {
+    **{k: v for k, v in DEFAULTS.items() if k != "fallback"},
+    "monitor": "layer_rotation",
+    "patience": 2,
+    "window": 1,
     "learning_signal": "train_loss",
     "fallback": None,
 }
@@ -116,6 +150,11 @@ DEFAULTS: dict[str, Any] = {
 #: the loss on fresh augmented views of a fixed training probe
 #: (:class:`~critical.callbacks.AugmentationGap`'s ``aug_gap/aug_loss``)
 LEARNING_SIGNALS = ("train_loss", "val_loss", "aug_loss")
+
+
+#: the names a validation loss is logged under, in the order they are looked up (a ``val/loss``
+#: monitor and ``learning_signal="val_loss"`` read the first one present)
+VAL_LOSS_KEYS = ("val/loss", "val_loss", "valid/loss", "validation/loss")
 
 
 def reads_validation(settings: Mapping[str, Any]) -> bool:

@@ -158,7 +158,7 @@ def detector_label(d: Mapping[str, Any]) -> str:
     if "mode" in d:
         label += f"/{d['mode']}"
     label += f"@{d.get('threshold', 'default')}"
-    if d.get("window", 1) != 1:
+    if d.get("window", DEFAULTS["window"]) != DEFAULTS["window"]:
         label += f"/w{d['window']}"
     return label
 

@@ -14,16 +14,22 @@ def _block(marker: str) -> str:
     return m.group(1)
 
 
-def test_add_it_to_your_trainer_example_runs_as_written(tmp_path):
-    code = _block("<!-- example: trainer")
-    assert len([line for line in code.splitlines() if line.strip()]) <= 12
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
+def _run(code: str, cwd: Path) -> dict:
+    """Execute a README block in ``cwd`` (where its files go) and return its namespace."""
+    before = os.getcwd()
+    os.chdir(cwd)
     try:
         namespace: dict = {}
         exec(compile(code, "README.md", "exec"), namespace)
     finally:
-        os.chdir(cwd)
+        os.chdir(before)
+    return namespace
+
+
+def test_add_it_to_your_trainer_example_runs_as_written(tmp_path):
+    code = _block("<!-- example: trainer")
+    assert len([line for line in code.splitlines() if line.strip()]) <= 12
+    namespace = _run(code, tmp_path)
     callbacks = namespace["callbacks"]
     cp, cut = callbacks[2], callbacks[3]
     assert all(len(cb.history) == 10 for cb in callbacks[:2])
@@ -36,13 +42,7 @@ def test_add_it_to_your_trainer_example_runs_as_written(tmp_path):
 
 def test_own_module_example_ends_its_schedule_on_time(tmp_path):
     code = _block("<!-- example: own module")
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        namespace: dict = {}
-        exec(compile(code, "README.md", "exec"), namespace)
-    finally:
-        os.chdir(cwd)
+    namespace = _run(code, tmp_path)
     trainer, cut = namespace["trainer"], namespace["cut"]
     assert cut.cut_epoch == 2 and namespace["data"].multiplicity == 1
     sched = trainer.lr_scheduler_configs[0].scheduler

@@ -11,23 +11,7 @@ OUT=${OUT:-gpu_out}
 BUDGET=${BUDGET:-570}
 SPEC=${SPEC:-experiments/gpu/sweep_cifar10_resnet20_long.yaml}
 SWEEP=${SWEEP:-runs/gpu_cifar10_resnet20_long}
-mkdir -p "$OUT"
-T0=$(date +%s)
-left() { echo $((BUDGET - ($(date +%s) - T0))); }
-export PYTHONUNBUFFERED=1
-if [ -d .whl ] && [ -z "${SKIP_WHEELS:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-    .whl/*.whl 2>&1 | tail -n 3
-  export PYTHONPATH=/tmp/site:$PWD/src
-else
-  export PYTHONPATH=$PWD/src
-fi
-{
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
-  python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__, 'cuda', torch.version.cuda)"
-  echo "cpus $(nproc)"
-} > "$OUT/env.txt" 2>&1
-cat "$OUT/env.txt"
+source "$(dirname "$0")/_setup.sh"
 if [ ! -d /tmp/cifar10/train ] && [ -f data/cifar10_train_jpeg.npz ]; then
   python3 experiments/gpu/unpack.py data/cifar10_train_jpeg.npz /tmp/cifar10/train
 fi

@@ -213,10 +213,6 @@ def test_report_finds_the_accuracy_key(tmp_path):
     assert all(v["acc"] is not None for g in summary.groups for v in g.values.values())
 
 
-def test_nn_unused():  # keep the import list honest for ruff
-    assert nn.Linear
-
-
 # ----------------------------------------------------------------- a validation-based rule's fallback
 VAL_RULE = dict(monitor="val/acc", guard_learning=False, guard_lr=False,
                 fallback={"monitor": "layer_rotation", "guard_learning": False, "guard_lr": False})  # fmt: skip

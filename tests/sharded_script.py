@@ -1,9 +1,10 @@
 """Run by tests/test_sharded.py: the metric callbacks on a 3-layer MLP trained on the same global
-batches in one process and, in 2 processes on CPU (gloo), under DDP, FSDP (use_orig_params True
-and False) and FSDP2 (ModelParallelStrategy + fully_shard), and FSDP2 resumed from a checkpoint.
+batches in one process and, in 2 processes on CPU (gloo), under DDP (also with a torch.compile'd
+model), FSDP (use_orig_params True and False) and FSDP2 (ModelParallelStrategy + fully_shard),
+and FSDP2 resumed from a checkpoint.
 
 ``python sharded_script.py OUT single`` runs the one-process reference; ``python
-sharded_script.py OUT ddp fsdp_orig fsdp_flat fsdp2 fsdp2_resume`` runs the 2-process fits one
+sharded_script.py OUT ddp ddp_compile fsdp_orig fsdp_flat fsdp2 fsdp2_resume`` runs the 2-process fits one
 after the other in the same pair of processes (Lightning launches the second process at the first
 fit). Each rank writes ``OUT/<mode>_rank<r>.json``: every callback's history and what the run
 counted (probed steps, collectives issued by the callbacks' hooks).
@@ -33,11 +34,13 @@ N, GLOBAL_BATCH, EPOCHS = 128, 16, 3
 
 
 class MLP(L.LightningModule):
-    def __init__(self, fsdp2: bool = False, shard_dim: int = 0) -> None:
+    def __init__(self, fsdp2: bool = False, shard_dim: int = 0, compiled: bool = False) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4)
         )
+        if compiled:  # dynamo + AOTAutograd as with inductor, without code generation (fast)
+            self.net = torch.compile(self.net, backend="aot_eager")  # type: ignore[assignment]
         self.fsdp2, self.shard_dim = fsdp2, shard_dim
 
     def configure_model(self) -> None:
@@ -194,7 +197,7 @@ class StepCounter(Callback):
 def strategy(mode: str):
     if mode == "single":
         return "auto"
-    if mode == "ddp":
+    if mode in ("ddp", "ddp_compile"):
         return "ddp"
     if mode == "fsdp_orig":  # the root wraps everything: rank 0 holds no part of the last layer
         return CPUFSDP(use_orig_params=True)
@@ -231,7 +234,11 @@ def fit(
         default_root_dir=str(out / mode),
         **kw,
     )
-    module = MLP(fsdp2=mode.startswith("fsdp2"), shard_dim=1 if mode == "fsdp2_dim1" else 0)
+    module = MLP(
+        fsdp2=mode.startswith("fsdp2"),
+        shard_dim=1 if mode == "fsdp2_dim1" else 0,
+        compiled=mode == "ddp_compile",
+    )
     trainer.fit(module, Data(), ckpt_path=ckpt)
     trainer.collectives = counter  # type: ignore[attr-defined]
     return trainer

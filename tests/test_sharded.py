@@ -1,4 +1,4 @@
-"""(#21) The metric callbacks under DDP, FSDP (use_orig_params True and False) and FSDP2 on 2 CPU
+"""(#21) The metric callbacks under DDP (also with a torch.compile'd model), FSDP (use_orig_params True and False) and FSDP2 on 2 CPU
 processes (gloo) give the values of one process training on the same global batches; one
 collective per probed step and none otherwise; FSDP2 resumes from a checkpoint with its state.
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
-MODES = ("ddp", "fsdp_orig", "fsdp_flat", "fsdp2", "fsdp2_resume")
+MODES = ("ddp", "ddp_compile", "fsdp_orig", "fsdp_flat", "fsdp2", "fsdp2_resume")
 
 
 @pytest.fixture(scope="module")

@@ -235,6 +235,15 @@ def test_fallback_when_the_fit_does_not_validate(tmp_path):
         )
         assert cp.active == "fallback" and cp.detector.metrics == ["layer_rotation"]
         assert len(cp.detector.history) == 3
+    # the fallback keeps the guards the user chose: without AugmentationGap, the default rule
+    # with the training-loss guard runs its fallback (layer rotation) with that guard too
+    cp = CriticalPeriod(learning_signal="train_loss", verbose=False)
+    tiny_trainer(tmp_path, max_epochs=2, callbacks=[LayerRotation(), cp], limit_val_batches=0).fit(
+        TinyModule(), TinyDataModule()
+    )
+    assert cp.active == "fallback" and cp.detector.metrics == ["layer_rotation"]
+    assert cp.detector.learning_signal == "train_loss"
+    assert cp.detector.thresholds == {"layer_rotation": 0.5}
     # a validation rule falls back to the library's data-agnostic rule unless told otherwise
     assert CriticalPeriod(monitor="val/acc").detector.fallback == DEFAULTS["fallback"]
     assert CriticalPeriod(monitor="val/acc", fallback=None).detector.fallback is None

@@ -27,6 +27,7 @@ from critical.detector.replay import replay
 from critical.detector.rule import (
     COMBINES,
     DEFAULTS,
+    GUARD_SETTINGS,
     GUARDS,
     LEARNING_SIGNALS,
     MODES,
@@ -42,6 +43,7 @@ __all__ = [
     "COMBINES",
     "DEFAULTS",
     "GUARDS",
+    "GUARD_SETTINGS",
     "LEARNING_SIGNALS",
     "MODES",
     "V02_RULE",

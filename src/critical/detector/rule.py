@@ -86,6 +86,7 @@ __all__ = [
     "COMBINES",
     "DEFAULTS",
     "GUARDS",
+    "GUARD_SETTINGS",
     "LEARNING_SIGNALS",
     "MODES",
     "V02_RULE",
@@ -124,14 +125,21 @@ DEFAULTS: dict[str, Any] = {
     "guard_lr": True,
     "lr_cooldown": 2,
     "learning_signal": "aug_loss",
-    "fallback": {
-        "monitor": "layer_rotation",
-        "threshold": 0.5,
-        "patience": 1,
-        "window": 3,
-        "learning_signal": "aug_loss",
-    },
+    "fallback": {"monitor": "layer_rotation", "threshold": 0.5, "patience": 1, "window": 3},
 }
+
+#: the guard settings a fallback rule takes from the rule it stands in for (the guards apply to
+#: whichever rule runs), unless the fallback sets them itself
+GUARD_SETTINGS = (
+    "min_epochs",
+    "guard_finite",
+    "guard_learning",
+    "loss_window",
+    "loss_threshold",
+    "guard_lr",
+    "lr_cooldown",
+    "learning_signal",
+)
 
 #: The version-0.2 default (layer rotation, scaled 0.3, patience 2, the training-loss guard):
 #: a baseline in the bank and what ``CriticalPeriod(**V02_RULE)`` still runs.
@@ -172,17 +180,22 @@ def reads_validation(settings: Mapping[str, Any]) -> bool:
 
 
 def fallback_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings to use in a run without validation each epoch: ``settings["fallback"]``
-    over the library defaults when the settings read validation and have a fallback, else
-    ``settings`` themselves (without the ``fallback`` key).
+    """The settings to use in a run without validation each epoch: when ``settings`` read
+    validation and have a fallback, ``settings["fallback"]`` over the guard settings of
+    ``settings`` (:data:`GUARD_SETTINGS`) over the library defaults; else ``settings``
+    themselves (without the ``fallback`` key).
 
     Example:
-        >>> fallback_settings({"monitor": "val/loss", "fallback": {"monitor": "aug_gap"}})["monitor"]
-        'aug_gap'
+        >>> fb = fallback_settings({"monitor": "val/loss", "learning_signal": "train_loss",
+        ...                         "fallback": {"monitor": "aug_gap"}})
+        >>> fb["monitor"], fb["learning_signal"]
+        ('aug_gap', 'train_loss')
     """
     fb = settings.get("fallback")
     if reads_validation(settings) and isinstance(fb, Mapping):
-        return {**{k: v for k, v in DEFAULTS.items() if k != "fallback"}, **fb, "fallback": None}
+        guards = {k: settings[k] for k in GUARD_SETTINGS if k in settings}
+        base = {k: v for k, v in DEFAULTS.items() if k != "fallback"}
+        return {**base, **guards, **fb, "fallback": None}
     return {k: v for k, v in settings.items() if k != "fallback"}
 
 

@@ -54,33 +54,30 @@ def main() -> int:
     selected = yaml.safe_load((HERE / "selected.yaml").read_text())
     OUT.mkdir(exist_ok=True)
     made = specs(selected)
-    jobs: list[tuple[str, str]] = []  # (spec file stem, out sub-directory)
-    for name, (stem, spec) in made.items():
+    for name, (_, spec) in made.items():
         header = f"# Phase B, setting {name} (written by experiments/bank/phase_b.py from selected.yaml)\n"
         (OUT / f"{name}.yaml").write_text(header + yaml.safe_dump(spec, sort_keys=False))
-        # the detector branches first, for every setting; matched k = 1 for their cuts after
-        first = {**spec, "policies": {**spec["policies"], "matched": False}}
-        (OUT / f"{name}_branches.yaml").write_text(
-            header.replace("\n", ", branches only\n") + yaml.safe_dump(first, sort_keys=False)
-        )
-        jobs.append((f"{name}_branches", stem))
-    jobs += [(name, stem) for name, (stem, _) in made.items()]
+    # every setting's detector branches first (the sweep's --only), then the whole specs, which
+    # add matched k = 1 for their cuts (phase A's runs are finished and skipped)
+    first = "--only detector:default --only detector:left_out"
+    jobs = [(name, stem, first) for name, (stem, _) in made.items()]
+    jobs += [(name, stem, "") for name, (stem, _) in made.items()]
     lines = [
         "#!/usr/bin/env bash",
         "# Phase B of the bank (written by experiments/bank/phase_b.py): two lanes, 1 thread each;",
-        "# every setting's detector branches first, then the full specs (matched k = 1 for their cuts).",
+        "# every setting's detector branches first (--only), then the whole specs (matched k = 1).",
         'set -uo pipefail\ncd "$(dirname "$0")/../../.."',
         "export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1",
         "out=${BANK_OUT:-runs/bank}",
         "job() {",
-        '  nice -n 10 critical sweep "experiments/bank/phase_b/$1.yaml" --out "$out/$2" \\',
+        '  nice -n 10 critical sweep "experiments/bank/phase_b/$1.yaml" --out "$out/$2" "${@:4}" \\',
         '    >> "$out/lane_b.$3.log" 2>&1',
-        '  echo "$(date -Is) phase B $1 done (exit $?)" >> "$out/progress.log"',
+        '  echo "$(date -Is) phase B $1 ${*:4} done (exit $?)" >> "$out/progress.log"',
         "}",
     ]
     lanes: tuple[list[str], list[str]] = ([], [])
-    for i, (spec_stem, sub) in enumerate(jobs):
-        lanes[i % 2].append(f"  job {spec_stem} {sub} {i % 2}")
+    for i, (name, sub, extra) in enumerate(jobs):
+        lanes[i % 2].append(f"  job {name} {sub} {i % 2} {extra}".rstrip())
     lines += ["(", *lanes[0], ") &", "(", *lanes[1], ") &", "wait"]
     (OUT / "run.sh").write_text("\n".join(lines) + "\n")
     print(f"wrote {len(made)} settings' specs and run.sh to {OUT}")

@@ -1,6 +1,6 @@
 # Sourced by the prepared GPU scripts (run.sh, run_long.sh): the time box, the wheels the GPU
-# image lacks (.whl/), PYTHONPATH, and the environment written to $OUT/env.txt.
-# Expects OUT and BUDGET to be set.
+# image lacks (.whl/), PYTHONPATH, the environment written to $OUT/env.txt, and finish_sweep (the sweep's log tail,
+# report and files into $OUT). Expects OUT and BUDGET to be set (SWEEP for finish_sweep).
 mkdir -p "$OUT"
 T0=$(date +%s)
 left() { echo $((BUDGET - ($(date +%s) - T0))); }
@@ -19,3 +19,11 @@ fi
   echo "cpus $(nproc)"
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
+finish_sweep() {
+  tail -n 25 "$OUT/sweep.log"
+  timeout 30 python3 -m critical.report "$SWEEP" --out "$SWEEP/report" --no-plots > "$OUT/report.txt" 2>&1
+  cp "$SWEEP/report/summary.md" "$OUT/summary.md" 2>/dev/null
+  tar czf "$OUT/sweep.tgz" --exclude='checkpoints' --exclude='events.out.tfevents*' \
+    --exclude='*.ckpt' --exclude='*.png' --exclude='*.pdf' --exclude='logs' "$SWEEP" 2>/dev/null
+  echo "done in $(( $(date +%s) - T0 )) s"
+}

@@ -32,9 +32,4 @@ echo "benchmarks done at $(( $(date +%s) - T0 )) s"
 
 # 2. the full-CIFAR-10 sweep (issue #12), stopped before the budget runs out
 timeout $(( $(left) - 35 )) python3 -m critical.sweep "$SPEC" --out "$SWEEP" > "$OUT/sweep.log" 2>&1
-tail -n 25 "$OUT/sweep.log"
-timeout 30 python3 -m critical.report "$SWEEP" --out "$SWEEP/report" --no-plots > "$OUT/report.txt" 2>&1
-cp "$SWEEP/report/summary.md" "$OUT/summary.md" 2>/dev/null
-tar czf "$OUT/sweep.tgz" --exclude='checkpoints' --exclude='events.out.tfevents*' \
-  --exclude='*.ckpt' --exclude='*.png' --exclude='*.pdf' --exclude='logs' "$SWEEP" 2>/dev/null
-echo "done in $(( $(date +%s) - T0 )) s"
+finish_sweep

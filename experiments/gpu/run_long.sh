@@ -19,9 +19,4 @@ fi
 timeout $(( $(left) - 60 )) python3 -m critical.sweep "$SPEC" --out "$SWEEP" \
   --only always-k3 --only k1 --only detector:default > "$OUT/sweep.log" 2>&1
 timeout $(( $(left) - 35 )) python3 -m critical.sweep "$SPEC" --out "$SWEEP" >> "$OUT/sweep.log" 2>&1
-tail -n 25 "$OUT/sweep.log"
-timeout 30 python3 -m critical.report "$SWEEP" --out "$SWEEP/report" --no-plots > "$OUT/report.txt" 2>&1
-cp "$SWEEP/report/summary.md" "$OUT/summary.md" 2>/dev/null
-tar czf "$OUT/sweep.tgz" --exclude='checkpoints' --exclude='events.out.tfevents*' \
-  --exclude='*.ckpt' --exclude='*.png' --exclude='*.pdf' --exclude='logs' "$SWEEP" 2>/dev/null
-echo "done in $(( $(date +%s) - T0 )) s"
+finish_sweep

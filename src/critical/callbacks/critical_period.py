@@ -337,6 +337,15 @@ class CriticalPeriod(Callback):
         except AttributeError:  # another Lightning: let epoch 0 tell
             return True
 
+    @property
+    def _may_fall_back(self) -> bool:
+        """The primary rule is in use, reads validation and has a fallback."""
+        return (
+            self.active == "primary"
+            and reads_validation(self._primary)
+            and isinstance(self._primary.get("fallback"), Mapping)
+        )
+
     def _switch_to_fallback(self, trainer: pl.Trainer, why: str) -> None:
         self._use(fallback_settings(self._primary), "fallback")
         problem = self._resolve(trainer, strict=False)
@@ -352,12 +361,7 @@ class CriticalPeriod(Callback):
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if (
-            self.active == "primary"
-            and reads_validation(self._primary)
-            and isinstance(self._primary.get("fallback"), dict)
-            and not self._validates_every_epoch(trainer, pl_module)
-        ):
+        if self._may_fall_back and not self._validates_every_epoch(trainer, pl_module):
             self._use(fallback_settings(self._primary), "fallback")
             if self.verbose:
                 rank_zero_info(
@@ -499,10 +503,8 @@ class CriticalPeriod(Callback):
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (
-            self.active == "primary"
+            self._may_fall_back
             and not self.detector.history
-            and reads_validation(self._primary)
-            and isinstance(self._primary.get("fallback"), dict)
             and self._val_epoch != trainer.current_epoch
         ):
             self._switch_to_fallback(trainer, f"no validation ran in epoch {trainer.current_epoch}")

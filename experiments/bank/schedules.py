@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from critical.detector import epoch_ranges, explain, replay
+from critical.detector import V02_RULE, epoch_ranges, explain, replay
 from critical.runfiles import read_json, read_rows
 
 KINDS = {
@@ -30,19 +30,6 @@ KINDS = {
     "digits": "SGD, cosine per epoch",
     "jv": "AdamW, cosine per epoch",
     "bm": "AdamW, cosine per epoch",
-}
-
-V02: dict[str, Any] = {
-    "monitor": "layer_rotation",
-    "mode": "scaled",
-    "threshold": 0.3,
-    "patience": 2,
-    "min_epochs": 3,
-    "guard_learning": True,
-    "loss_window": 3,
-    "loss_threshold": 0.5,
-    "guard_lr": True,
-    "lr_cooldown": 2,
 }
 
 
@@ -78,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             name = sub.name + (f"_e{tags['budget']}" if sub.name in ("r20", "vit") else "")
             fires = _fire(rows, default) if default else "-"
             print(f"| {name} | {KINDS[sub.name]} | {tags.get('seed')} | "
-                  f"{epoch_ranges(lr) or 'none'} | {_fire(rows, V02)} | {fires} |")  # fmt: skip
+                  f"{epoch_ranges(lr) or 'none'} | {_fire(rows, V02_RULE)} | {fires} |")  # fmt: skip
     return 0
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from critical.detector import StabilityDetector, replay
+from critical.detector import V02_RULE, StabilityDetector, replay
 from critical.runfiles import read_json, read_rows, run_status
 
 K = 3
@@ -209,14 +209,13 @@ def grid() -> list[Rule]:
 
 # family B (baselines)
 def accordion(rows: Sequence[Mapping[str, Any]], epochs: int) -> int:
-    det = replay(rows, "gradient_norm", mode="relative", threshold=0.5, patience=1,
+    det = replay(rows, "gradient_norm", mode="relative", threshold=0.5, patience=1, window=1,
                  min_epochs=1, guard_learning=False, guard_lr=False)  # fmt: skip
     return epochs if det.event is None else det.event.epoch + 1
 
 
 def v02(rows: Sequence[Mapping[str, Any]], epochs: int) -> int:
-    det = replay(rows, "layer_rotation", mode="scaled", threshold=0.3, patience=2, min_epochs=3,
-                 guard_learning=True, loss_window=3, loss_threshold=0.5, guard_lr=True)  # fmt: skip
+    det = replay(rows, **V02_RULE)
     return epochs if det.event is None else det.event.epoch + 1
 
 

@@ -14,6 +14,7 @@ Layout of a run directory (see :class:`~critical.callbacks.RunDirectory`)::
     energy.json      EnergyTracker.summary() + history        (with an EnergyTracker)
     robustness.json  RobustnessEvaluator.results              (with a RobustnessEvaluator)
     summary.json     the run summary (critical.summary), written when fit ends normally
+    evaluations.json trainer.validate / trainer.test runs after the fit, with their metrics
     exception.txt    the exception, if the run crashed
 
 The cut epoch of a run is the first epoch trained at the reduced k; it is read, in this order,
@@ -45,16 +46,19 @@ __all__ = [
     "CONFIG",
     "CUT_EVENT",
     "ENERGY",
+    "EVALUATIONS",
     "EXCEPTION",
     "METRICS_CSV",
     "METRICS_JSON",
     "ROBUSTNESS",
     "SUMMARY",
+    "TEST_ACCURACY_KEYS",
     "RunStatus",
     "as_int",
     "configured_callbacks",
     "cut_epoch",
     "cut_from_multiplicities",
+    "evaluated_value",
     "find_accuracy_key",
     "find_callback",
     "find_critical_period",
@@ -81,6 +85,9 @@ ACCURACY_KEYS = (
     "val_top1",
 )
 
+#: test-accuracy names in common use (``trainer.test`` after the fit), in the order tried
+TEST_ACCURACY_KEYS = ("test/acc", "test_acc", "test/accuracy", "test_accuracy")
+
 CONFIG = "config.json"
 METRICS_CSV = "metrics.csv"
 METRICS_JSON = "metrics.json"
@@ -89,6 +96,7 @@ ENERGY = "energy.json"
 ROBUSTNESS = "robustness.json"
 EXCEPTION = "exception.txt"
 SUMMARY = "summary.json"
+EVALUATIONS = "evaluations.json"
 
 PathLike = str | os.PathLike
 
@@ -180,6 +188,28 @@ def read_rows(run_dir: PathLike, problems: list[str] | None = None) -> list[dict
         row["epoch"] = epoch
         by_epoch[epoch] = row
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def evaluated_value(evaluations: Any, key: str) -> tuple[float, str] | None:
+    """``(value, stage)`` of metric ``key`` in the last evaluation after the fit that logged it
+    (``evaluations.json``: ``[{"stage": "validate" | "test", "epoch", "metrics": {...}}]``, as
+    :class:`~critical.callbacks.RunDirectory` writes it), else ``None``.
+
+    Example:
+        >>> evaluated_value([{"stage": "test", "epoch": 9, "metrics": {"test_acc": 0.81}}],
+        ...                 "test_acc")
+        (0.81, 'test')
+        >>> evaluated_value([], "test_acc") is None
+        True
+    """
+    if not isinstance(evaluations, list):
+        return None
+    for entry in reversed(evaluations):
+        metrics = entry.get("metrics") if isinstance(entry, Mapping) else None
+        v = num(metrics.get(key)) if isinstance(metrics, Mapping) else None
+        if v is not None:
+            return v, str(entry.get("stage") or "evaluation")
+    return None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -137,8 +137,11 @@ label's ``fixed@N``, else its mean measured cut epoch), and ``a`` the always-k b
 * ``oracle cut`` = the fixed cut of smallest ``c`` with ``100 * (A(g) - A(a)) >= -tolerance``
   (within ``tolerance`` points of always-k or better; ``k1`` is not a fixed cut); none if no
   fixed cut qualifies or there is no baseline;
-* against the oracle: ``cut_delta_epochs = mean cut(d) - c(oracle)`` (positive: the detector cut
-  later than needed), ``energy_vs_oracle_pct = 100 * (E(d) / E(oracle) - 1)`` with ``E`` the
+* cut epochs are never averaged across seeds: ``cut_epochs`` lists each seed's cut epoch in seed
+  order (``never`` for a run that did not cut; one value when they agree), ``cut_epoch`` is the
+  cut every seed shares, else empty;
+* against the oracle: ``cut_deltas``, each seed's ``cut(d) - c(oracle)`` (positive: the detector
+  cut later than needed; ``cut_delta_epochs`` when every seed cut at the same epoch), ``energy_vs_oracle_pct = 100 * (E(d) / E(oracle) - 1)`` with ``E`` the
   groups' mean energy (positive: the detector spent more), the same for time
   (``time_vs_oracle_pct``), and ``acc_vs_oracle_pts = 100 * (A(d) - A(oracle))``;
 * the matched comparison: ``acc_vs_matched_pts`` and ``beats_matched`` (its verdict).

@@ -58,6 +58,22 @@ def summarize(
             notes.append(f"accuracy read from `{found}` (the first common name the runs logged)")
     if not isinstance(accuracy_key, str) or not accuracy_key:
         raise ValueError(f"`accuracy_key` must be a metric column name, got {accuracy_key!r}")
+    complete = [r for r in runs if r.status == "complete"]
+    evaluated = [r for r in complete if accuracy_key not in r.columns()]
+    if evaluated and all(accuracy_key in r.evaluated_keys() for r in evaluated):
+        stages = sorted(
+            {
+                str(e.get("stage"))
+                for r in evaluated
+                for e in r.evaluations
+                if accuracy_key in (e.get("metrics") or {})
+            }
+        )
+        notes.append(
+            f"accuracy `{accuracy_key}` read from evaluations.json (trainer."
+            f"{'/'.join(stages) or 'test'} after the fit) in {len(evaluated)} of "
+            f"{len(complete)} complete runs"
+        )
     by_key: dict[tuple[Setting, str], list[Run]] = {}
     for r in runs:
         by_key.setdefault((r.setting, r.label), []).append(r)

@@ -15,7 +15,7 @@ from typing import Any
 
 from critical.report import costs
 from critical.report.runs import CUT_POLICIES, Setting, _finite
-from critical.report.stats import Group, Stat, compute_stats
+from critical.report.stats import Group, Stat, compute_stats, per_seed
 
 __all__ = ["compute_check", "matched_k1", "regret", "savings"]
 
@@ -148,7 +148,8 @@ def matched_k1(groups: list[Group]) -> list[str]:
             "policy": g.policy,
             "n": len(g.complete),
             "n_matched": 0 if s is None else s.n,
-            "cut_epoch": _nan_none(g.mean("cut_epoch")),
+            "cut_epoch": _common(g.cut_epochs),
+            "cut_epochs": per_seed(g.cut_epochs),
             "acc": _nan_none(Stat.of(mine).mean),
             "matched_acc": _nan_none(Stat.of(theirs).mean),
             "acc_vs_matched_pts": None if s is None else _nan_none(s.mean),
@@ -283,17 +284,23 @@ def regret(
     return oracles, rows
 
 
+def _common(cuts: list[int | None]) -> int | None:
+    """The cut epoch every seed shares, else ``None`` (cut epochs are never averaged)."""
+    return cuts[0] if cuts and cuts[0] is not None and len(set(cuts)) == 1 else None
+
+
 def _regret_row(
     d: Group, info: dict[str, Any], best: Group | None, oracle: Group | None, base: Group | None
 ) -> dict[str, Any]:
-    acc, cut = d.mean("acc"), d.mean("cut_epoch")
+    acc, cuts = d.mean("acc"), d.cut_epochs
     row: dict[str, Any] = {
         "model": d.model,
         "label": d.label,
         "n": len(d.complete),
         "n_cut": d.n_cut,
         "acc": _nan_none(acc),
-        "cut_epoch": _nan_none(cut),
+        "cut_epoch": _common(cuts),
+        "cut_epochs": per_seed(cuts),
         "time_s": _nan_none(d.mean("time_s")),
         "energy_kwh": _nan_none(d.mean("energy_kwh")),
         "best_fixed": info["best_fixed"],
@@ -302,6 +309,7 @@ def _regret_row(
         "oracle": info["oracle"],
         "oracle_cut": info["oracle_cut"],
         "cut_delta_epochs": None,
+        "cut_deltas": None,
         "acc_vs_oracle_pts": None,
         "time_vs_oracle_pct": None,
         "energy_vs_oracle_pct": None,
@@ -322,10 +330,13 @@ def _regret_row(
     if _finite(saved) and _finite(oracle_saved) and oracle_saved > 0:
         row["oracle_share_pct"] = 100.0 * saved / oracle_saved
     if oracle is not None:
-        if _finite(cut):
-            oracle_cut = oracle.cut_at
-            assert oracle_cut is not None  # the oracle is one of `fixed`: it has a cut
-            row["cut_delta_epochs"] = cut - oracle_cut
+        oracle_cut = oracle.cut_at
+        assert oracle_cut is not None  # the oracle is one of `fixed`: it has a cut
+        deltas = [None if c is None else round(c - oracle_cut) for c in cuts]
+        if any(c is not None for c in deltas):
+            row["cut_deltas"] = per_seed(deltas, "+d")
+            common = _common(cuts)
+            row["cut_delta_epochs"] = None if common is None else common - oracle_cut
         if _finite(acc):
             row["acc_vs_oracle_pts"] = 100.0 * (acc - oracle.mean("acc"))
         for q, out_key in (

@@ -95,8 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--accuracy-key",
         default=None,
-        help="metric column read as the final accuracy (default: the first of val/acc, val_acc, "
-        "val/accuracy, val_accuracy, ... that the runs logged)",
+        help="metric read as the final accuracy: a metrics column, else a metric of "
+        "evaluations.json (trainer.test / trainer.validate after the fit, e.g. test_acc) "
+        "(default: the first of val/acc, val_acc, val/accuracy, val_accuracy, ... that the runs "
+        "logged)",
     )
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
     args = parser.parse_args(None if argv is None else list(argv))

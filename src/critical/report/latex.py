@@ -73,7 +73,7 @@ def to_latex(summary: Summary) -> str:
                 [
                     latex_escape(m["label"]),
                     f"{m['n_matched']}/{m['n']}",
-                    _opt(m["cut_epoch"], ".1f", "--"),
+                    latex_escape(m["cut_epochs"] or "--"),
                     _pct(m["acc"], ".2f"),
                     _pct(m["matched_acc"], ".2f"),
                     _opt(m["acc_vs_matched_pts"], "+.2f", "--"),
@@ -91,11 +91,11 @@ def to_latex(summary: Summary) -> str:
                 [
                     latex_escape(r["model"]),
                     latex_escape(r["label"]),
-                    _opt(r["cut_epoch"], ".1f", "--"),
+                    latex_escape(r["cut_epochs"] or "--"),
                     _pct(r["acc"], ".2f"),
                     _opt(r["accuracy_regret_pts"], "+.2f", "--"),
                     latex_escape(r["oracle"]) if r["oracle"] else "--",
-                    _opt(r["cut_delta_epochs"], "+.1f", "--"),
+                    latex_escape(r["cut_deltas"] or "--"),
                     _opt(r["acc_vs_oracle_pts"], "+.2f", "--"),
                     _opt(r["time_vs_oracle_pct"], "+.1f", "--"),
                     _opt(r["energy_vs_oracle_pct"], "+.1f", "--"),
@@ -127,7 +127,7 @@ def to_latex(summary: Summary) -> str:
             [
                 "Policy",
                 "$n$",
-                "Cut epoch",
+                "Cut epoch (per seed)",
                 "Acc (\\%)",
                 "Matched $k{=}1$ (\\%)",
                 "Acc $-$ matched (pts)",
@@ -142,7 +142,7 @@ def to_latex(summary: Summary) -> str:
             [
                 "Model",
                 "Detector",
-                "Cut epoch",
+                "Cut epoch (per seed)",
                 "Acc (\\%)",
                 "Regret (pts)",
                 "Oracle",

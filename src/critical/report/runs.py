@@ -23,11 +23,13 @@ from critical.runfiles import (
     CONFIG,
     CUT_EVENT,
     ENERGY,
+    EVALUATIONS,
     EXCEPTION,
     ROBUSTNESS,
     as_int,
     configured_callbacks,
     cut_epoch,
+    evaluated_value,
     num,
     read_json,
     read_rows,
@@ -107,6 +109,8 @@ class Run:
         rows: per-epoch metric rows (``metrics.json``, else ``metrics.csv``), numbers as floats
             (``None`` for empty cells), sorted by ``epoch``.
         cut_event, energy, robustness: the JSON files' contents, ``None`` when absent.
+        evaluations: ``evaluations.json`` (``trainer.validate`` / ``trainer.test`` after the
+            fit), ``[]`` when absent.
         status: one of :data:`STATUSES`.
         problems: what makes the run non-complete (and anything unreadable), human-readable.
     """
@@ -119,6 +123,7 @@ class Run:
     cut_event: dict[str, Any] | None = None
     energy: dict[str, Any] | None = None
     robustness: dict[str, Any] | None = None
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
     status: str = "complete"
     problems: list[str] = field(default_factory=list)
     #: the setting of a run without a config.json (a missing sweep run), from its sweep's runs
@@ -130,23 +135,34 @@ class Run:
         hp = node.get("hparams") if isinstance(node, dict) else None
         return hp if isinstance(hp, dict) else {}
 
+    def _class_name(self, part: str) -> str | None:
+        """The class name ``config.json`` records for the module or the datamodule."""
+        node = self.config.get(part) if isinstance(self.config, dict) else None
+        cls = node.get("class") if isinstance(node, dict) else None
+        return str(cls).rsplit(".", 1)[-1] if cls else None
+
     @property
     def model(self) -> str:
-        """The ``model`` tag, else ``config.json["module"]["hparams"]["model"]``, else ``"-"``."""
+        """The ``model`` tag, else ``config.json["module"]["hparams"]["model"]``, else the
+        module's class name (a user's own LightningModule), else ``"-"``."""
         m = self.tags.get("model")
         if m in (None, ""):
             m = self._hparams("module").get("model")
+        if m in (None, ""):
+            m = self._class_name("module")
         return str(m) if m not in (None, "") else "-"
 
     @property
     def dataset(self) -> str:
         """``config.json["datamodule"]["hparams"]["dataset"]`` (``folder:<root>`` for an image
         folder; a ``train_size`` or ``image_size`` that is set is appended in brackets), else a
-        ``dataset`` tag, else ``"-"``."""
+        ``dataset`` tag, else the datamodule's class name (a user's own), else ``"-"``."""
         hp = self._hparams("datamodule")
         name = hp.get("dataset")
         if name in (None, ""):
             tag = self.tags.get("dataset")
+            if tag in (None, ""):
+                tag = self._class_name("datamodule")
             return str(tag) if tag not in (None, "") else "-"
         name = str(name)
         if name == "folder" and hp.get("root"):
@@ -264,7 +280,12 @@ class Run:
 
     @property
     def seed(self) -> int | None:
-        return _int(self.tags.get("seed"))
+        """The ``seed`` tag, else ``config.json["seed"]`` (the seed ``seed_everything`` set,
+        recorded by :class:`~critical.callbacks.RunDirectory`)."""
+        seed = _int(self.tags.get("seed"))
+        if seed is None and isinstance(self.config, dict):
+            seed = _int(self.config.get("seed"))
+        return seed
 
     @property
     def k(self) -> int | None:
@@ -306,12 +327,23 @@ class Run:
         return list(seen)
 
     def final(self, key: str) -> float | None:
-        """The last number of column ``key`` (by epoch), or None."""
+        """The last number of column ``key`` (by epoch), else the value of ``key`` in the last
+        evaluation after the fit that logged it (``evaluations.json``: ``trainer.validate`` /
+        ``trainer.test``, e.g. ``test_acc``), else None."""
         for r in reversed(self.rows):
             v = r.get(key)
             if _finite(v):
                 return float(v)
-        return None
+        found = evaluated_value(self.evaluations, key)
+        return None if found is None else found[0]
+
+    def evaluated_keys(self) -> list[str]:
+        """The metric names of the evaluations after the fit (``evaluations.json``)."""
+        seen: dict[str, None] = {}
+        for entry in self.evaluations:
+            metrics = entry.get("metrics") if isinstance(entry, dict) else None
+            seen.update(dict.fromkeys(metrics if isinstance(metrics, dict) else ()))
+        return list(seen)
 
     @property
     def cut_epoch(self) -> int | None:
@@ -381,6 +413,9 @@ def load_run(path: PathLike, *, name: str | None = None) -> Run:
     run.energy = energy if isinstance(energy, dict) else None
     rob = read_json(path / ROBUSTNESS, problems)
     run.robustness = rob if isinstance(rob, dict) else None
+    evaluations = read_json(path / EVALUATIONS, problems)
+    if isinstance(evaluations, list):
+        run.evaluations = [e for e in evaluations if isinstance(e, dict)]
     status = run_status(path, config=run.config, rows=run.rows)
     problems.extend(p for p in status.problems if p not in problems)
     # an unreadable file is a problem even when the run finished

@@ -17,8 +17,17 @@ import numpy as np
 
 from critical.report import costs
 from critical.report.runs import _POLICY_RANK, POLICIES, Run, Setting, _finite
+from critical.runfiles import TEST_ACCURACY_KEYS
 
-__all__ = ["COST_KEYS", "Group", "Stat", "Summary", "compute_stats", "run_values"]
+__all__ = [
+    "COST_KEYS",
+    "Group",
+    "Stat",
+    "Summary",
+    "compute_stats",
+    "per_seed",
+    "run_values",
+]
 
 #: value keys shown in the cost table, not in the main one (summary.csv has every key)
 COST_KEYS = (
@@ -111,6 +120,16 @@ class Group:
             return float(cs.pop())
         s = self.stats.get("cut_epoch")
         return s.mean if s is not None and s.n and self.policy == "fixed" else None
+
+    @property
+    def cut_epochs(self) -> list[int | None]:
+        """The cut epoch of each complete run, in seed order (``None``: the run never cut);
+        cut epochs of different seeds are shown apart, never averaged (:func:`per_seed`)."""
+        out: list[int | None] = []
+        for r in sorted(self.complete, key=_run_sort_key):
+            c = self.values.get(r.name, {}).get("cut_epoch")
+            out.append(int(c) if _finite(c) else None)
+        return out
 
     @property
     def n_cut(self) -> int:
@@ -216,13 +235,15 @@ class Summary:
 def run_values(run: Run, accuracy_key: str = "val/acc") -> dict[str, float | None]:
     """The per-run numbers (see the :mod:`critical.report` docstring), in base units.
 
-    Keys: ``acc``, ``test_acc`` (when ``accuracy_key`` is not ``test/acc``), the ``*_acc`` of
-    ``robustness.json``, ``time_s``, ``energy_kwh``, ``co2_kg``, ``cost``, ``cut_epoch``,
-    ``flops`` and ``params``.
+    Keys: ``acc``, ``test_acc`` (the first of :data:`critical.runfiles.TEST_ACCURACY_KEYS` with a value, when
+    ``accuracy_key`` is none of them), the ``*_acc`` of ``robustness.json``, ``time_s``,
+    ``energy_kwh``, ``co2_kg``, ``cost``, ``cut_epoch``, ``flops`` and ``params``. Accuracies
+    come from the metric rows, else from ``evaluations.json`` (:meth:`Run.final`).
     """
     out: dict[str, float | None] = {"acc": run.final(accuracy_key)}
-    if accuracy_key != "test/acc":
-        out["test_acc"] = run.final("test/acc")
+    if accuracy_key not in TEST_ACCURACY_KEYS:
+        found = (run.final(k) for k in TEST_ACCURACY_KEYS)
+        out["test_acc"] = next((v for v in found if v is not None), None)
     out.update(run.robust_accuracies())
     out["time_s"] = run.total("duration_s")
     out["energy_kwh"] = run.total("energy_kwh")
@@ -263,6 +284,21 @@ def _ordered_keys(present: set[str]) -> list[str]:
     tail = [k for k in _KEY_ORDER[6:] if k in present]
     rest = sorted(present - set(head) - set(extra) - set(tail))
     return head + extra + tail + rest
+
+
+def per_seed(values: Iterable[float | None], fmt: str = "d") -> str | None:
+    """Values of the seeds of a group, one per seed and in seed order (``never`` for ``None``),
+    or the one value when they agree: how the report shows cut epochs, which are never averaged
+    across seeds. ``None`` when there are no values.
+
+    Example:
+        >>> per_seed([22, 8]), per_seed([4, 4]), per_seed([3, None]), per_seed([2, -1], "+d")
+        ('22, 8', '4', '3, never', '+2, -1')
+    """
+    cells = ["never" if v is None else format(int(v), fmt) for v in values]
+    if not cells:
+        return None
+    return cells[0] if len(set(cells)) == 1 else ", ".join(cells)
 
 
 def _run_sort_key(r: Run) -> tuple:

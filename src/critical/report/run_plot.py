@@ -1,7 +1,9 @@
 """One run directory's plot, ``plot.png`` / ``plot.pdf`` (:func:`plot_run`, drawn at the end of
-``critical fit``): its training-dynamics metrics, accuracy (%) and loss, and k per epoch, the
-cut marked, titled with what the run was (model, data set, k, policy). Legends sit outside
-the data. matplotlib is imported lazily."""
+``critical fit``): its training-dynamics metrics, the signals the detector watched (the
+validation loss by default), accuracy (%) and loss, and k per epoch, the cut marked and, where
+the detector did not make the cut, the epoch after which it would have
+(:func:`detector_verdict`), titled with what the run was (model, data set, k, policy). Legends
+sit outside the data. matplotlib is imported lazily."""
 
 from __future__ import annotations
 
@@ -20,9 +22,73 @@ from critical.report.plots import (
     _short,
 )
 from critical.report.runs import Run, _finite, load_run
-from critical.runfiles import configured_callbacks, find_accuracy_key
+from critical.runfiles import as_int, configured_callbacks, find_accuracy_key
 
-__all__ = ["describe_run", "plot_run", "run_figure"]
+__all__ = ["describe_run", "detector_verdict", "plot_run", "run_figure", "watched_columns"]
+
+#: CriticalPeriod settings that are not the detector's (not passed to a replay)
+_NOT_RULE = ("loss", "strict", "verbose", "name")
+
+
+def _detector_settings(run: Run) -> dict[str, Any] | None:
+    """The run's CriticalPeriod settings from ``config.json`` (``None`` without one)."""
+    cp = configured_callbacks(run.config).get("CriticalPeriod")
+    return None if cp is None else {k: v for k, v in cp.items() if k not in _NOT_RULE}
+
+
+def watched_columns(run: Run) -> list[str]:
+    """The logged columns the run's detector watched (its ``monitor``, by default the
+    validation loss under any of :data:`critical.detector.VAL_LOSS_KEYS`); ``[]`` without a
+    CriticalPeriod or when none of them was logged.
+
+    Example:
+        >>> run = Run(name="r", path=Path("r"), rows=[{"epoch": 0, "val_loss": 1.0}],
+        ...           config={"callbacks": [{"class": "CriticalPeriod", "init_args": {}}]})
+        >>> watched_columns(run)
+        ['val_loss']
+    """
+    from critical.detector import DEFAULTS, VAL_LOSS_KEYS
+
+    settings = _detector_settings(run)
+    if settings is None:
+        return []
+    monitor = settings.get("monitor") or DEFAULTS["monitor"]
+    names = [monitor] if isinstance(monitor, str) else [str(m) for m in monitor]
+    columns = set(run.columns())
+    out: list[str] = []
+    for m in names:
+        m = m.removeprefix("critical/")
+        candidates = VAL_LOSS_KEYS if m in VAL_LOSS_KEYS else (f"critical/{m}", m)
+        found = next((c for c in candidates if c in columns), None)
+        if found is not None and found not in out:
+            out.append(found)
+    return out
+
+
+def detector_verdict(run: Run) -> int | None:
+    """The epoch after which the run's detector called the critical period over: its live
+    event (``cut_event.json["event"]``), else the detector replayed on the run's rows with its
+    recorded settings (:func:`critical.detector.replay`); ``None`` without a CriticalPeriod, or
+    when it would not have fired.
+
+    Example:
+        >>> run = Run(name="r", path=Path("r"), cut_event={"fired": False, "event": {"epoch": 4}})
+        >>> detector_verdict(run)
+        4
+    """
+    event = (run.cut_event or {}).get("event")
+    if isinstance(event, dict) and as_int(event.get("epoch")) is not None:
+        return as_int(event.get("epoch"))
+    settings = _detector_settings(run)
+    if settings is None or not run.rows:
+        return None
+    from critical.detector import replay
+
+    try:
+        det = replay(run.rows, **settings)
+    except Exception:  # noqa: BLE001 - settings of another version: no verdict, still a plot
+        return None
+    return None if det.event is None else int(det.event.epoch)
 
 
 def _policy(run: Run) -> str | None:
@@ -41,13 +107,6 @@ def _policy(run: Run) -> str | None:
     return None if policy is None else str(policy)
 
 
-def _class_name(run: Run, part: str) -> str | None:
-    """The class name config.json records for the module or the datamodule (a user's own)."""
-    node = run.config.get(part) if isinstance(run.config, dict) else None
-    cls = node.get("class") if isinstance(node, dict) else None
-    return str(cls).rsplit(".", 1)[-1] if cls else None
-
-
 def describe_run(run: Run) -> str:
     """What a run was, in one line: model, data set, k (and its cut), policy, epochs.
 
@@ -64,8 +123,8 @@ def describe_run(run: Run) -> str:
     kb = kb if kb is not None else (ks[0] if ks else None)
     ka = ce.get("multiplicity_after")
     cut = run.cut_epoch
-    model = run.model if run.model != "-" else _class_name(run, "module") or "unknown model"
-    data = run.dataset if run.dataset != "-" else _class_name(run, "datamodule") or "unknown data"
+    model = run.model if run.model != "-" else "unknown model"
+    data = run.dataset if run.dataset != "-" else "unknown data"
     parts = [f"{model} on {data}"]
     if kb is not None:
         k = f"{kb:g}" if isinstance(kb, float) else str(kb)
@@ -101,10 +160,24 @@ def run_figure(run: Run, accuracy_key: str | None = None) -> Any:
     ce = run.cut_event or {}
     kb, ka = ce.get("multiplicity_before"), ce.get("multiplicity_after")
     cut_label = f"cut (k {kb}→{ka})" if kb is not None and ka is not None else "cut"
+    cutoff = configured_callbacks(run.config).get("AugmentationCutoff") or {}
+    # where the detector did not make the cut (no cut, a fixed one): where it would have
+    verdict = None
+    if cut is None or cutoff.get("policy") in ("fixed", "never"):
+        verdict = detector_verdict(run)
+    if verdict is not None and cut is not None and verdict + 1 == cut:
+        verdict = None  # the cut is where the detector would have cut
 
     def mark_cut(ax: Any) -> None:
         if cut is not None:
             ax.axvline(cut - 0.5, color="C3", linestyle="--", label=cut_label)
+        if verdict is not None:
+            ax.axvline(
+                verdict + 0.5,
+                color="C2",
+                linestyle=":",
+                label=f"detector would have cut (after epoch {verdict})",
+            )
 
     panels: list[tuple[str, Callable[[Any], None]]] = []
 
@@ -116,11 +189,19 @@ def run_figure(run: Run, accuracy_key: str | None = None) -> Any:
         return draw
 
     lr_key = "critical/lr_mean" if "critical/lr_mean" in metrics else None
+    watched = watched_columns(run)
     for key in metrics:
         if lr_key is not None and key == "critical/lr":
             continue  # the epoch-start rate: the epoch's mean is drawn instead
         title = "lr (epoch mean)" if key == lr_key else _short(key)
-        panels.append((title, draw_metric(key)))
+        panels.append((title + (" (watched)" if key in watched else ""), draw_metric(key)))
+    for key in watched:
+        if key not in metrics:  # the validation loss, or another metric the module logs
+            panels.append((f"{key} (watched by the detector)", draw_metric(key)))
+    from critical.detector import VAL_LOSS_KEYS
+
+    losses = [k for k in ("train/loss",) if k in columns]
+    losses += [k for k in VAL_LOSS_KEYS if k in columns and k not in watched][:1]
 
     def draw_acc(ax: Any) -> None:
         for i, key in enumerate(acc_keys):
@@ -129,19 +210,26 @@ def run_figure(run: Run, accuracy_key: str | None = None) -> Any:
         if acc_keys:
             ax.set_ylabel("accuracy (%)")
         mark_cut(ax)
-        if "train/loss" in columns:
+        if losses:
             ax2 = ax.twinx()
-            ax2.plot(*run.column("train/loss"), color="0.5", linestyle="--", label="train/loss")
-            ax2.set_ylabel("train/loss")
+            for key, style in zip(losses, ("--", "-.")):
+                ax2.plot(*run.column(key), color="0.5", linestyle=style, label=key)
+            ax2.set_ylabel("loss")
 
-    if acc_keys or "train/loss" in columns:
+    if acc_keys or losses:
         panels.append(("accuracy (%) and loss" if acc_keys else "loss", draw_acc))
     if k_key is not None:
 
         def draw_k(ax: Any) -> None:
-            ax.step(*run.column(k_key), "o-", where="mid")
+            epochs, ks = run.column(k_key)
+            ax.step(epochs, ks, "o-", where="mid")
             mark_cut(ax)
-            _integer_ticks(ax.yaxis)
+            lo, hi = math.floor(ks.min()), math.ceil(ks.max())
+            ax.set_ylim(lo - 0.5, hi + 0.5)  # a constant k: one tick, not 2.84 to 3.16
+            if hi - lo <= 10:
+                ax.set_yticks(range(lo, hi + 1))
+            else:
+                _integer_ticks(ax.yaxis)
 
         panels.append(("multiplicity k", draw_k))
     n = len(panels)

@@ -12,11 +12,21 @@ Keys of the summary (``None`` where unknown):
 * ``epochs`` (epochs completed), ``max_epochs``, ``val_acc`` (the last logged value of
   ``accuracy_key``: given, else the first of :data:`critical.runfiles.ACCURACY_KEYS` that was
   logged, e.g. ``val/acc`` or ``val_acc``), ``accuracy_key``;
-* ``critical_period``: ``{"over", "epoch", "reason", "explanation", "held_back"}`` of the
-  detector (:func:`critical.detector.explain`: which guard or unsettled metric held it back, in
+* ``test_acc``, ``test_accuracy_key``: the accuracy a ``trainer.test`` after the fit logged
+  (the first of :data:`critical.runfiles.TEST_ACCURACY_KEYS`); ``accuracy_from``: where
+  ``val_acc`` came from, ``None`` (the last epoch's logged value) or the stage of the evaluation
+  after the fit (``"validate"``, ``"test"``) when ``accuracy_key`` was logged only there;
+  ``evaluations``: those evaluations (``evaluations.json``, :func:`add_evaluation`);
+* ``splits``: what each split is, as far as it is known: the datamodule's own ``split_names``,
+  else the validation data (its size, how often it was evaluated) and, after a
+  ``trainer.test`` / ``trainer.validate``, the data evaluated then;
+* ``critical_period``: ``{"over", "epoch", "reason", "explanation", "held_back",
+  "decided_cut"}`` of the detector (``decided_cut``: whether its verdict made the cut, false
+  when the cut was fixed or k kept: the detector only watched) (:func:`critical.detector.explain`: which guard or unsettled metric held it back, in
   which epochs, with the last readings); ``diverged``: ``{"epoch", "cause"}`` when the detector
   saw the run diverge;
-* ``cut``: ``{"cut_epoch", "multiplicity_before", "multiplicity_after", "source"}``;
+* ``cut``: ``{"cut_epoch", "multiplicity_before", "multiplicity_after", "source", "policy"}``
+  (``policy``: the cut callback's, ``"detector"``, ``"fixed"`` or ``"never"``);
 * ``saved`` (whether the cut saved anything worth the name: a theoretical saving of at least
   1%) and ``saving_note``, one plain sentence (what was saved, or why nothing was: no cut, a
   cut at the end of the last epoch, a cut too late to matter);
@@ -52,6 +62,7 @@ from typing import Any
 from critical.accounting import theoretical_saving
 from critical.io import to_jsonable
 from critical.runfiles import (
+    TEST_ACCURACY_KEYS,
     cut_from_multiplicities,
     find_accuracy_key,
     find_callback,
@@ -61,6 +72,7 @@ from critical.runfiles import (
 
 __all__ = [
     "EPOCH_COLUMNS",
+    "add_evaluation",
     "build_summary",
     "empty_summary",
     "epoch_table",
@@ -88,6 +100,10 @@ _KEYS = (
     "max_epochs",
     "val_acc",
     "accuracy_key",
+    "accuracy_from",
+    "test_acc",
+    "test_accuracy_key",
+    "evaluations",
     "splits",
     "critical_period",
     "diverged",
@@ -186,6 +202,7 @@ def build_summary(
             if getattr(cutoff, "cut_epoch", None) is not None
             else None,
             "source": "cutoff",
+            "policy": getattr(cutoff, "policy", None),
         }
     elif e is not None and e["cut"].get("source") is not None:
         s["cut"] = dict(e["cut"])
@@ -216,11 +233,10 @@ def build_summary(
             model=e.get("model"),
         )
         s["not_written"].update(e.get("not_written") or {})
-    try:  # which data each accuracy is on (the datamodule's own description)
-        names = getattr(getattr(trainer, "datamodule", None), "split_names", None)
-    except Exception:  # noqa: BLE001 - a summary must not fail a finished run
-        names = None
-    s["splits"] = dict(names) if isinstance(names, Mapping) else None
+    if s["critical_period"] is not None:
+        policy = (s["cut"] or {}).get("policy")
+        s["critical_period"]["decided_cut"] = policy in (None, "detector")
+    s["splits"] = known_splits(trainer)
     rob = find_callback(trainer, lambda cb: hasattr(cb, "all_results"))
     results = getattr(rob, "results", None)
     if results:
@@ -233,6 +249,85 @@ def build_summary(
             s["robustness"]["data"] = results["data"]
     explain_saving(s)
     return to_jsonable(s)
+
+
+def _size(loaders: Any) -> int | None:
+    """The number of samples in a dataloader's (or a list of them) data set, if it says."""
+    loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+    try:
+        sizes = [len(dl.dataset) for dl in loaders if dl is not None]
+    except Exception:  # noqa: BLE001 - an iterable data set has no length
+        return None
+    return sum(sizes) if sizes else None
+
+
+def _data(trainer: Any, split: str) -> str | None:
+    """The ``split`` dataloader's data and size as a noun phrase (``None`` without one)."""
+    try:
+        loaders = getattr(trainer, f"{split}_dataloaders", None)
+    except Exception:  # noqa: BLE001 - not set up
+        loaders = None
+    if loaders is None:
+        return None
+    n = _size(loaders)
+    limit = getattr(trainer, f"limit_{split}_batches", 1.0)
+    size = "" if n is None else f" ({n} samples" + (")" if limit == 1.0 else ", batches limited)")
+    return f"the {split} dataloader's data{size}"
+
+
+def known_splits(trainer: Any) -> dict[str, str] | None:
+    """What each split of a fit is, as far as it is known: the datamodule's ``split_names``
+    when it has them, else the validation data, its size and how often it was evaluated.
+
+    Example:
+        >>> class T: val_dataloaders = None
+        >>> known_splits(T()) is None
+        True
+    """
+    try:  # the datamodule's own description
+        names = getattr(getattr(trainer, "datamodule", None), "split_names", None)
+    except Exception:  # noqa: BLE001 - a summary must not fail a finished run
+        names = None
+    if isinstance(names, Mapping):
+        return dict(names)
+    val = _data(trainer, "val")
+    if val is None:
+        return None
+    n = getattr(trainer, "check_val_every_n_epoch", 1) or 1
+    return {"val": f"{val}, evaluated every " + ("epoch" if n == 1 else f"{n} epochs")}
+
+
+def add_evaluation(s: dict[str, Any], entry: Mapping[str, Any], trainer: Any = None) -> None:
+    """Add a ``trainer.validate`` / ``trainer.test`` run after the fit (``entry``: ``{"stage",
+    "epoch", "metrics"}``) to a summary: ``evaluations``, the split it evaluated, the test
+    accuracy and, when the summary's ``accuracy_key`` was logged only there, ``val_acc``.
+
+    Example:
+        >>> s = empty_summary()
+        >>> s["accuracy_key"] = "test_acc"
+        >>> add_evaluation(s, {"stage": "test", "epoch": 9, "metrics": {"test_acc": 0.8}})
+        >>> s["val_acc"], s["accuracy_from"], s["test_acc"], s["test_accuracy_key"]
+        (0.8, 'test', 0.8, 'test_acc')
+    """
+    stage = str(entry.get("stage"))
+    metrics = entry.get("metrics") or {}
+    s["evaluations"] = [*(s.get("evaluations") or []), dict(entry)]
+    key = s.get("accuracy_key")
+    if key in metrics and (s.get("val_acc") is None or s.get("accuracy_from") is not None):
+        s["val_acc"], s["accuracy_from"] = _finite(metrics[key]), stage
+    if stage == "test":
+        found = next((k for k in TEST_ACCURACY_KEYS if _finite(metrics.get(k)) is not None), None)
+        if found is not None:
+            s["test_acc"], s["test_accuracy_key"] = _finite(metrics[found]), found
+    split = "test" if stage == "test" else "val"
+    data = _data(trainer, split) if trainer is not None else None
+    splits = dict(s.get("splits") or {})
+    after = f"evaluated after the fit (trainer.{stage})"
+    if split not in splits:
+        splits[split] = f"{data or f'the {split} data'}, {after}"
+    elif "after the fit" not in splits[split]:
+        splits[split] += f"; {after}"
+    s["splits"] = splits
 
 
 def explain_saving(s: dict[str, Any]) -> dict[str, Any]:
@@ -348,20 +443,25 @@ def format_summary(s: Mapping[str, Any], rows: Sequence[Mapping[str, Any]] = ())
     on_val = f", on {splits['val']}" if "val" in splits else ""
     logged = "" if key in (None, "val/acc") else f", logged as `{key}`"
     acc = _pct(s.get("val_acc"), 2) if key else "n/a (no validation accuracy logged)"
-    lines.append(f"validation accuracy (last epoch{on_val}{logged}): {acc}")
-    cp = s.get("critical_period")
-    if cp is not None:
-        over = f"over at the end of epoch {cp['epoch']} ({cp['reason']})" if cp["over"] else None
-        lines.append(f"critical period: {over or 'not over within the run'}")
-        if not cp["over"] and cp.get("explanation"):
-            lines.append(f"why: {cp['explanation']}")
+    source = s.get("accuracy_from")
+    if source == "test":
+        on_test = f", on {splits['test']}" if "test" in splits else ""
+        lines.append(f"test accuracy (after the fit{on_test}{logged}): {acc}")
+    else:
+        when = f"trainer.{source} after the fit" if source else "last epoch"
+        lines.append(f"validation accuracy ({when}{on_val}{logged}): {acc}")
+    if s.get("test_acc") is not None and s.get("test_accuracy_key") != key:
+        lines.append(f"test accuracy (`{s['test_accuracy_key']}`): {_pct(s['test_acc'], 2)}")
+    lines += _period_lines(s.get("critical_period"), cut)
     diverged = s.get("diverged")
     if diverged:
         lines.append(f"the run diverged in epoch {diverged.get('epoch')} ({diverged.get('cause')})")
     if cut.get("multiplicity_before") is not None:
         to = cut.get("multiplicity_after")
         change = "" if cut.get("cut_epoch") is None else f" -> {to} from epoch {cut['cut_epoch']}"
-        lines.append(f"multiplicity: k={cut['multiplicity_before']}{change}")
+        policy = str(cut.get("policy"))
+        how = {"fixed": " (a fixed cut)", "detector": " (the detector's cut)"}.get(policy, "")
+        lines.append(f"multiplicity: k={cut['multiplicity_before']}{change}{how if change else ''}")
     rob = dict(s.get("robustness") or {})
     kind = rob.pop("data", None)
     if rob:
@@ -389,6 +489,34 @@ def format_summary(s: Mapping[str, Any], rows: Sequence[Mapping[str, Any]] = ())
         lines.append(f"plot: {s['plot']}")
     lines.append("=" * 72)
     return "\n".join(_wrap(line) for line in lines)
+
+
+def _period_lines(cp: Mapping[str, Any] | None, cut: Mapping[str, Any]) -> list[str]:
+    """The detector's verdict; when it did not make the cut (a fixed cut, or k kept), said so:
+    what it would have decided is not when the run's critical period ended."""
+    if cp is None:
+        return []
+    policy = cut.get("policy")
+    if cp.get("decided_cut", policy in (None, "detector")):
+        over = f"over at the end of epoch {cp['epoch']} ({cp['reason']})" if cp["over"] else None
+        lines = [f"critical period: {over or 'not over within the run'}"]
+    else:
+        made = (
+            f"the cut was fixed at epoch {cut.get('cut_epoch')}"
+            if policy == "fixed" and cut.get("cut_epoch") is not None
+            else "the cut was fixed"
+            if policy == "fixed"
+            else "k was kept"
+        )
+        verdict = (
+            f"would have called it over at the end of epoch {cp['epoch']} ({cp['reason']})"
+            if cp["over"]
+            else "did not call it over within the run"
+        )
+        lines = [f"critical period: {made}; the detector only watched and {verdict}"]
+    if not cp["over"] and cp.get("explanation"):
+        lines.append(f"why: {cp['explanation']}")
+    return lines
 
 
 def _wrap(line: str, width: int = 100) -> str:

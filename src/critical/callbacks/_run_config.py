@@ -1,10 +1,12 @@
 """The content of a run directory's ``config.json`` (see :class:`~critical.callbacks.RunDirectory`):
-the module and datamodule with their hyperparameters, the trainer's settings, each callback's
-settings as ``{"class", "init_args"}``, the loggers, library versions and the command line."""
+the module and datamodule with their hyperparameters, the seed, the trainer's settings, each
+callback's settings as ``{"class", "init_args"}``, the loggers, library versions and the command
+line."""
 
 from __future__ import annotations
 
 import inspect
+import os
 import platform
 import sys
 from collections.abc import Mapping
@@ -17,7 +19,7 @@ import torch
 from critical.data.protocol import get_multiplicity
 from critical.io import to_jsonable
 
-__all__ = ["build_config", "callback_settings"]
+__all__ = ["build_config", "callback_settings", "global_seed"]
 
 
 def _versions() -> dict[str, Any]:
@@ -29,6 +31,22 @@ def _versions() -> dict[str, Any]:
             out[mod] = None
     out["cuda"] = torch.version.cuda
     return out
+
+
+def global_seed() -> int | None:
+    """The seed of the last ``seed_everything`` call in this process (Lightning keeps it in the
+    ``PL_GLOBAL_SEED`` environment variable), ``None`` when none was set.
+
+    Example:
+        >>> import lightning as L
+        >>> _ = L.seed_everything(7, verbose=False)  # doctest: +SKIP
+        >>> global_seed()  # doctest: +SKIP
+        7
+    """
+    try:
+        return int(os.environ["PL_GLOBAL_SEED"])
+    except (KeyError, ValueError):
+        return None
 
 
 def _hparams(obj: Any) -> dict[str, Any] | None:
@@ -85,8 +103,8 @@ def build_config(
 ) -> dict[str, Any]:
     """The content of ``config.json`` for the run directory ``run`` (its name, path, tags and
     ``resumed_from``): the module and datamodule with their hyperparameters, the trainer's
-    settings, every callback's settings (:func:`callback_settings`), the loggers, versions and
-    the command."""
+    settings, every callback's settings (:func:`callback_settings`), the seed
+    (:func:`global_seed`), the loggers, versions and the command."""
     dm = trainer.datamodule  # type: ignore[attr-defined]  # undeclared: Lightning sets it on the Trainer
     strategy = trainer.strategy
     trainer_cfg = {
@@ -125,6 +143,7 @@ def build_config(
         "created": datetime.now(timezone.utc).isoformat(),
         "stage": stage,
         "tags": to_jsonable(run.tags),
+        "seed": global_seed(),
         "resumed_from": run.resumed_from,
         "command": list(sys.argv),
         "host": platform.node(),

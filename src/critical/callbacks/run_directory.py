@@ -2,7 +2,8 @@ r"""Run directory: every run writes its own directory of artefacts, atomically, 
 
 Layout of ``root/name`` (``name`` defaults to ``YYYYmmdd-HHMMSS-<6 hex>``)::
 
-    config.json      module and datamodule hparams, trainer settings, callbacks, versions, command
+    config.json      module and datamodule (classes, hparams), trainer settings, callbacks, the
+                     seed (seed_everything's), versions, command
     metrics.csv      one row per completed epoch: epoch, multiplicity, every scalar logged in
     metrics.json     that epoch (same rows as JSON)
     cut_event.json   the critical-period event, the guards at the firing (or what held the
@@ -10,6 +11,7 @@ Layout of ``root/name`` (``name`` defaults to ``YYYYmmdd-HHMMSS-<6 hex>``)::
     energy.json      EnergyTracker.summary() + history      (if the trainer has an EnergyTracker)
     robustness.json  RobustnessEvaluator.results            (if it has a RobustnessEvaluator)
     summary.json     the run summary (critical.summary), when fit ends normally
+    evaluations.json trainer.validate / trainer.test after the fit, with their metrics
     plot.png, .pdf   the run's curves (critical.report.plot_run), when fit ends normally
     exception.txt    the exception, if the run crashed
     events.out.tfevents.*, hparams.yaml   TensorBoard (see ``tensorboard``)
@@ -90,6 +92,7 @@ from critical.runfiles import (
     CONFIG,
     CUT_EVENT,
     ENERGY,
+    EVALUATIONS,
     EXCEPTION,
     METRICS_CSV,
     METRICS_JSON,
@@ -100,7 +103,7 @@ from critical.runfiles import (
     find_critical_period,
     find_cutoff,
 )
-from critical.summary import build_summary, format_summary
+from critical.summary import add_evaluation, build_summary, format_summary
 from critical.validation import check_bool, check_path, check_str, check_type
 
 __all__ = ["RunDirectory", "auto_run_name", "callback_settings"]
@@ -369,9 +372,9 @@ class RunDirectory(Callback):
         self.evaluations.append(entry)
         if not (self._is_writer and self._created):
             return
-        self._write("evaluations.json", atomic_write_json, self.evaluations)
-        if self.summary is not None:
-            self.summary["evaluations"] = list(self.evaluations)
+        self._write(EVALUATIONS, atomic_write_json, self.evaluations)
+        if self.summary is not None:  # its accuracy, test accuracy and splits
+            add_evaluation(self.summary, entry, trainer)
             self._write(SUMMARY, atomic_write_json, self.summary)
 
     @override

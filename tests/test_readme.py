@@ -10,7 +10,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
-MARKER = re.compile(r"<!-- example: ([^(]+?) \(tests/test_readme\.py runs this block as written\) -->")
+MARKER = re.compile(
+    r"<!-- example: ([^(]+?) \(tests/test_readme\.py runs this block as written\) -->"
+)
 
 
 def _block(marker: str, path: Path = README) -> str:

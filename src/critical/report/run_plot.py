@@ -161,9 +161,11 @@ def run_figure(run: Run, accuracy_key: str | None = None) -> Any:
     kb, ka = ce.get("multiplicity_before"), ce.get("multiplicity_after")
     cut_label = f"cut (k {kb}→{ka})" if kb is not None and ka is not None else "cut"
     cutoff = configured_callbacks(run.config).get("AugmentationCutoff") or {}
-    # where the detector did not make the cut (no cut, a fixed one): where it would have
+    # where the detector did not decide (a fixed cut, k kept, no cut callback and no cut): where
+    # it would have cut; a detector-policy run that did not cut is left as its detector decided
+    policy = cutoff.get("policy")
     verdict = None
-    if cut is None or cutoff.get("policy") in ("fixed", "never"):
+    if policy in ("fixed", "never") or (policy is None and cut is None):
         verdict = detector_verdict(run)
     if verdict is not None and cut is not None and verdict + 1 == cut:
         verdict = None  # the cut is where the detector would have cut
@@ -256,11 +258,14 @@ def run_figure(run: Run, accuracy_key: str | None = None) -> Any:
 
 
 def plot_run(run_dir: PathLike, accuracy_key: str | None = None) -> list[Path]:
-    """Draw one run: one panel per training-dynamics metric, accuracy in % (``accuracy_key``,
-    else the first common validation-accuracy name logged, ``test/acc`` and ``train/acc`` when
-    logged; ``train/loss`` on a second axis), and k per
-    epoch, the cut marked in every panel by a vertical line at the epoch boundary before the
-    first epoch at the reduced k; one legend below the panels; titled with the run's name, model,
+    """Draw one run: one panel per training-dynamics metric and per signal the detector watched
+    (:func:`watched_columns`, e.g. ``val_loss``), accuracy in % (``accuracy_key``, else the
+    first common validation-accuracy name logged, ``test/acc`` and ``train/acc`` when logged;
+    ``train/loss`` and an unwatched validation loss on a second axis), and k per epoch (integer
+    ticks), the cut marked in every panel by a vertical line at the epoch boundary before the
+    first epoch at the reduced k and, where the detector did not decide the cut (a fixed cut, k
+    kept), a dotted line after the epoch where it would have (:func:`detector_verdict`); one
+    legend below the panels; titled with the run's name, model,
     data set, k and policy (:func:`describe_run`). Saved as ``run_dir/plot.png`` and
     ``run_dir/plot.pdf``; returns their paths.
 

@@ -82,17 +82,37 @@ def test_own_dataset_through_multiplicity_datamodule():
     assert torch.equal(torch.rand(1), a)
 
 
-def test_missing_probe_views_is_an_error_before_training():
+def test_a_plain_datamodule_is_probed_through_its_training_set():
     class Plain(L.LightningDataModule):
         multiplicity = 1
 
         def train_dataloader(self):
             return DataLoader(TensorDataset(torch.rand(8, 3, 8, 8), torch.arange(8) % 4))
 
-    with pytest.raises(ValueError, match="probe_views"):
-        _trainer([AugmentationGap()]).fit(
-            ImageClassifier("small_cnn", num_classes=4, in_chans=3, img_size=8), Plain()
-        )
+    gap = AugmentationGap()
+    _trainer([gap], epochs=1).fit(
+        ImageClassifier("small_cnn", num_classes=4, in_chans=3, img_size=8), Plain()
+    )
+    assert gap.history[0]["samples"] == 8 and "aug_gap" not in gap.history[0]
+
+
+def test_a_module_that_cannot_classify_the_probe_is_an_error_before_training():
+    class NoForward(L.LightningModule):  # a training_step of its own, no forward
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Linear(3 * 8 * 8, 4)
+
+        def training_step(self, batch, batch_idx):
+            return nn.functional.cross_entropy(self.w(batch[0].flatten(1)), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    loader = DataLoader(TensorDataset(torch.rand(8, 3, 8, 8), torch.arange(8) % 4))
+    trainer = _trainer([AugmentationGap()])
+    with pytest.raises(ValueError, match="could not be classified by the module"):
+        trainer.fit(NoForward(), loader)
+    assert trainer.global_step == 0
 
 
 @pytest.mark.parametrize("kwargs", [{"num_samples": 0}, {"views": 0}, {"loss_fn": 3}])

@@ -13,7 +13,7 @@ from torch import nn
 from typing_extensions import override
 
 from critical.callbacks._base import EpochValues, MetricCallback
-from critical.data.protocol import find_multiplicity_target
+from critical.data.probe import find_probe_source
 from critical.validation import check_int
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -31,15 +31,23 @@ class AugmentationGap(MetricCallback):
     num_samples`` forward passes per epoch (512 with the defaults, against 135,000 training
     samples per epoch of CIFAR-10 at k = 3) and no state but the probe's indices.
 
-    The training data must offer ``probe_views(num, views, seed) -> (clean, [augmented, ...],
-    labels)``: :class:`~critical.data.ImageDataModule`, :class:`~critical.data.TimeSeriesDataModule`,
-    :class:`~critical.data.MultiplicityDataset` and :class:`~critical.data.MultiplicityDataModule`
-    do; it is found as :func:`critical.data.find_multiplicity_target` finds the multiplicity,
-    and fit start raises a clear error when it is missing. The module's ``forward`` must return
-    class logits (``loss_fn(logits, labels)`` replaces the default cross-entropy).
+    The probe is read from the training data wherever they are reachable
+    (:func:`critical.data.probe.find_probe_source`, at train start): the library's datamodules
+    and :class:`~critical.data.MultiplicityDataset` offer ``probe_views`` (with a clean,
+    un-augmented side); any other map-style training dataset — a datamodule's, a loader passed
+    to ``fit``, a module's ``train_dataloader()``, through ``Subset`` or a ``ConcatDataset`` of k
+    copies — is re-read at a fixed, seeded set of indices spread over the whole set, each read a
+    fresh random view through the dataset's own transforms (no clean view is known there, so
+    only the augmented-view loss and accuracy are logged). The probe's random draws are seeded
+    and leave the training's RNGs untouched. Data from which no probe can be drawn (an iterable
+    dataset), or a module whose ``forward`` does not return class logits for the probe's inputs,
+    is an error before the first training step (when :class:`~critical.callbacks.CriticalPeriod`
+    added this callback by itself for its learning guard, it says once that the guard reads the
+    training loss instead). ``loss_fn(logits, labels)`` replaces the default cross-entropy.
 
-    Logged (prefix ``critical/``): ``aug_gap`` (augmented minus clean loss), ``aug_gap/aug_loss``,
-    ``aug_gap/clean_loss``, ``aug_gap/aug_acc`` and ``aug_gap/clean_acc`` (accuracies in [0, 1]).
+    Logged (prefix ``critical/``): ``aug_gap/aug_loss`` and ``aug_gap/aug_acc`` (accuracy in
+    [0, 1]); where the clean view is known, also ``aug_gap`` (augmented minus clean loss),
+    ``aug_gap/clean_loss`` and ``aug_gap/clean_acc``.
 
     Args:
         num_samples: probe size (>= 1).
@@ -81,19 +89,61 @@ class AugmentationGap(MetricCallback):
             raise ValueError(f"`loss_fn` must be callable, got {loss_fn!r}")
         self.loss_fn = loss_fn
         self._source: Any = None
+        #: why no probe could be drawn in this fit (``None``: it could, or not resolved yet)
+        self.unavailable: str | None = None
+        self._resolved = False
+        #: whether the probe's data know an un-augmented view (``aug_gap`` and the clean side)
+        self.has_clean: bool | None = None
+        #: set by :class:`~critical.callbacks.CriticalPeriod` on an instance it added itself:
+        #: data without a probe then make the detector read another signal instead of failing
+        self.optional = False
 
     @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        source = find_multiplicity_target(trainer, pl_module)
-        if source is None or not callable(getattr(source, "probe_views", None)):
-            found = "no training data" if source is None else type(source).__name__
+    def _reset_fit(self) -> None:
+        super()._reset_fit()
+        self._source, self.unavailable, self._resolved = None, None, False
+        self.has_clean = None
+
+    def resolve(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str | None:
+        """Find the probe's data and try it once (two samples through the module); returns why
+        no probe can be drawn (``None`` when one can). Raises ``ValueError`` instead unless
+        :attr:`optional`. Idempotent within a fit; called at train start at the latest."""
+        if self._resolved:
+            return self.unavailable
+        self._resolved = True
+        source, how = find_probe_source(trainer)
+        problem = None if source is not None else how
+        if source is not None:
+            try:
+                clean, views, labels = source.probe_views(min(2, self.num_samples), 1, self.seed)
+                self._evaluate(trainer, pl_module, clean, views, labels)
+                self.has_clean = clean is not None
+            except Exception as e:  # noqa: BLE001 - any failure means: no probe here
+                problem = (
+                    f"a probe of the training data ({how}) could not be classified by the "
+                    f"module: {type(e).__name__}: {e}"
+                )
+        if problem is not None and not self.optional:
             raise ValueError(
-                f"AugmentationGap needs training data with a `probe_views(num, views, seed)` "
-                f"method (found {found}): use critical.data.MultiplicityDataset (with an "
-                "`eval_transform`) or MultiplicityDataModule around your dataset, or add the "
-                "method to your datamodule"
+                f"AugmentationGap cannot draw a probe from the training data: {problem}. It "
+                "reads a map-style training dataset yielding (input, label) samples, or data "
+                "offering `probe_views(num, views, seed)` (critical.data.MultiplicityDataset, "
+                "the library's datamodules), and calls the module's forward for class logits"
             )
-        self._source = source
+        self._source, self.unavailable = (None, problem) if problem else (source, None)
+        return self.unavailable
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.resolve(trainer, pl_module)
+
+    @override
+    def finalize_epoch(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule
+    ) -> dict[str, float]:
+        if self.unavailable is not None:
+            return {}
+        return super().finalize_epoch(trainer, pl_module)
 
     @torch.no_grad()
     def _measure(
@@ -111,32 +161,50 @@ class AugmentationGap(MetricCallback):
             correct += (logits.argmax(-1) == yb).sum()
         return total, correct
 
-    @override
-    def _compute_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EpochValues:
-        assert self._source is not None  # on_fit_start
-        seed = self.seed * 1_000_003 + trainer.current_epoch
-        clean, views, labels = self._source.probe_views(self.num_samples, self.views, seed)
+    def _evaluate(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        clean: torch.Tensor | None,
+        views: list[torch.Tensor],
+        labels: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        """Summed losses and correct counts of the clean side (zeros without one) and of all
+        views, in eval mode as validation runs (the module's mode is restored)."""
         was_training = pl_module.training
         pl_module.eval()
         try:
-            with trainer.precision_plugin.forward_context():  # as validation runs
-                c_loss, c_ok = self._measure(pl_module, clean, labels)
-                a_loss = torch.zeros_like(c_loss)
-                a_ok = torch.zeros_like(c_ok)
+            with trainer.precision_plugin.forward_context():
+                zero = torch.zeros((), device=pl_module.device)
+                c_loss, c_ok = (
+                    (zero, zero) if clean is None else self._measure(pl_module, clean, labels)
+                )
+                a_loss, a_ok = zero, zero
                 for v in views:
                     loss, ok = self._measure(pl_module, v, labels)
                     a_loss, a_ok = a_loss + loss, a_ok + ok
         finally:
             pl_module.train(was_training)
+        return c_loss, c_ok, a_loss, a_ok
+
+    @override
+    def _compute_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EpochValues:
+        self.resolve(trainer, pl_module)
+        assert self._source is not None  # resolved (finalize_epoch skips an unavailable probe)
+        seed = self.seed * 1_000_003 + trainer.current_epoch
+        clean, views, labels = self._source.probe_views(self.num_samples, self.views, seed)
+        c_loss, c_ok, a_loss, a_ok = self._evaluate(trainer, pl_module, clean, views, labels)
         n = float(labels.shape[0])
         m = n * len(views)
-        values = torch.stack([c_loss / n, a_loss / m, c_ok / n, a_ok / m]).tolist()  # one sync
-        clean_loss, aug_loss, clean_acc, aug_acc = values
-        scalars = {
-            "aug_gap": aug_loss - clean_loss,
-            "aug_gap/aug_loss": aug_loss,
-            "aug_gap/clean_loss": clean_loss,
-            "aug_gap/aug_acc": aug_acc,
-            "aug_gap/clean_acc": clean_acc,
-        }
+        values = torch.stack([a_loss / m, a_ok / m, c_loss / n, c_ok / n]).tolist()  # one sync
+        aug_loss, aug_acc, clean_loss, clean_acc = values
+        scalars = {"aug_gap/aug_loss": aug_loss, "aug_gap/aug_acc": aug_acc}
+        if clean is not None:
+            scalars.update(
+                {
+                    "aug_gap": aug_loss - clean_loss,
+                    "aug_gap/clean_loss": clean_loss,
+                    "aug_gap/clean_acc": clean_acc,
+                }
+            )
         return scalars, {}, {"samples": int(n)}

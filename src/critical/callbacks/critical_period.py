@@ -32,25 +32,32 @@ from critical.validation import check_bool, check_str
 Listener = Callable[[CriticalPeriodEvent, "pl.Trainer", "pl.LightningModule"], None]
 
 
-def known_metric_names() -> dict[str, str]:
-    """Short metric name -> the callback class that provides it."""
+def known_metric_names_to_classes() -> dict[str, type[MetricCallback]]:
+    """Short metric name -> the library callback class that provides it."""
     from critical.callbacks.augmentation_gap import AugmentationGap
     from critical.callbacks.gradient_confusion import GradientConfusion
     from critical.callbacks.gradient_norm import GradientNorm
     from critical.callbacks.gradient_predictability import GradientPredictability
     from critical.callbacks.layer_rotation import LayerRotation
 
-    return {
-        name: cls.__name__
-        for cls in (
-            AugmentationGap,
-            GradientConfusion,
-            GradientNorm,
-            GradientPredictability,
-            LayerRotation,
-        )
-        for name in cls.metric_names
-    }
+    classes: tuple[type[MetricCallback], ...] = (
+        AugmentationGap,
+        GradientConfusion,
+        GradientNorm,
+        GradientPredictability,
+        LayerRotation,
+    )
+    return {name: cls for cls in classes for name in cls.metric_names}
+
+
+def known_metric_names() -> dict[str, str]:
+    """Short metric name -> the name of the callback class that provides it."""
+    return {name: cls.__name__ for name, cls in known_metric_names_to_classes().items()}
+
+
+#: the augmented-view loss the default learning guard reads, and the gap's clean-side metrics
+AUG_LOSS = "aug_gap/aug_loss"
+CLEAN_SIDE = ("aug_gap", "aug_gap/clean_loss", "aug_gap/clean_acc")
 
 
 #: the logged training-loss names read when ``training_step`` returns no loss, in this order
@@ -59,6 +66,22 @@ TRAIN_LOSS_KEYS = ("train/loss", "train_loss", "loss", "train/loss_epoch", "trai
 
 def _strip(name: str) -> str:
     return name[len(PREFIX) :] if name.startswith(PREFIX) else name
+
+
+def _check_spelling(names: Sequence[str]) -> None:
+    """A monitored name that is not one of the library's metrics but close to one (a typo) is an
+    error; any other name must be a metric the module logs (checked at the first epoch end)."""
+    known = known_metric_names()
+    for m in names:
+        if m in known or "@" in m:  # a library metric, or a named instance's key
+            continue
+        close = difflib.get_close_matches(m, list(known), n=1, cutoff=0.75)
+        if close:
+            raise ValueError(
+                f"CriticalPeriod monitors {m!r}, which no callback computes: did you mean "
+                f"{close[0]!r}? The library's metrics: {', '.join(sorted(known))}; any other "
+                "name must be a metric your module logs"
+            )
 
 
 class CriticalPeriod(Callback):
@@ -163,6 +186,10 @@ class CriticalPeriod(Callback):
     ) -> None:
         names = [monitor] if isinstance(monitor, str) else list(monitor)
         self.monitor = [_strip(n) for n in names]
+        _check_spelling(self.monitor)
+        if isinstance(fallback, Mapping) and "monitor" in fallback:
+            fb = fallback["monitor"]
+            _check_spelling([_strip(n) for n in ([fb] if isinstance(fb, str) else fb)])
         if isinstance(threshold, Mapping):
             threshold = {_strip(k): v for k, v in threshold.items()}
         self.detector = StabilityDetector(
@@ -202,6 +229,7 @@ class CriticalPeriod(Callback):
         self._val_seen = False
         self._warned_no_loss = False
         self._aug_provider: MetricCallback | None = None
+        self._signal_override: str | None = None  # no probe: the guard reads the training loss
 
     def settings(self) -> dict[str, Any]:
         """The constructor's arguments (recorded in a run's ``config.json``)."""
@@ -255,12 +283,19 @@ class CriticalPeriod(Callback):
     # ----------------------------------------------------------------- hooks
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit":  # a new fit starts clean; a resumed one gets its state restored next
-            self._use(self._primary, "primary")
-            self._lr_shape = LRShape()
-            self._val_epoch, self._val_seen = None, False
-            self._warned_diverged = False
-            self._warned_no_loss = False
+        if stage != "fit":
+            return
+        # a new fit starts clean; a resumed one gets its state restored next
+        self._signal_override = None
+        self._use(self._primary, "primary")
+        self._lr_shape = LRShape()
+        self._val_epoch, self._val_seen = None, False
+        self._warned_diverged = False
+        self._warned_no_loss = False
+        if self._may_fall_back and not self._validates_every_epoch(trainer, pl_module):
+            self._use(fallback_settings(self._primary), "fallback")
+            self._fallback_message("this fit does not validate every epoch")
+        self._provide(trainer, pl_module)  # before the checkpoint restores their state
 
     @override
     def on_load_checkpoint(
@@ -276,50 +311,78 @@ class CriticalPeriod(Callback):
     def _use(self, settings: dict[str, Any], which: str) -> None:
         """A fresh detector with ``settings`` (the primary rule or its fallback)."""
         settings = dict(settings)
+        if self._signal_override is not None:
+            settings["learning_signal"] = self._signal_override
         self.detector = StabilityDetector(settings.pop("monitor"), **settings)
         self.active = which
 
-    def _resolve(self, trainer: pl.Trainer, strict: bool = True) -> str | None:
-        """Find the callbacks providing the active detector's metrics; a missing one is an
-        error (``strict``) or returned as the message."""
-        known = known_metric_names()
+    def _provide(self, trainer: pl.Trainer, pl_module: pl.LightningModule, late: str = "") -> None:
+        """Add to the Trainer, right after this callback, a default instance of each metric
+        callback the active rule reads and the user did not list: the one computing a watched
+        library metric, and :class:`~critical.callbacks.AugmentationGap` for the learning guard
+        on augmented views (an *optional* one: data without a probe make the guard read the
+        training loss). ``late`` (why) when the fit's ``setup`` has passed: the added callback
+        is set up here and starts measuring from this point."""
+        from critical.callbacks.augmentation_gap import AugmentationGap
+
+        known = known_metric_names_to_classes()
         metric_cbs = [cb for cb in trainer.callbacks if isinstance(cb, MetricCallback)]  # type: ignore[attr-defined]
-        self._providers, self._aug_provider = {}, None
-        problem = None
-        if self.detector.guard_learning and self.detector.learning_signal == "aug_loss":
+        added: list[MetricCallback] = []
+
+        def provider(name: str) -> MetricCallback | None:
+            return next((cb for cb in metric_cbs + added if name in cb.metric_names), None)
+
+        for m in self.detector.metrics:
+            if m in known and provider(m) is None:
+                added.append(known[m]())
+        if self._guard_reads_aug and provider(AUG_LOSS) is None:
+            gap = AugmentationGap()
+            gap.optional = True  # for the guard only: a missing probe is not the user's error
+            added.append(gap)
+        if not added:
+            return
+        at = trainer.callbacks.index(self) + 1  # type: ignore[attr-defined]
+        trainer.callbacks[at:at] = added  # type: ignore[attr-defined]
+        names = ", ".join(f"{type(cb).__name__}()" for cb in added)
+        if late:
+            for cb in added:
+                cb.setup(trainer, pl_module, "fit")
+                cb.on_fit_start(trainer, pl_module)
+                if late != "resume":
+                    cb.on_train_start(trainer, pl_module)
+            rank_zero_info(f"[critical] {late}: CriticalPeriod added {names}, measuring from here")
+        elif self.verbose:
+            rank_zero_info(f"[critical] CriticalPeriod added {names} (what its rule reads)")
+
+    @property
+    def _guard_reads_aug(self) -> bool:
+        return self.detector.guard_learning and self.detector.learning_signal == "aug_loss"
+
+    def _resolve(self, trainer: pl.Trainer) -> None:
+        """Bind the callbacks providing the active detector's metrics (and the augmented-view
+        loss); a library metric without its callback is an error."""
+        metric_cbs = [cb for cb in trainer.callbacks if isinstance(cb, MetricCallback)]  # type: ignore[attr-defined]
+        self._providers = {}
+        self._aug_provider = None
+        if self._guard_reads_aug:
             self._aug_provider = next(
-                (cb for cb in metric_cbs if "aug_gap/aug_loss" in cb.metric_names), None
+                (cb for cb in metric_cbs if AUG_LOSS in cb.metric_names), None
             )
-            if self._aug_provider is None:
-                problem = (
-                    "CriticalPeriod(learning_signal='aug_loss') (the default) reads the "
-                    "AugmentationGap callback's loss on augmented views: add `AugmentationGap()` "
-                    "to the callbacks (its training data must offer `probe_views`, as the "
-                    "library's datamodules and MultiplicityDataset do), or pass "
-                    "learning_signal='train_loss' (or 'val_loss')"
-                )
+        known = known_metric_names()
         for m in self.detector.metrics:
             provider = next((cb for cb in metric_cbs if m in cb.metric_names), None)
             if provider is not None:
                 self._providers[m] = provider
             elif m in known:
-                problem = problem or (
-                    f"CriticalPeriod monitors {m!r}, which the {known[m]} callback computes, but no "
-                    f"{known[m]} is in the Trainer's callbacks: add `{known[m]}()` to them"
+                raise ValueError(
+                    f"CriticalPeriod monitors {m!r}, which the {known[m]} callback computes, but "
+                    f"no {known[m]} is in the Trainer's callbacks: add `{known[m]}()` to them"
                 )
-            else:
-                close = difflib.get_close_matches(m, list(known), n=1, cutoff=0.75)
-                if close:
-                    problem = problem or (
-                        f"CriticalPeriod monitors {m!r}, which no callback computes: did you mean "
-                        f"{close[0]!r}? The library's metrics: {', '.join(sorted(known))}; any "
-                        "other name must be a metric your module logs"
-                    )
-        if problem and self.active == "fallback":
-            problem = f"{problem} (the fallback rule, used without validation each epoch)"
-        if problem and strict:
-            raise ValueError(problem)
-        return problem
+        if self._guard_reads_aug and self._aug_provider is None:
+            raise ValueError(
+                "CriticalPeriod(learning_signal='aug_loss') reads the AugmentationGap callback's "
+                "loss, and none is in the Trainer's callbacks: add `AugmentationGap()`"
+            )
 
     @staticmethod
     def _validates_every_epoch(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
@@ -346,12 +409,7 @@ class CriticalPeriod(Callback):
             and isinstance(self._primary.get("fallback"), Mapping)
         )
 
-    def _switch_to_fallback(self, trainer: pl.Trainer, why: str) -> None:
-        self._use(fallback_settings(self._primary), "fallback")
-        problem = self._resolve(trainer, strict=False)
-        if problem:
-            rank_zero_warn(f"CriticalPeriod: {problem}; the detector will not fire")
-            return
+    def _fallback_message(self, why: str) -> None:
         if self.verbose:
             rank_zero_info(
                 f"[critical] {why}: the detector uses its fallback rule "
@@ -359,16 +417,40 @@ class CriticalPeriod(Callback):
                 f"learning_signal {self.detector.learning_signal})"
             )
 
+    def _switch_to_fallback(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, why: str
+    ) -> None:
+        self._use(fallback_settings(self._primary), "fallback")
+        self._provide(trainer, pl_module, late=why)
+        self._resolve(trainer)
+        self._fallback_message(why)
+
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._may_fall_back and not self._validates_every_epoch(trainer, pl_module):
-            self._use(fallback_settings(self._primary), "fallback")
-            if self.verbose:
-                rank_zero_info(
-                    "[critical] this fit does not validate every epoch: the detector uses its "
-                    f"fallback rule (monitor {', '.join(self.detector.metrics)})"
-                )
+        # a resumed fit may run the other rule than setup chose (its checkpoint said which)
+        self._provide(trainer, pl_module, late="resume")
         self._resolve(trainer)
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        gap = self._aug_provider
+        problem = None if gap is None else gap.resolve(trainer, pl_module)  # type: ignore[attr-defined]
+        if problem is not None:  # only an optional (added) AugmentationGap gets here
+            self._signal_override = "train_loss"
+            self.detector.learning_signal = "train_loss"
+            self._aug_provider = None
+            rank_zero_info(
+                f"[critical] no probe of the training data for the learning guard ({problem}): "
+                "it reads the training loss instead"
+            )
+        for m, cb in self._providers.items():
+            if m in CLEAN_SIDE and getattr(cb, "has_clean", True) is False:
+                raise ValueError(
+                    f"CriticalPeriod monitors {m!r}, which compares augmented with un-augmented "
+                    "views, and the training data do not say what an un-augmented view is: "
+                    "monitor 'aug_gap/aug_loss', or wrap the dataset in "
+                    "critical.data.MultiplicityDataset(..., transform=..., eval_transform=...)"
+                )
 
     @staticmethod
     def _current_lr(trainer: pl.Trainer) -> float | None:
@@ -450,20 +532,22 @@ class CriticalPeriod(Callback):
 
     def _guard_loss(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, train_loss: float | None
-    ) -> float | None:
-        """The reading of ``learning_signal`` for this epoch."""
+    ) -> tuple[float | None, bool]:
+        """The reading of ``learning_signal`` for this epoch, and whether it is the training
+        loss itself."""
         signal = self.detector.learning_signal
         if signal == "aug_loss" and self._aug_provider is not None:
-            return self._aug_provider.finalize_epoch(trainer, pl_module).get("aug_gap/aug_loss")
+            values = self._aug_provider.finalize_epoch(trainer, pl_module)
+            return values.get(AUG_LOSS), False
         if signal == "val_loss":
             fresh = self._val_epoch == trainer.current_epoch
             key = next((k for k in VAL_LOSS_KEYS if k in trainer.callback_metrics), None)
             if fresh and key is not None:
                 self._val_seen = True
-                return float(trainer.callback_metrics[key])
+                return float(trainer.callback_metrics[key]), False
             if self._val_seen:
-                return None  # validated in other epochs: no reading this epoch
-        return train_loss
+                return None, False  # validated in other epochs: no reading this epoch
+        return train_loss, True
 
     def _read(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         values: dict[str, float] = {}
@@ -507,27 +591,32 @@ class CriticalPeriod(Callback):
             and not self.detector.history
             and self._val_epoch != trainer.current_epoch
         ):
-            self._switch_to_fallback(trainer, f"no validation ran in epoch {trainer.current_epoch}")
+            self._switch_to_fallback(
+                trainer, pl_module, f"no validation ran in epoch {trainer.current_epoch}"
+            )
         train_loss = self._epoch_loss(trainer)
-        state = (
-            self._read(trainer, pl_module),
-            train_loss,
-            self._guard_loss(trainer, pl_module, train_loss),
-            self._lr,
-            self._weights_finite(pl_module),
-            self._lr_shape.rose,
-            self._lr_shape.jumped,
-        )
-        if trainer.world_size > 1:
+        guard_loss, guard_is_train = self._guard_loss(trainer, pl_module, train_loss)
+        state: dict[str, Any] = {
+            "values": self._read(trainer, pl_module),
+            "loss": train_loss,
+            "guard_loss": guard_loss,
+            "guard_is_train": guard_is_train,
+            "lr": self._lr,
+            "finite": self._weights_finite(pl_module),
+            "rose": self._lr_shape.rose,
+            "jumped": self._lr_shape.jumped,
+        }
+        if trainer.world_size > 1:  # every rank decides on rank 0's readings
             state = trainer.strategy.broadcast(state, src=0)
-        values, loss, guard_loss, lr, finite, rose, jumped = state
-        causes = [] if finite else ["the weights are not finite"]
-        if guard_loss is not loss and loss is not None and not math.isfinite(loss):
+        loss, guard_loss, lr = state["loss"], state["guard_loss"], state["lr"]
+        rose, jumped = state["rose"], state["jumped"]
+        causes = [] if state["finite"] else ["the weights are not finite"]
+        if not state["guard_is_train"] and loss is not None and not math.isfinite(loss):
             causes.append(f"training loss is {loss}")  # (the detector names a fed loss itself)
         was_fired = self.detector.fired
         event = self.detector.update(
             trainer.current_epoch,
-            values,
+            state["values"],
             loss=guard_loss,
             lr=lr,
             finite=not causes,

@@ -12,6 +12,8 @@
   :class:`MultiplicityDataModule` for users' own data, and the protocol for their own
   datamodules.
 * :mod:`critical.data.protocol` — how callbacks find and change k.
+* :mod:`critical.data.probe` — a fixed, seeded probe of a user's own training data (what
+  :class:`~critical.callbacks.AugmentationGap` re-reads every epoch).
 * :mod:`critical.data.timeseries` — :class:`TimeSeriesDataModule`, time-series classification
   on aeon's bundled data sets (:mod:`critical.data.series_data`; optional extra
   ``pip install -e ".[timeseries]"``) with the batched time-series augmentation of

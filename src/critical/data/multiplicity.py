@@ -64,6 +64,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
+from critical.data.probe import seeded_rngs, spread_indices
 from critical.data.protocol import MultiplicityMixin
 from critical.validation import check_bool, check_int, check_type
 
@@ -151,11 +152,13 @@ class MultiplicityDataset(MultiplicityMixin, Dataset):
             yield self[i]
 
     def probe_views(self, num: int, views: int, seed: int) -> tuple[Tensor, list[Tensor], Tensor]:
-        """A fixed probe of ``num`` samples (the first ``num``), through ``eval_transform``, and
-        ``views`` copies through ``transform`` drawn under torch's RNG seeded with ``seed`` (the
-        global RNG is left as it was); samples must be ``(input, label)`` pairs of tensors after
-        the transforms. What :class:`~critical.callbacks.AugmentationGap` compares."""
-        samples = [self.dataset[i] for i in range(min(num, len(self.dataset)))]
+        """A fixed probe of ``num`` samples (spread over the data set, so over the classes of a
+        class-sorted one: :func:`~critical.data.probe.spread_indices`), through
+        ``eval_transform``, and ``views`` copies through ``transform`` drawn under RNGs seeded
+        with ``seed`` (torch's, Python's and NumPy's global RNGs are left as they were); samples
+        must be ``(input, label)`` pairs of tensors after the transforms. What
+        :class:`~critical.callbacks.AugmentationGap` compares."""
+        samples = [self.dataset[i] for i in spread_indices(len(self.dataset), num)]
         if not samples or not isinstance(samples[0], (tuple, list)):
             raise ValueError(
                 "probe_views needs (input, label) samples; this dataset yields "
@@ -174,8 +177,7 @@ class MultiplicityDataset(MultiplicityMixin, Dataset):
 
         clean = stack(self.eval_transform)
         augment = self.transform if self._augment else self.eval_transform
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
+        with seeded_rngs(seed):
             out = [stack(augment) for _ in range(views)]
         return clean, out, labels
 

@@ -27,7 +27,6 @@ from critical.detector.replay import replay
 from critical.detector.rule import (
     COMBINES,
     DEFAULTS,
-    GUARD_SETTINGS,
     GUARDS,
     LEARNING_SIGNALS,
     MODES,
@@ -43,7 +42,6 @@ __all__ = [
     "COMBINES",
     "DEFAULTS",
     "GUARDS",
-    "GUARD_SETTINGS",
     "LEARNING_SIGNALS",
     "MODES",
     "V02_RULE",

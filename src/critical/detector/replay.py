@@ -29,6 +29,10 @@ def _validated_every_epoch(rows: Sequence[Mapping[str, Any]]) -> bool:
     return bool(rows) and all(any(r.get(k) is not None for k in keys) for r in rows)
 
 
+def _has(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> bool:
+    return any(r.get(k) is not None for r in rows for k in keys)
+
+
 def _flag(row: Mapping[str, Any], key: str) -> bool | None:
     v = row.get(key)
     return None if v is None or v == "" else bool(float(v))
@@ -57,7 +61,8 @@ def replay(
     Metrics are read from the ``prefix + name`` columns (or ``name`` itself, for a metric the
     module logs, such as ``val/loss``), the loss for the learning guard from ``loss_key`` (by
     default the column of the detector's ``learning_signal``: ``critical/train_loss``,
-    ``val/loss`` (``critical/train_loss`` in rows without it) or ``critical/aug_gap/aug_loss``), the learning
+    ``val/loss`` (``critical/train_loss`` in rows without it) or ``critical/aug_gap/aug_loss``
+    (``critical/train_loss`` in a run that logged none, as its live guard read)), the learning
     rate from ``lr_key`` and its shape from ``critical/lr_rose`` and ``critical/lr_jump``,
     whether the run had diverged from ``diverged_key`` (all logged by
     :class:`~critical.callbacks.CriticalPeriod`; a non-finite loss is not). A detector replayed
@@ -83,6 +88,8 @@ def replay(
     every.pop("monitor", None)
     det = StabilityDetector(names, **every)
     keys = [loss_key] if loss_key else SIGNAL_KEYS[det.learning_signal]
+    if not loss_key and det.learning_signal == "aug_loss" and not _has(rows, keys):
+        keys = SIGNAL_KEYS["train_loss"]  # no probe in that run: its guard read the training loss
     for row in sorted(rows, key=lambda r: r["epoch"]):
         values = {m: _value(row, m, prefix) for m in names}
         loss = next((row[k] for k in keys if row.get(k) is not None), None)

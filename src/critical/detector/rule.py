@@ -86,7 +86,6 @@ __all__ = [
     "COMBINES",
     "DEFAULTS",
     "GUARDS",
-    "GUARD_SETTINGS",
     "LEARNING_SIGNALS",
     "MODES",
     "V02_RULE",
@@ -128,19 +127,6 @@ DEFAULTS: dict[str, Any] = {
     "fallback": {"monitor": "layer_rotation", "threshold": 0.5, "patience": 1, "window": 3},
 }
 
-#: the guard settings a fallback rule takes from the rule it stands in for (the guards apply to
-#: whichever rule runs), unless the fallback sets them itself
-GUARD_SETTINGS = (
-    "min_epochs",
-    "guard_finite",
-    "guard_learning",
-    "loss_window",
-    "loss_threshold",
-    "guard_lr",
-    "lr_cooldown",
-    "learning_signal",
-)
-
 #: The version-0.2 default (layer rotation, scaled 0.3, patience 2, the training-loss guard):
 #: a baseline in the bank and what ``CriticalPeriod(**V02_RULE)`` still runs.
 V02_RULE: dict[str, Any] = {
@@ -181,22 +167,38 @@ def reads_validation(settings: Mapping[str, Any]) -> bool:
 
 def fallback_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The settings to use in a run without validation each epoch: when ``settings`` read
-    validation and have a fallback, ``settings["fallback"]`` over the guard settings of
-    ``settings`` (:data:`GUARD_SETTINGS`) over the library defaults; else ``settings``
-    themselves (without the ``fallback`` key).
+    validation and have a fallback, the fallback's rule with every setting the user gave (any
+    setting of ``settings`` other than ``monitor`` that differs from :data:`DEFAULTS`: a
+    ``deadline``, ``min_epochs``, a threshold, the guards) holding over the shipped fallback's
+    values, and a ``fallback`` of the user's own holding over those; else ``settings``
+    themselves (without the ``fallback`` key). A per-metric threshold (a mapping) stays with the
+    metrics it names.
 
     Example:
+        >>> fb = fallback_settings({"monitor": "val/loss", "deadline": 4,
+        ...                         "fallback": DEFAULTS["fallback"]})
+        >>> fb["monitor"], fb["deadline"], fb["threshold"]
+        ('layer_rotation', 4, 0.5)
         >>> fb = fallback_settings({"monitor": "val/loss", "learning_signal": "train_loss",
-        ...                         "fallback": {"monitor": "aug_gap"}})
-        >>> fb["monitor"], fb["learning_signal"]
-        ('aug_gap', 'train_loss')
+        ...                         "threshold": 0.2, "fallback": {"monitor": "aug_gap"}})
+        >>> fb["monitor"], fb["learning_signal"], fb["threshold"]
+        ('aug_gap', 'train_loss', 0.2)
     """
     fb = settings.get("fallback")
-    if reads_validation(settings) and isinstance(fb, Mapping):
-        guards = {k: settings[k] for k in GUARD_SETTINGS if k in settings}
-        base = {k: v for k, v in DEFAULTS.items() if k != "fallback"}
-        return {**base, **guards, **fb, "fallback": None}
-    return {k: v for k, v in settings.items() if k != "fallback"}
+    if not (reads_validation(settings) and isinstance(fb, Mapping)):
+        return {k: v for k, v in settings.items() if k != "fallback"}
+    given = {
+        k: v
+        for k, v in settings.items()
+        if k in DEFAULTS
+        and k not in ("monitor", "fallback")
+        and v != DEFAULTS[k]
+        and not (k == "threshold" and isinstance(v, Mapping))
+    }
+    base = {k: v for k, v in DEFAULTS.items() if k != "fallback"}
+    if dict(fb) == DEFAULTS["fallback"]:  # the shipped fallback: the user's settings hold over it
+        return {**base, **fb, **given, "fallback": None}
+    return {**base, **given, **fb, "fallback": None}  # the user's own fallback says it all
 
 
 #: guard names, as they appear in ``history[i]["blocked"]``

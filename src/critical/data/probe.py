@@ -1,0 +1,191 @@
+"""A fixed probe of a user's own training data: the samples :class:`~critical.callbacks.AugmentationGap`
+re-reads every epoch, found wherever the training data are reachable.
+
+Most Lightning projects have a map-style ``Dataset`` whose ``__getitem__`` applies random
+transforms (often sorted by class, as ``ImageFolder`` lists its files), inside a ``DataLoader``
+built by a datamodule or passed to ``fit``. Re-reading a fixed, seeded set of indices spread over
+that data set gives fresh augmented views of the same samples every epoch, without any method of
+ours on the user's side:
+
+* :func:`spread_indices` picks the indices: one per equal stretch of the index range, at a
+  seeded position inside it, so a class-sorted set is probed across all its classes;
+* :func:`find_probe_source` finds the data: an object with ``probe_views`` (the library's
+  datamodules, :class:`~critical.data.MultiplicityDataset`) first, else the map-style dataset of
+  the train dataloader Lightning built (through ``Subset``; a ``ConcatDataset`` of k copies of one
+  data set is read as that one);
+* :class:`DatasetProbe` reads it: ``probe_views(num, views, seed)`` returns ``(None, [views],
+  labels)`` (no clean view is known for a user's transform), each view collated as the loader
+  collates a batch, under RNGs seeded for the read and restored afterwards (torch, ``random``
+  and NumPy), so the probe neither draws from nor disturbs the training's random streams.
+
+Example:
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> spread_indices(100, 4, seed=0)  # one index in each quarter
+    [24, 42, 61, 98]
+    >>> ds = TensorDataset(torch.rand(8, 3), torch.arange(8) // 2)  # sorted by class
+    >>> clean, views, labels = DatasetProbe(ds).probe_views(4, views=2, seed=0)
+    >>> clean is None, len(views), views[0].shape, labels.tolist()  # every class
+    (True, 2, torch.Size([4, 3]), [0, 1, 2, 3])
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import ConcatDataset, IterableDataset
+from torch.utils.data._utils.collate import default_collate
+
+__all__ = ["DatasetProbe", "find_probe_source", "seeded_rngs", "spread_indices"]
+
+
+def spread_indices(n: int, num: int, seed: int = 0) -> list[int]:
+    """``min(num, n)`` distinct indices of ``range(n)``, one in each of ``num`` equal stretches
+    of it, at a position drawn with ``seed``: spread over the whole set (and so over the classes
+    of a class-sorted one), the same for the same arguments.
+
+    Example:
+        >>> spread_indices(10, 3, seed=1), spread_indices(3, 8)
+        ([0, 4, 7], [0, 1, 2])
+    """
+    if n <= 0 or num <= 0:
+        return []
+    if num >= n:
+        return list(range(n))
+    g = torch.Generator().manual_seed(int(seed))
+    u = torch.rand(num, generator=g, dtype=torch.float64)
+    starts = torch.arange(num, dtype=torch.float64) * n / num
+    idx = (starts + u * (n / num)).floor().long().clamp_(0, n - 1)
+    return [int(i) for i in idx]
+
+
+@contextmanager
+def seeded_rngs(seed: int) -> Iterator[None]:
+    """Run a block under torch's, Python's and NumPy's global RNGs seeded with ``seed``, and put
+    all three back as they were afterwards (what a transform may draw from).
+
+    Example:
+        >>> import random
+        >>> random.seed(1); a = random.random(); random.seed(1)
+        >>> with seeded_rngs(5):
+        ...     _ = random.random()
+        >>> random.random() == a
+        True
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        random.seed(int(seed))
+        np.random.seed(int(seed) % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def _base(dataset: Any) -> Any:
+    """A ``ConcatDataset`` of copies of one data set (k copies: a multiplicity) read as that one."""
+    if isinstance(dataset, ConcatDataset):
+        parts = dataset.datasets
+        if parts and all(p is parts[0] for p in parts):
+            return _base(parts[0])
+    return dataset
+
+
+class DatasetProbe:
+    """Fresh augmented views of a fixed probe of a map-style dataset, read through its own
+    ``__getitem__`` (its own random transforms).
+
+    Args:
+        dataset: map-style (``__len__``, ``__getitem__``), yielding ``(input, label, ...)``.
+        collate_fn: how the samples become a batch (the training loader's; default: torch's).
+        index_seed: seeds which indices form the probe (fixed for the fit).
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        index_seed: int = 0,
+    ) -> None:
+        self.dataset = _base(dataset)
+        self.collate_fn = collate_fn or default_collate
+        self.index_seed = int(index_seed)
+
+    def __repr__(self) -> str:
+        return f"DatasetProbe({type(self.dataset).__name__}, {len(self.dataset)} samples)"
+
+    def _batch(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        batch = self.collate_fn([self.dataset[i] for i in indices])
+        if (
+            not isinstance(batch, (tuple, list))
+            or len(batch) < 2
+            or not isinstance(batch[0], Tensor)
+            or not isinstance(batch[1], Tensor)
+        ):
+            raise ValueError(
+                f"a probe of {type(self.dataset).__name__} needs (input, label) samples that "
+                f"collate into tensors; its batches are {type(batch).__name__}"
+            )
+        return batch[0], batch[1]
+
+    def probe_views(self, num: int, views: int, seed: int) -> tuple[None, list[Tensor], Tensor]:
+        """``views`` freshly augmented reads of the probe's ``num`` samples (drawn under
+        ``seed``) and their labels; the clean side is ``None`` (not known)."""
+        indices = spread_indices(len(self.dataset), num, self.index_seed)
+        out: list[Tensor] = []
+        labels: Tensor | None = None
+        with seeded_rngs(seed):
+            for _ in range(views):
+                x, y = self._batch(indices)
+                out.append(x)
+                labels = y if labels is None else labels
+        assert labels is not None  # views >= 1
+        return None, out, labels
+
+
+def _first_loader(loaders: Any) -> Any:
+    if isinstance(loaders, (list, tuple)):
+        return _first_loader(loaders[0]) if loaders else None
+    if isinstance(loaders, dict):
+        return _first_loader(next(iter(loaders.values()))) if loaders else None
+    return loaders
+
+
+def find_probe_source(trainer: Any) -> tuple[Any | None, str]:
+    """Where a probe of the training data can be read, and how it was found (or why not).
+
+    Returns ``(source, how)``: ``source`` has ``probe_views(num, views, seed)`` — the datamodule
+    or training dataset itself when it offers the method, else a :class:`DatasetProbe` over the
+    map-style dataset of the train dataloader Lightning built (call it from ``on_train_start``
+    on) — or is ``None``, and ``how`` says why (an iterable dataset, no loader yet).
+    """
+    dm = getattr(trainer, "datamodule", None)
+    if callable(getattr(dm, "probe_views", None)):
+        return dm, type(dm).__name__
+    try:
+        loader = _first_loader(trainer.train_dataloader)
+    except Exception:  # noqa: BLE001 - no loader built yet
+        loader = None
+    if loader is None:
+        return None, "no training dataloader was built yet"
+    dataset = getattr(loader, "dataset", None)
+    for obj in (dataset, loader):
+        if callable(getattr(obj, "probe_views", None)):
+            return obj, type(obj).__name__
+    if dataset is None or isinstance(dataset, IterableDataset):
+        kind = (
+            "no dataset" if dataset is None else f"an iterable dataset ({type(dataset).__name__})"
+        )
+        return None, f"the training loader holds {kind}, from which no fixed probe can be drawn"
+    if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+        return None, f"the training dataset ({type(dataset).__name__}) is not map-style"
+    probe = DatasetProbe(dataset, getattr(loader, "collate_fn", None))
+    return probe, f"{type(probe.dataset).__name__} ({len(probe.dataset)} samples)"

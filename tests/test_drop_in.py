@@ -253,3 +253,29 @@ def test_a_misspelt_monitor_is_the_first_error():
     with pytest.raises(ValueError, match="did you mean 'layer_rotation'"):
         CriticalPeriod(fallback={"monitor": "layer_rotaton"})
     CriticalPeriod(monitor="layer_rotation@all")  # a named instance's key is not a typo
+
+
+def test_the_defaults_on_a_manual_optimization_gan(tmp_path, caplog):
+    from test_manual_optimization import GAN
+
+    cp = CriticalPeriod()
+    trainer = tiny_trainer(tmp_path, max_epochs=3, callbacks=[cp])
+    loader = DataLoader(TensorDataset(torch.randn(32, 4)), batch_size=8)
+    with caplog.at_level(logging.INFO):
+        trainer.fit(GAN(), loader)  # no labels, no classifier: no probe; no validation
+    assert cp.active == "fallback" and cp.detector.learning_signal == "train_loss"
+    assert "reads the training loss instead" in caplog.text
+    assert len(cp.detector.history) == 3
+
+
+def test_the_defaults_never_cut_a_diverged_run(tmp_path):
+    class Diverges(UserModule):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=1e6)
+
+    cp, cut = CriticalPeriod(deadline=3), AugmentationCutoff()
+    data = KCopies()
+    trainer = tiny_trainer(tmp_path, max_epochs=4, callbacks=[cp, cut])
+    with pytest.warns(UserWarning, match="diverged"):
+        trainer.fit(Diverges(), train_dataloaders=DataLoader(data, batch_size=16))
+    assert cp.diverged is not None and not cp.fired and cut.cut_epoch is None

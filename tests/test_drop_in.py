@@ -279,3 +279,28 @@ def test_the_defaults_never_cut_a_diverged_run(tmp_path):
     with pytest.warns(UserWarning, match="diverged"):
         trainer.fit(Diverges(), train_dataloaders=DataLoader(data, batch_size=16))
     assert cp.diverged is not None and not cp.fired and cut.cut_epoch is None
+
+
+@pytest.mark.parametrize("where", ["datamodule", "fit", "none"])
+def test_the_rule_is_chosen_before_training_from_the_validation_data(tmp_path, where, caplog):
+    class TrainOnly(L.LightningDataModule):  # no val_dataloader; the module has a validation_step
+        multiplicity = 3
+
+        def train_dataloader(self):
+            return DataLoader(KCopies(), batch_size=16, shuffle=True)
+
+    cp = CriticalPeriod()
+    trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[cp])
+    val = DataLoader(TensorDataset(*make_images(16)), batch_size=16)
+    with caplog.at_level(logging.INFO):
+        if where == "datamodule":
+            trainer.fit(UserModule(), TrainOnly())
+        else:
+            train = DataLoader(KCopies(), batch_size=16)
+            trainer.fit(UserModule(), train, val if where == "fit" else None)
+    expected = "primary" if where == "fit" else "fallback"
+    assert cp.active == expected
+    assert "measuring from here" not in caplog.text  # decided at setup, not after epoch 0
+    rotations = [cb for cb in trainer.callbacks if isinstance(cb, LayerRotation)]
+    assert len(rotations) == (expected == "fallback")
+    assert all(len(r.history) == 2 for r in rotations)

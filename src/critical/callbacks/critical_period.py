@@ -84,6 +84,24 @@ def _check_spelling(names: Sequence[str]) -> None:
             )
 
 
+def validation_data_defined(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+    """Whether the fit has validation data: the datamodule's or the module's own
+    ``val_dataloader`` (public: :func:`~lightning.pytorch.utilities.model_helpers.is_overridden`),
+    or loaders passed to ``fit(val_dataloaders=...)``, which only the fit loop's data source
+    knows (Lightning has no public accessor: read where it lives in Lightning 2.x, else judged
+    by the module's ``val_dataloader``)."""
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    dm = getattr(trainer, "datamodule", None)
+    if dm is not None:
+        return is_overridden("val_dataloader", dm)
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    source = getattr(getattr(loop, "val_loop", None), "_data_source", None)
+    if source is not None and callable(getattr(source, "is_defined", None)):
+        return bool(source.is_defined())
+    return is_overridden("val_dataloader", pl_module)
+
+
 class CriticalPeriod(Callback):
     """Declares the critical period over when the watched metrics stop changing and nothing says
     the model is still learning fast, warming up or diverging.
@@ -394,11 +412,7 @@ class CriticalPeriod(Callback):
             return False
         if trainer.limit_val_batches == 0 or (trainer.check_val_every_n_epoch or 1) != 1:
             return False
-        try:
-            source = trainer._data_connector._val_dataloader_source  # type: ignore[attr-defined]
-            return bool(source.is_defined())
-        except AttributeError:  # another Lightning: let epoch 0 tell
-            return True
+        return validation_data_defined(trainer, pl_module)
 
     @property
     def _may_fall_back(self) -> bool:

@@ -86,6 +86,7 @@ from typing_extensions import override
 from critical.callbacks._epoch_rows import EpochRows, write_epoch_scalars
 from critical.callbacks._resume import restore_or_warn
 from critical.callbacks._run_config import build_config, callback_settings
+from critical.callbacks._tensorboard import add_run_logger, is_default_logger
 from critical.data.protocol import get_multiplicity
 from critical.io import atomic_write_csv, atomic_write_json, atomic_write_text, to_jsonable
 from critical.runfiles import (
@@ -249,50 +250,9 @@ class RunDirectory(Callback):
         assert self.path is not None
         return self.path
 
-    @staticmethod
-    def _default_logger(trainer: pl.Trainer, logger: Any) -> bool:
-        """Whether ``logger`` is the TensorBoardLogger Lightning makes when none is passed."""
-        if type(logger) is not TensorBoardLogger:
-            return False
-        default = os.path.join(trainer.default_root_dir, "lightning_logs")
-        return os.path.abspath(logger.root_dir) == os.path.abspath(default)
-
     def _add_tensorboard(self, trainer: pl.Trainer) -> None:
-        if not self.tensorboard:
-            return
-        own = [lg for lg in trainer.loggers if lg is not self._added_logger]
-        if any(not self._default_logger(trainer, lg) for lg in own):
-            return  # the user's own logger(s): left as they are
-        if self._added_logger is None:
-            self._added_logger = TensorBoardLogger(
-                save_dir=str(self.path), name="", version="", default_hp_metric=False
-            )
-        trainer.loggers = [self._added_logger]  # instead of Lightning's default lightning_logs/
-        for lg in own:
-            self._drop_empty_default_log(lg)
-
-    @staticmethod
-    def _drop_empty_default_log(logger: Any) -> None:
-        """Lightning creates the default logger's events file before any callback runs; when
-        nothing but that empty file is there, remove it (and ``lightning_logs/`` if empty)."""
-        try:
-            experiment = getattr(logger, "_experiment", None)
-            if experiment is not None:
-                experiment.close()
-            version = Path(logger.log_dir)
-            files = list(version.iterdir()) if version.is_dir() else []
-            if not files or not all(
-                f.name.startswith("events.out.tfevents") and f.stat().st_size < 1024 for f in files
-            ):
-                return
-            for f in files:
-                f.unlink()
-            version.rmdir()
-            root = Path(logger.root_dir)
-            if root.is_dir() and not any(root.iterdir()):
-                root.rmdir()
-        except OSError:  # best effort: an empty log directory left behind is harmless
-            pass
+        if self.tensorboard:
+            self._added_logger = add_run_logger(trainer, self.path, self._added_logger)
 
     def _resolve_root(self, trainer: pl.Trainer) -> None:
         """``root=None``: inside the first logger's ``log_dir`` (that is not ours)."""
@@ -302,7 +262,7 @@ class RunDirectory(Callback):
             str(lg.log_dir)
             for lg in trainer.loggers
             if lg is not self._added_logger
-            and not self._default_logger(trainer, lg)
+            and not is_default_logger(trainer, lg)
             and getattr(lg, "log_dir", None)
         ]
         root = Path(logs[0]) if logs else Path(trainer.default_root_dir) / "runs"

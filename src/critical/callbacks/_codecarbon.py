@@ -9,15 +9,28 @@ counter never wraps twice between two readings (codecarbon corrects one wrap).
 Codecarbon's constructor swallows its own exceptions (logging them) and returns a half-built
 tracker: those logged exceptions are captured and reported as a failure. Any failure calls
 ``on_fail(reason)`` once and shuts the tracker down; the caller decides what to tell the user.
+
+Start-up: the first tracker of a process pays two one-off costs, cached by codecarbon for the
+process: its static tables (``DataSource``: pandas and a few CSV / JSON files, 0.2-0.8 s) and,
+where it estimates the CPU's power from a TDP (no RAPL counters), the CPU model from
+``py-cpuinfo``, which runs a Python subprocess that sleeps 1 s to clock the CPU (about 1.2 s of
+waiting). :func:`prefetch` starts both in background threads when the ``EnergyTracker`` is
+built, so they overlap the set-up before the fit (the Trainer, the data, the model); the country
+check reads the energy-mix JSON file itself (no pandas); :meth:`CodecarbonSession.start` waits
+for the threads and codecarbon then finds both in its caches: the same calls, the same results,
+earlier.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import math
 import os
 import re
+import sys
+import threading
 import time
 import traceback
 import warnings
@@ -33,9 +46,68 @@ __all__ = [
     "check_country",
     "known_countries",
     "output_directory",
+    "prefetch",
 ]
 
 _COUNTRIES: frozenset[str] | None = None
+_PREFETCH: list[threading.Thread] | None = None
+_PREFETCH_LOCK = threading.Lock()
+#: longest wait for the background start-up work before codecarbon does it itself
+PREFETCH_TIMEOUT_S = 30.0
+_ENERGY_MIX = "data/private_infra/global_energy_mix.json"  # what DataSource loads, by name
+
+
+def _quietly(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - codecarbon does it again itself, and reports a failure
+        pass
+
+
+def _uses_cpu_model() -> bool:
+    """Whether codecarbon will surely read the CPU model for a TDP: Linux without RAPL counters
+    (no ``/sys/class/powercap``) and no Raspberry Pi PMIC tool. Elsewhere it may not need it."""
+    return (
+        sys.platform.startswith("linux")
+        and not os.path.exists("/sys/class/powercap")
+        and not os.path.exists("/usr/bin/vcgencmd")
+    )
+
+
+def prefetch() -> None:
+    """Start codecarbon's one-off start-up work in daemon threads, once per process: its static
+    tables (``DataSource().get_global_energy_mix_data()``) and, where :func:`_uses_cpu_model`,
+    the CPU model (``codecarbon.core.util.detect_cpu_model``). Nothing on a process other than a
+    node's local rank 0 (``LOCAL_RANK``), which runs no tracker, or when codecarbon cannot be
+    imported. Never raises."""
+    global _PREFETCH
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        return
+    with _PREFETCH_LOCK:
+        if _PREFETCH is not None:
+            return
+        _PREFETCH = []
+        try:
+            from codecarbon.core.util import detect_cpu_model
+            from codecarbon.input import DataSource
+        except Exception:  # noqa: BLE001 - codecarbon missing or broken: reported at fit start
+            return
+        jobs: list[Callable[[], Any]] = [lambda: DataSource().get_global_energy_mix_data()]
+        if _uses_cpu_model():
+            jobs.append(detect_cpu_model)
+        for job in jobs:
+            thread = threading.Thread(target=_quietly, args=(job,), daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # no thread can be started: codecarbon does it in the tracker
+                return
+            _PREFETCH.append(thread)
+
+
+def _wait_for_prefetch() -> None:
+    deadline = time.monotonic() + PREFETCH_TIMEOUT_S
+    for thread in _PREFETCH or []:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def check_country(code: Any) -> str:
@@ -75,12 +147,18 @@ def known_countries() -> frozenset[str] | None:
     """The ISO codes of codecarbon's offline energy-mix table, or None if it cannot be read."""
     global _COUNTRIES
     if _COUNTRIES is None:
-        try:
-            from codecarbon.input import DataSource
+        try:  # the file DataSource reads, without loading codecarbon's other tables (pandas)
+            from importlib.resources import files
 
-            _COUNTRIES = frozenset(DataSource().get_global_energy_mix_data())
-        except Exception:  # noqa: BLE001 - codecarbon missing or broken: reported at fit start
-            return None
+            with files("codecarbon").joinpath(_ENERGY_MIX).open(encoding="utf-8") as f:
+                _COUNTRIES = frozenset(json.load(f))
+        except Exception:  # noqa: BLE001 - not where this codecarbon keeps it: ask DataSource
+            try:
+                from codecarbon.input import DataSource
+
+                _COUNTRIES = frozenset(DataSource().get_global_energy_mix_data())
+            except Exception:  # noqa: BLE001 - codecarbon missing or broken: fit start says so
+                return None
     return _COUNTRIES
 
 
@@ -195,6 +273,7 @@ class CodecarbonSession:
             kwargs["output_dir"] = str(out)
         kwargs = {k: v for k, v in kwargs.items() if k in accepted}
         kwargs.update(self.extra)
+        _wait_for_prefetch()  # the tables and CPU model codecarbon reads below, in its caches
         capture = _CaptureSwallowed(self.log_level)
         cc_logger = logging.getLogger("codecarbon")
         cc_logger.addFilter(capture)

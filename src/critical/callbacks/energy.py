@@ -83,7 +83,7 @@ from critical.accounting import (
     theoretical_saving,
     totals,
 )
-from critical.callbacks._codecarbon import accepted_kwargs, check_country
+from critical.callbacks._codecarbon import accepted_kwargs, check_country, prefetch
 from critical.callbacks._epoch_meter import EpochMeter, reduce_values
 from critical.callbacks._measurement import summarize_measurement
 from critical.callbacks._resume import restore_or_warn
@@ -205,6 +205,7 @@ class EnergyTracker(Callback):
         self._owner = False  # this process runs a tracker (local rank 0)
         self._resume_partial: dict[str, Any] | None = None
         self._fit_t0: float | None = None
+        prefetch()  # codecarbon's one-off start-up (tables, CPU model) in the background
 
     # ------------------------------------------------------------------ identity
     @property

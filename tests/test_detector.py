@@ -116,7 +116,7 @@ def test_state_roundtrip_continues_identically():
         (dict(threshold=-1.0), "> 0"),
         (dict(threshold=float("nan")), "> 0"),
         (dict(patience=0), "patience"),
-        (dict(mode="percent"), r"\['scaled', 'absolute', 'relative'\]"),
+        (dict(mode="percent"), r"\['scaled', 'absolute', 'relative', 'budget'\]"),
         (dict(combine="most"), r"\['any', 'all'\]"),
         (dict(window=0), "window"),
         (dict(min_epochs=5, deadline=3), "deadline"),

@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from critical.callbacks._base import PREFIX, MetricCallback
+from critical.callbacks._lr_plan import lr_mass_left
 from critical.callbacks._resume import restore_or_warn
 from critical.detector import (
     DEFAULTS,
@@ -34,20 +35,9 @@ Listener = Callable[[CriticalPeriodEvent, "pl.Trainer", "pl.LightningModule"], N
 
 def known_metric_names_to_classes() -> dict[str, type[MetricCallback]]:
     """Short metric name -> the library callback class that provides it."""
-    from critical.callbacks.augmentation_gap import AugmentationGap
-    from critical.callbacks.gradient_confusion import GradientConfusion
-    from critical.callbacks.gradient_norm import GradientNorm
-    from critical.callbacks.gradient_predictability import GradientPredictability
-    from critical.callbacks.layer_rotation import LayerRotation
+    from critical._registry import known_metric_classes
 
-    classes: tuple[type[MetricCallback], ...] = (
-        AugmentationGap,
-        GradientConfusion,
-        GradientNorm,
-        GradientPredictability,
-        LayerRotation,
-    )
-    return {name: cls for cls in classes for name in cls.metric_names}
+    return known_metric_classes()
 
 
 def known_metric_names() -> dict[str, str]:
@@ -162,6 +152,12 @@ class CriticalPeriod(Callback):
             not validate every epoch: decided at fit start from the trainer (a
             ``validation_step``, validation data, ``check_val_every_n_epoch=1``), and again at the
             end of epoch 0 if no validation ran then (:attr:`active` says which is in use).
+        floor: fire, if nothing fired earlier, at the end of the first epoch after which at
+            most this share of the fit's learning-rate mass is left (the schedule played forward
+            at train start, :mod:`critical.callbacks._lr_plan`; logged as
+            ``critical/lr_mass_left``); ``None`` (default): no floor. ``mode="budget"`` (Fukase
+            et al.'s slope against epoch / budget, :data:`~critical.detector.FUKASE_RULE`)
+            reads the budget from ``max_epochs``.
         loss: a logged metric to use as the training loss (default: ``training_step``'s output;
             when that is None, as under manual optimization, the first logged of
             ``train/loss``, ``train_loss``, ``loss``, with one message saying which, or a
@@ -197,6 +193,7 @@ class CriticalPeriod(Callback):
         lr_cooldown: int = DEFAULTS["lr_cooldown"],
         learning_signal: str = DEFAULTS["learning_signal"],
         fallback: dict[str, Any] | None = DEFAULTS["fallback"],
+        floor: float | None = DEFAULTS["floor"],
         loss: str | None = None,
         strict: bool = True,
         verbose: bool = True,
@@ -227,6 +224,7 @@ class CriticalPeriod(Callback):
             lr_cooldown=lr_cooldown,
             learning_signal=learning_signal,
             fallback=fallback,
+            floor=floor,
         )
         self._primary = self.detector.settings()  # what a new fit (or the fallback) starts from
         self.active = "primary"  # or "fallback": no validation each epoch
@@ -248,6 +246,8 @@ class CriticalPeriod(Callback):
         self._warned_no_loss = False
         self._aug_provider: MetricCallback | None = None
         self._signal_override: str | None = None  # no probe: the guard reads the training loss
+        self._budget: int | None = None  # the fit's epochs (mode="budget")
+        self._mass_left: list[float] | None = None  # per epoch, the LR mass after it (floor)
 
     def settings(self) -> dict[str, Any]:
         """The constructor's arguments (recorded in a run's ``config.json``)."""
@@ -305,6 +305,7 @@ class CriticalPeriod(Callback):
             return
         # a new fit starts clean; a resumed one gets its state restored next
         self._signal_override = None
+        self._mass_left = None
         self._use(self._primary, "primary")
         self._lr_shape = LRShape()
         self._val_epoch, self._val_seen = None, False
@@ -332,6 +333,7 @@ class CriticalPeriod(Callback):
         if self._signal_override is not None:
             settings["learning_signal"] = self._signal_override
         self.detector = StabilityDetector(settings.pop("monitor"), **settings)
+        self.detector.budget = self._budget
         self.active = which
 
     def _provide(self, trainer: pl.Trainer, pl_module: pl.LightningModule, late: str = "") -> None:
@@ -447,6 +449,17 @@ class CriticalPeriod(Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epochs = trainer.max_epochs
+        self._budget = epochs if isinstance(epochs, int) and epochs > 0 else None
+        self.detector.budget = self._budget
+        if self.detector.mode == "budget" and self._budget is None:
+            raise ValueError("CriticalPeriod(mode='budget') needs a fit with max_epochs set")
+        if self.detector.floor is not None and self._mass_left is None:  # (restored on resume)
+            self._mass_left, how = lr_mass_left(trainer)
+            if self._mass_left is None:
+                raise ValueError(f"CriticalPeriod(floor=...) needs a budget: {how}")
+            if self.verbose:
+                rank_zero_info(f"[critical] learning-rate mass for the floor: {how}")
         gap = self._aug_provider
         problem = None if gap is None else gap.resolve(trainer, pl_module)  # type: ignore[attr-defined]
         if problem is not None:  # only an optional (added) AugmentationGap gets here
@@ -623,6 +636,12 @@ class CriticalPeriod(Callback):
         if trainer.world_size > 1:  # every rank decides on rank 0's readings
             state = trainer.strategy.broadcast(state, src=0)
         loss, guard_loss, lr = state["loss"], state["guard_loss"], state["lr"]
+        epoch = trainer.current_epoch
+        mass_left = (
+            self._mass_left[epoch]
+            if self._mass_left is not None and epoch < len(self._mass_left)
+            else None
+        )
         rose, jumped = state["rose"], state["jumped"]
         causes = [] if state["finite"] else ["the weights are not finite"]
         if not state["guard_is_train"] and loss is not None and not math.isfinite(loss):
@@ -637,6 +656,7 @@ class CriticalPeriod(Callback):
             cause="; ".join(causes) or None,
             lr_rose=rose,
             lr_jump=jumped,
+            lr_mass_left=mass_left,
         )
         if self.detector.diverged is not None and not self._warned_diverged:
             self._warned_diverged = True
@@ -670,7 +690,7 @@ class CriticalPeriod(Callback):
             metrics[PREFIX + "lr_mean"] = self._lr_sum / self._lr_n
         if self.detector.event is not None:
             metrics[PREFIX + "critical_period_epoch"] = float(self.detector.event.epoch)
-        for key, v in (("train_loss", loss), ("lr", lr)):
+        for key, v in (("train_loss", loss), ("lr", lr), ("lr_mass_left", mass_left)):
             if v is not None and math.isfinite(v):
                 metrics[PREFIX + key] = float(v)
         pl_module.log_dict(
@@ -685,6 +705,7 @@ class CriticalPeriod(Callback):
             "monitor": list(self.monitor),
             "active": self.active,
             "lr_shape": self._lr_shape.state_dict(),
+            "lr_mass_left": self._mass_left,
         }
 
     @override
@@ -693,3 +714,4 @@ class CriticalPeriod(Callback):
             self._use(fallback_settings(self._primary), "fallback")  # resolved in on_fit_start
         self.detector.load_state_dict(state_dict["detector"])
         self._lr_shape.load_state_dict(state_dict.get("lr_shape", {}))
+        self._mass_left = state_dict.get("lr_mass_left")  # the plan the fit started with

@@ -27,6 +27,7 @@ from critical.detector.replay import replay
 from critical.detector.rule import (
     COMBINES,
     DEFAULTS,
+    FUKASE_RULE,
     GUARDS,
     LEARNING_SIGNALS,
     MODES,
@@ -41,6 +42,7 @@ from critical.detector.rule import (
 __all__ = [
     "COMBINES",
     "DEFAULTS",
+    "FUKASE_RULE",
     "GUARDS",
     "LEARNING_SIGNALS",
     "MODES",

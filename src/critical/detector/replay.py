@@ -33,6 +33,23 @@ def _has(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> bool:
     return any(r.get(k) is not None for r in rows for k in keys)
 
 
+def _mass_left(rows: Sequence[Mapping[str, Any]], prefix: str) -> dict[int, float]:
+    """Epoch -> the share of the learning-rate mass after it: logged, else from the rows' rates."""
+    logged = {int(r["epoch"]): r.get(prefix + "lr_mass_left") for r in rows}
+    if rows and all(v is not None and v != "" for v in logged.values()):
+        return {e: float(v) for e, v in logged.items()}  # type: ignore[arg-type]
+    rates = [r.get(prefix + "lr_mean", r.get(prefix + "lr")) for r in rows]
+    if not rates or any(v is None or v == "" for v in rates):
+        return {}
+    total, left, out = sum(float(v) for v in rates), 0.0, {}
+    if total <= 0:
+        return {}
+    for row, v in zip(reversed(rows), reversed(rates)):
+        out[int(row["epoch"])] = left / total
+        left += float(v)
+    return out
+
+
 def _flag(row: Mapping[str, Any], key: str) -> bool | None:
     v = row.get(key)
     return None if v is None or v == "" else bool(float(v))
@@ -53,6 +70,7 @@ def replay(
     diverged_key: str = "critical/diverged",
     prefix: str = "critical/",
     stop: bool = True,
+    budget: int | None = None,
     **settings: Any,
 ) -> StabilityDetector:
     """Run a detector over a run's per-epoch rows (``metrics.csv`` / ``metrics.json`` as read
@@ -72,6 +90,12 @@ def replay(
     validation metrics, replayed on rows without a validation value in every epoch, use their
     ``fallback`` (as :class:`~critical.callbacks.CriticalPeriod` does live).
 
+    Budget-aware settings: ``mode="budget"`` reads the fit's epochs from ``budget`` (default:
+    the number of rows, right for a finished run); ``floor`` reads ``critical/lr_mass_left``
+    where the run logged it, else the learning-rate mass left after each epoch computed from
+    the rows' ``critical/lr_mean`` (or ``critical/lr``) over all rows, which a finished
+    always-k run holds whole.
+
     Example:
         >>> rows = [{"epoch": e, "critical/m": 1 - 0.5 ** e} for e in range(8)]
         >>> replay(rows, "m", guard_learning=False, guard_lr=False).event.epoch
@@ -87,10 +111,13 @@ def replay(
         names = [n[len(prefix) :] if n.startswith(prefix) else n for n in names]
     every.pop("monitor", None)
     det = StabilityDetector(names, **every)
+    ordered = sorted(rows, key=lambda r: r["epoch"])
+    det.budget = budget if budget is not None else len(ordered)
+    mass = _mass_left(ordered, prefix) if det.floor is not None else {}
     keys = [loss_key] if loss_key else SIGNAL_KEYS[det.learning_signal]
     if not loss_key and det.learning_signal == "aug_loss" and not _has(rows, keys):
         keys = SIGNAL_KEYS["train_loss"]  # no probe in that run: its guard read the training loss
-    for row in sorted(rows, key=lambda r: r["epoch"]):
+    for row in ordered:
         values = {m: _value(row, m, prefix) for m in names}
         loss = next((row[k] for k in keys if row.get(k) is not None), None)
         diverged = bool(row.get(diverged_key))
@@ -103,6 +130,7 @@ def replay(
             cause="the logged run diverged" if diverged else None,
             lr_rose=_flag(row, prefix + "lr_rose"),
             lr_jump=_flag(row, prefix + "lr_jump"),
+            lr_mass_left=mass.get(int(row["epoch"])),
         )
         if det.fired and stop:
             break

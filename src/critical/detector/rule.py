@@ -20,6 +20,18 @@ epochs in one of three ways (``mode``):
 * ``"absolute"``: ``|v_e - v_{e-1}|`` (right for metrics with a known scale).
 * ``"relative"``: ``|v_e - v_{e-1}| / max(|v_{e-1}|, eps)`` (Accordion's rule on the gradient
   norm is ``mode="relative", threshold=0.5, patience=1``).
+* ``"budget"``: the least-squares slope of the last ``window`` raw values against the epoch as a
+  fraction of the whole budget, ``e / (E - 1)`` (``E``: :attr:`StabilityDetector.budget`, the
+  fit's epochs, set by the caller); no smoothing. Fukase et al.'s rule (public code,
+  baunilhamarga/critical-periods) is this slope on layer rotation over 5 epochs below 1 (45
+  degrees): :data:`FUKASE_RULE`. The budget is in the rule: per unit of budget the same
+  per-epoch change is steeper in a longer fit, so a longer fit waits for a flatter curve.
+
+Besides the rule, ``floor`` is a budget backstop: the detector fires (reason ``"floor"``) at
+the end of the first epoch after which at most ``floor`` of the fit's learning-rate mass is left
+(``lr_mass_left``: the sum of the learning rate over the steps still to come over its sum over
+the whole fit, fed by the caller), if nothing fired earlier and the run has not diverged. Late,
+low-learning-rate epochs are where augmentation buys least under every schedule.
 
 An epoch is *stable* for a metric when the change is below ``threshold``. A metric is *settled*
 after ``patience`` consecutive stable epochs. The detector fires at the end of the first epoch in
@@ -85,6 +97,7 @@ from critical.validation import check_bool, check_choice, check_int, check_numbe
 __all__ = [
     "COMBINES",
     "DEFAULTS",
+    "FUKASE_RULE",
     "GUARDS",
     "LEARNING_SIGNALS",
     "MODES",
@@ -96,7 +109,7 @@ __all__ = [
     "reads_validation",
 ]
 
-MODES = ("scaled", "absolute", "relative")
+MODES = ("scaled", "absolute", "relative", "budget")
 COMBINES = ("any", "all")
 
 #: The detector's defaults: the one source for :class:`StabilityDetector`,
@@ -125,6 +138,7 @@ DEFAULTS: dict[str, Any] = {
     "lr_cooldown": 2,
     "learning_signal": "aug_loss",
     "fallback": {"monitor": "layer_rotation", "threshold": 0.5, "patience": 1, "window": 3},
+    "floor": None,
 }
 
 #: The version-0.2 default (layer rotation, scaled 0.3, patience 2, the training-loss guard):
@@ -134,6 +148,23 @@ V02_RULE: dict[str, Any] = {
     "monitor": "layer_rotation",
     "patience": 2,
     "window": 1,
+    "learning_signal": "train_loss",
+    "fallback": None,
+}
+
+#: Fukase et al.'s rule as their public code states it: the slope of mean layer rotation
+#: (1 - cos to the initial kernels) over the last 5 epochs against epoch / (E - 1) below 1
+#: (45 degrees), checked from the 5th epoch on, no guards but divergence.
+FUKASE_RULE: dict[str, Any] = {
+    **{k: v for k, v in DEFAULTS.items() if k != "fallback"},
+    "monitor": "layer_rotation",
+    "mode": "budget",
+    "threshold": 1.0,
+    "patience": 1,
+    "window": 5,
+    "min_epochs": 5,
+    "guard_learning": False,
+    "guard_lr": False,
     "learning_signal": "train_loss",
     "fallback": None,
 }
@@ -212,7 +243,8 @@ class CriticalPeriodEvent:
     Attributes:
         epoch: the (0-based) training epoch at whose end the detector fired; the cut takes effect
             from epoch ``epoch + 1``.
-        reason: ``"stable"`` (the metrics settled) or ``"deadline"`` (the deadline forced it).
+        reason: ``"stable"`` (the metrics settled), ``"deadline"`` (the deadline forced it) or
+            ``"floor"`` (at most ``floor`` of the learning-rate mass was left).
         metrics: the metrics that satisfied the rule (for ``"deadline"``: every watched metric).
         values: the last (smoothed) value of every watched metric.
         changes: the last change of every watched metric, in the detector's ``mode``.
@@ -268,6 +300,8 @@ class StabilityDetector:
         fallback: for settings that read validation metrics, the settings (a mapping of these
             arguments, the library defaults filling the rest) a caller uses instead in a run
             without validation each epoch (:func:`fallback_settings`); recorded here.
+        floor: fire once at most this share of the fit's learning-rate mass is left (module
+            docstring; ``None``: no floor).
         eps: floor of the denominator in relative mode.
 
     Attributes:
@@ -298,6 +332,7 @@ class StabilityDetector:
         lr_cooldown: int = DEFAULTS["lr_cooldown"],
         learning_signal: str = DEFAULTS["learning_signal"],
         fallback: Mapping[str, Any] | None = DEFAULTS["fallback"],
+        floor: float | None = DEFAULTS["floor"],
         eps: float = 1e-12,
     ) -> None:
         names = [metrics] if isinstance(metrics, str) else list(metrics)
@@ -351,10 +386,14 @@ class StabilityDetector:
                 )
             fallback = dict(fallback)
         self.fallback = fallback
+        self.floor = check_number("floor", floor, minimum=0, maximum=1, allow_none=True)
         self.eps = check_number("eps", eps, minimum=0, exclusive=True)
+        #: the fit's epochs, for ``mode="budget"`` (set by the caller before the first update)
+        self.budget: int | None = None
 
         self.history: list[dict[str, Any]] = []
         self._raw: dict[str, list[float]] = {m: [] for m in names}
+        self._epochs: dict[str, list[int]] = {m: [] for m in names}  # of the raw values
         self._smoothed: dict[str, list[float]] = {m: [] for m in names}
         self._streak: dict[str, int] = dict.fromkeys(names, 0)
         self._losses: list[float] = []
@@ -379,6 +418,8 @@ class StabilityDetector:
 
     # ------------------------------------------------------------------ the rule
     def _change(self, m: str) -> float:
+        if self.mode == "budget":
+            return self._budget_slope(m)
         sm = self._smoothed[m]
         diff = abs(sm[-1] - sm[-2])
         if self.mode == "absolute":
@@ -387,6 +428,20 @@ class StabilityDetector:
             return diff / max(abs(sm[-2]), self.eps)
         scale = max(sm) - min(sm)
         return 0.0 if scale <= 0 else diff * (len(sm) - 1) / scale
+
+    def _budget_slope(self, m: str) -> float:
+        """Least-squares slope of the last ``window`` values against epoch / (budget - 1)."""
+        if self.budget is None or self.budget < 2:
+            raise ValueError(
+                "mode='budget' needs the fit's epochs: set `StabilityDetector.budget` (the "
+                "CriticalPeriod callback sets it from trainer.max_epochs)"
+            )
+        ys = self._raw[m][-self.window :]
+        xs = [e / (self.budget - 1) for e in self._epochs[m][-self.window :]]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        sxx = sum((x - mx) ** 2 for x in xs)
+        sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+        return 0.0 if sxx <= 0 else sxy / sxx
 
     def _guards(
         self, epoch: int, pace: float | None, lr: float | None, rose: bool | None
@@ -416,6 +471,7 @@ class StabilityDetector:
         cause: str | None = None,
         lr_rose: bool | None = None,
         lr_jump: bool | None = None,
+        lr_mass_left: float | None = None,
     ) -> CriticalPeriodEvent | None:
         """Feed one completed epoch; returns the event the first time the detector fires.
 
@@ -430,6 +486,8 @@ class StabilityDetector:
             lr_rose, lr_jump: whether the learning rate rose, or made a discontinuous drop,
                 during the epoch (:class:`~critical.detector.guards.LRShape`; ``None``: judge
                 from the epoch-start rates).
+            lr_mass_left: the share of the fit's learning-rate mass still to come after this
+                epoch (for ``floor``).
         """
         epoch = int(epoch)
         if self.guard_finite and self.diverged is None:
@@ -467,10 +525,12 @@ class StabilityDetector:
             recorded[m] = float(v)
             raw = self._raw[m]
             raw.append(float(v))
-            tail = raw[-self.window :]
+            self._epochs[m].append(epoch)
+            budget = self.mode == "budget"  # a regression over the window, not an average
+            tail = raw[-1:] if budget else raw[-self.window :]
             self._smoothed[m].append(sum(tail) / len(tail))
-            # a change is only meaningful once the moving average is over a full window
-            if len(raw) > self.window:
+            # a change is only meaningful once the moving average (or fit) has a full window
+            if len(raw) > self.window - budget:
                 c = self._change(m)
                 changes[m] = c
                 stable = c < self.thresholds[m] and not blocked
@@ -488,6 +548,7 @@ class StabilityDetector:
                 "pace": pace,
                 "lr_rose": lr_rose,
                 "lr_jump": lr_jump,
+                "lr_mass_left": lr_mass_left,
             }
         )
         if self.event is not None:
@@ -503,6 +564,16 @@ class StabilityDetector:
             self.event = CriticalPeriodEvent(
                 epoch, "deadline", tuple(self.metrics), last_values, changes
             )
+        elif (
+            self.floor is not None
+            and lr_mass_left is not None
+            and lr_mass_left <= self.floor
+            and completed >= self.min_epochs
+            and self.diverged is None
+        ):
+            self.event = CriticalPeriodEvent(
+                epoch, "floor", tuple(self.metrics), last_values, changes
+            )
         return self.event
 
     # ------------------------------------------------------------------ checkpoint
@@ -510,6 +581,7 @@ class StabilityDetector:
         return {
             "history": [dict(h) for h in self.history],
             "raw": {m: list(v) for m, v in self._raw.items()},
+            "epochs": {m: list(v) for m, v in self._epochs.items()},
             "smoothed": {m: list(v) for m, v in self._smoothed.items()},
             "streak": dict(self._streak),
             "losses": list(self._losses),
@@ -528,6 +600,13 @@ class StabilityDetector:
             )
         self.history = [dict(h) for h in state.get("history", [])]
         self._raw = {m: list(state.get("raw", {}).get(m, [])) for m in self.metrics}
+        saved = state.get("epochs", {})  # older checkpoints: the epochs the history recorded
+        self._epochs = {
+            m: [int(e) for e in saved[m]]
+            if m in saved
+            else [int(h["epoch"]) for h in self.history if m in h.get("values", {})]
+            for m in self.metrics
+        }
         self._smoothed = {m: list(state.get("smoothed", {}).get(m, [])) for m in self.metrics}
         self._streak = {m: int(state.get("streak", {}).get(m, 0)) for m in self.metrics}
         self._losses = [float(v) for v in state.get("losses", [])]

@@ -120,12 +120,18 @@ def write_run(
     new_energy: bool = True,
     saving_check_agrees: bool = True,
     datamodule_hparams: dict[str, Any] | None = None,
+    robustness_data: str = "val",
+    clean_acc: float | None = None,
+    val_metrics: bool = True,
+    event_metrics: tuple[str, ...] = ("layer_rotation",),
 ) -> Path:
     """One run directory. ``val/acc`` rises linearly to ``acc`` at epoch ``max_epochs - 1``;
     wall time, energy, CO2 and cost are spread evenly over the epochs; an epoch at k has
     ``100 k`` samples and ``100 k TRAIN_FLOPS`` FLOPs. ``dataset`` / ``model`` go into the
     recorded hparams (``None``: not recorded); ``new_energy=False`` leaves out the compute
-    fields of ``energy.json`` (an older run)."""
+    fields of ``energy.json`` (an older run). ``robustness.json`` holds ``clean_acc`` (default
+    ``acc``) on split ``robustness_data``; ``val_metrics=False``: no validation split (no
+    ``val/*`` columns); ``event_metrics``: what a detector run's event says it read."""
     path = Path(root) / name
     path.mkdir(parents=True)
     module_hp: dict[str, Any] = {"lr": 0.1}
@@ -170,8 +176,9 @@ def write_run(
             "energy/duration_s": time_s / max_epochs,
             "energy/energy_kwh": energy_kwh / max_epochs,
             "train/loss": 2.0 / (e + 1),
-            "val/acc": acc * (e + 1) / max_epochs,
         }
+        if val_metrics:
+            row["val/acc"] = acc * (e + 1) / max_epochs
         if new_energy:
             row["energy/flops"] = 100 * kk * TRAIN_FLOPS
         rows.append(row)
@@ -192,9 +199,9 @@ def write_run(
             cut_event["event"] = {
                 "epoch": cut_epoch - 1,
                 "reason": "stable",
-                "metrics": ["layer_rotation"],
-                "values": {"layer_rotation": 0.09},
-                "changes": {"layer_rotation": 0.005},
+                "metrics": list(event_metrics),
+                "values": dict.fromkeys(event_metrics, 0.09),
+                "changes": dict.fromkeys(event_metrics, 0.005),
             }
     atomic_write_json(path / "cut_event.json", cut_event)
     if energy:
@@ -245,9 +252,9 @@ def write_run(
                 "stage": "fit_end",
                 "epoch": max_epochs - 1,
                 "global_step": 60,
-                "data": "val",
+                "data": robustness_data,
                 "num_images": 16,
-                "clean_acc": acc,
+                "clean_acc": acc if clean_acc is None else clean_acc,
                 "fgsm_acc": fgsm,
                 "pgd_acc": fgsm / 2,
                 "attack": {"norm": "Linf", "eps": 8 / 255},
@@ -305,8 +312,12 @@ def _add_compute_fields(
     summary["energy_measured"] = False  # RAM is estimated
 
 
-def make_fake_sweep(root: Path) -> Path:
-    """Write the fake sweep of ``SWEEP`` (and its sweep.json) under ``root``; returns root."""
+def make_fake_sweep(
+    root: Path, clean: dict[str, dict[int, float]] | None = None, **run_kwargs: Any
+) -> Path:
+    """Write the fake sweep of ``SWEEP`` (and its sweep.json) under ``root``; returns root.
+    ``clean``: ``{label: {seed: clean_acc}}`` overrides for ``robustness.json``; ``run_kwargs``
+    go to every complete run's :func:`write_run` (``robustness_data="test"``, ...)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -337,6 +348,8 @@ def make_fake_sweep(root: Path) -> Path:
                     max_epochs=epochs,
                     # the detector's seed-0 run: its own check disagrees (30 % vs 44.4 %)
                     saving_check_agrees=not (spec["policy"] == "detector" and seed == 0),
+                    clean_acc=(clean or {}).get(label, {}).get(seed),
+                    **run_kwargs,
                 )
             elif spec.get("failed") == seed:
                 write_run(

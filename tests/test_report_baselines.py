@@ -20,6 +20,7 @@ from report_fixtures import (
 
 from critical.report import (
     Setting,
+    comparison_plots,
     describe_run,
     load_run,
     load_runs,
@@ -55,6 +56,7 @@ def _figures(monkeypatch):
         return real(fig, base)
 
     monkeypatch.setattr(plots_module, "_save", save)
+    monkeypatch.setattr(comparison_plots, "_save", save)
     return figs
 
 
@@ -121,7 +123,7 @@ def test_settings_are_never_mixed(tmp_path, monkeypatch):
         assert f"## {setting.label}" in md
     assert "## small_cnn on folder:/data/shapes, 6 epochs" in md
     tex = to_latex(s)
-    assert "\\emph{small\\_cnn on digits, 6 epochs}" in tex
+    assert "\\caption{small\\_cnn on digits, 6 epochs. Accuracy:" in tex
     figs = _figures(monkeypatch)
     rep = write_report(s, tmp_path / "out")
     pareto = figs["pareto"]
@@ -222,7 +224,7 @@ def test_matched_in_markdown_csv_latex(summary, tmp_path):
     assert "ΔAcc vs matched k=1 (pts)" in md
     assert "Regret vs always-k (pts)" in md
     tex = to_latex(summary)
-    assert "Matched $k{=}1$" in tex and "no: the saving came from training less" in tex
+    assert "Matched k=1 (\\%)" in tex and "no: the saving came from training less" in tex
     write_report(summary, tmp_path, plots=False)
     with open(tmp_path / "matched.csv", newline="") as f:
         rows = {r["label"]: r for r in csv.DictReader(f)}
@@ -277,14 +279,22 @@ def test_measured_vs_compute_check(summary):
 def test_cost_table(summary):
     md = to_markdown(summary)
     assert (
-        "| Policy | n | Params (M) | FLOPs (GFLOP) | FLOPs saved (%) | Theoretical saving (%) "
-        "| Time saved (%) | Energy saved (%) | Measured vs compute | Energy |"
+        "| Policy | n | Time (s) | Energy, partly estimated (Wh) | CO2 (g) | Cost (mUSD) "
+        "| Params (M) | FLOPs (GFLOP) |"
     ) in md
-    assert "| always-k3 | 2/2 | 0.0940 | 5.40 ± 0.00 | 0.0 ± 0.0 | 0.0 ± 0.0 |" in md
-    assert "time -6.7 pts, energy -6.7 pts | partly estimated |" in md
-    assert "Energy measured by: CPU measured (RAPL energy counters); RAM estimated" in md
-    # the main table keeps its columns; FLOPs are in the cost table only
-    header = next(ln for ln in md.splitlines() if ln.startswith("| Model | Policy |"))
+    assert (
+        "| Policy | n | FLOPs saved (%) | Theoretical saving (%) | Time saved (%) "
+        "| Energy saved (%) | CO2 saved (%) | Measured vs compute |"
+    ) in md
+    assert "| always-k3 | 2/2 | 0.0 ± 0.0 | 0.0 ± 0.0 | 0.0 ± 0.0 |" in md
+    assert "| always-k3 | 2/2 | 110 ± 14 | 11.0 ± 1.4 |" in md
+    assert "time -6.7 pts, energy -6.7 pts |" in md
+    # estimates are never called measured
+    assert "Energy measured by" not in md
+    assert "How the energy was obtained: CPU measured (RAPL energy counters); RAM estimated" in md
+    assert "energy: partly estimated" in md
+    # the accuracy table keeps its columns; FLOPs are in the cost table only
+    header = next(ln for ln in md.splitlines() if ln.startswith("| Policy | n | Val acc"))
     assert "FLOPs" not in header and "Params" not in header
     tex = to_latex(summary)
     assert "Measured vs compute" in tex and "FLOPs (GFLOP)" in tex

@@ -113,12 +113,12 @@ def test_test_acc_from_evaluations_gives_delta_and_oracle(tmp_path, capsys):
     assert fixed.stats["acc_delta_pts"].mean == pytest.approx(-0.2)  # per seed: -0.2, -0.2
     (oracle,) = s.oracles.values()
     assert oracle["oracle"] == "fixed@2" and oracle["oracle_reason"] is None
-    assert not any("no 'test_acc' column" in n for n in s.notes)
+    assert not any("no 'test_acc' accuracy" in n for n in s.notes)
     assert any("evaluations.json (trainer.test after the fit)" in n for n in s.notes)
     assert report_main([str(tmp_path), "--accuracy-key", "test_acc", "--no-plots"]) == 0
     out = capsys.readouterr().out
     assert "oracle cut **fixed@2**" in out and "no oracle cut" not in out
-    assert "no 'test_acc' column" not in out
+    assert "no 'test_acc' accuracy" not in out
 
 
 def test_regret_table_shows_cut_epochs_per_seed(tmp_path):
@@ -128,8 +128,8 @@ def test_regret_table_shows_cut_epochs_per_seed(tmp_path):
     # seed 0 cut at 5, seed 1 at 2: never averaged into 3.5
     assert row["cut_epochs"] == "5, 2" and row["cut_epoch"] is None
     assert row["cut_deltas"] == "+3, +0"  # against the oracle's cut at 2
-    regret = to_markdown(s).split("Detector vs fixed cuts")[1]
-    assert "| TinyModule | detector:val/loss | 2/2 | 5, 2 | 80.00 |" in regret
+    regret = to_markdown(s).split("each detector against the best fixed cut")[1]
+    assert "| detector:val/loss | 2/2 | 5, 2 | 80.00 |" in regret
     assert "3.5" not in regret
     assert "5, 2" in to_latex(s)
 

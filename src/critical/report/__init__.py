@@ -169,13 +169,8 @@ Example:
 
 from critical.report.analysis import summarize
 from critical.report.cli import ReportFiles, main, write_report
-from critical.report.plots import (
-    NoDataError,
-    pareto_front,
-    plot_accuracy_vs_cut,
-    plot_curves,
-    plot_pareto,
-)
+from critical.report.comparison_plots import pareto_front, plot_accuracy_vs_cut, plot_pareto
+from critical.report.plots import NoDataError, plot_curves
 from critical.report.run_plot import describe_run, plot_run
 from critical.report.runs import POLICIES as POLICIES  # public, not in __all__ (as before)
 from critical.report.runs import STATUSES, Run, Setting, load_run, load_runs

@@ -7,8 +7,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from critical.report.accuracy import split_of
 from critical.report.runs import Run, _finite
 from critical.report.stats import COST_KEYS, Group, Stat, Summary
+from critical.runfiles import TEST_ACCURACY_KEYS
 
 __all__ = ["latex_escape"]
 
@@ -37,7 +39,7 @@ _ACC_NAMES = {
 def _decimals(max_abs: float, significant: int = 3) -> int:
     if not _finite(max_abs) or max_abs <= 0:
         return 2
-    return int(min(8, max(0, significant - 1 - math.floor(math.log10(max_abs)))))
+    return int(min(4, max(0, significant - 1 - math.floor(math.log10(max_abs)))))
 
 
 def _unit(key: str, max_abs: float, currency: str | None) -> tuple[str, float]:
@@ -55,8 +57,11 @@ def _unit(key: str, max_abs: float, currency: str | None) -> tuple[str, float]:
         if m >= 1:
             return "kg", 1.0
         return ("g", 1e3) if m >= 1e-3 else ("mg", 1e6)
-    if key == "cost":
-        return currency or "cost", 1.0
+    if key == "cost":  # never 7 decimals: thousandths or millionths of the currency
+        cur = currency or "cost"
+        if m >= 0.1 or m <= 0:
+            return cur, 1.0
+        return (f"m{cur}", 1e3) if m >= 1e-4 else (f"µ{cur}", 1e6)
     if key == "flops":
         for unit, scale in (("EFLOP", 1e-18), ("PFLOP", 1e-15), ("TFLOP", 1e-12)):
             if m * scale >= 1:
@@ -73,10 +78,32 @@ def _top(groups: list[Group], key: str) -> float:
     return max(means) if means else math.nan
 
 
-def _column(key: str, groups: list[Group], currency: str | None) -> _Column:
+def _acc_split(summary: Summary, key: str) -> str | None:
+    """The split of accuracy value ``key`` (``acc``: the report's), from the runs that have it."""
+    if key == "acc":
+        return summary.source.split
+    raw = {"test_acc": None}.get(key, key)
+    for r in summary.runs:
+        if r.status != "complete":
+            continue
+        if raw is None:  # test_acc: the first test key the run has
+            return "test" if any(r.final(k) is not None for k in TEST_ACCURACY_KEYS) else None
+        if r.accuracy(raw) is not None:
+            return split_of(r, raw)[0]
+    return None
+
+
+def _column(
+    key: str, groups: list[Group], currency: str | None, summary: Summary | None = None
+) -> _Column:
     top = _top(groups, key)
     if key.endswith("_acc") or key == "acc":
+        if key == "acc" and summary is not None:
+            return _Column(key, f"{summary.source.header} (%)", 100.0, 2)
         name = _ACC_NAMES.get(key, key[: -len("_acc")].replace("_", " ").capitalize())
+        split = _acc_split(summary, key) if summary is not None else None
+        if split and split != "unknown" and key != "test_acc":
+            name += f", {split}"
         return _Column(key, f"{name} (%)", 100.0, 2)
     if key in _ENERGY_QUANTITIES or key in ("flops", "params"):
         unit, scale = _unit(key, top, currency)
@@ -97,7 +124,7 @@ def _column(key: str, groups: list[Group], currency: str | None) -> _Column:
         names = {"time": "Time", "energy": "Energy", "co2": "CO2", "flops": "FLOPs"}
         return _Column(key, f"{names[key.split('_')[0]]} saved (%)", 1.0, 1, signed=True)
     if key == "acc_delta_pts":
-        return _Column(key, "ΔAcc (pts)", 1.0, 2, signed=True)
+        return _Column(key, "ΔAcc vs always-k (pts)", 1.0, 2, signed=True)
     if key == "acc_vs_matched_pts":
         return _Column(key, "ΔAcc vs matched k=1 (pts)", 1.0, 2, signed=True)
     return _Column(key, key, 1.0, _decimals(top))
@@ -107,7 +134,7 @@ def _columns(summary: Summary, keys: list[str] | None = None) -> list[_Column]:
     """The main table's columns: every value key but the cost ones (:data:`COST_KEYS`)."""
     if keys is None:
         keys = [k for k in summary.keys if k not in COST_KEYS]
-    return [_column(k, summary.groups, summary.currency) for k in keys]
+    return [_column(k, summary.groups, summary.currency, summary) for k in keys]
 
 
 #: the cost table: value columns (when present), then the check and the energy method

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from critical.report import baselines
+from critical.report.accuracy import resolve_accuracy
 from critical.report.runs import Run, Setting, _finite
 from critical.report.stats import (
     Group,
@@ -16,7 +17,6 @@ from critical.report.stats import (
     compute_stats,
     run_values,
 )
-from critical.runfiles import find_accuracy_key
 
 __all__ = ["summarize"]
 
@@ -36,9 +36,11 @@ def summarize(
     Args:
         runs: from :func:`load_runs` (any status).
         tolerance: accuracy points (>= 0) within which a fixed cut matches always-k.
-        accuracy_key: the metric column read as the final accuracy; ``None``: the first of
-            :data:`critical.runfiles.ACCURACY_KEYS` (``val/acc``, ``val_acc``, ...) that the
-            complete runs logged (a note says which when it is not ``val/acc``).
+        accuracy_key: the accuracy compared (a metrics column, a metric of
+            ``evaluations.json`` or a ``*_acc`` of ``robustness.json``); ``None``: the test
+            split's when the runs recorded one, else the validation split's
+            (:func:`critical.report.accuracy.resolve_accuracy`; a note warns when a detector
+            read that split).
         saving_tolerance: percentage points (>= 0) a measured saving may differ from the
             compute (FLOPs) saving before it is flagged (besides the noise over seeds).
 
@@ -50,14 +52,12 @@ def summarize(
         if not _finite(v) or v < 0:
             raise ValueError(f"`{name}` must be a number >= 0 (points), got {v!r}")
     notes: list[str] = []
-    if accuracy_key is None:
-        columns = {c for r in runs if r.status == "complete" for c in r.columns()}
-        found = find_accuracy_key(columns)
-        accuracy_key = found or "val/acc"
-        if found is not None and found != "val/acc":
-            notes.append(f"accuracy read from `{found}` (the first common name the runs logged)")
-    if not isinstance(accuracy_key, str) or not accuracy_key:
+    if accuracy_key is not None and (not isinstance(accuracy_key, str) or not accuracy_key):
         raise ValueError(f"`accuracy_key` must be a metric column name, got {accuracy_key!r}")
+    source = resolve_accuracy(runs, accuracy_key)
+    accuracy_key = source.key
+    if source.warning():
+        notes.append(str(source.warning()))
     complete = [r for r in runs if r.status == "complete"]
     evaluated = [r for r in complete if accuracy_key not in r.columns()]
     if evaluated and all(accuracy_key in r.evaluated_keys() for r in evaluated):
@@ -91,7 +91,7 @@ def summarize(
         if dup:
             notes.append(f"{where}: several complete runs with seed(s) {dup}")
         if g.complete and all(v["acc"] is None for v in g.values.values()):
-            notes.append(f"{where}: no '{accuracy_key}' column in its complete runs")
+            notes.append(f"{where}: no '{accuracy_key}' accuracy in its complete runs")
         groups.append(g)
     groups.sort(key=lambda g: (g.setting.sort_key(), g._sort_key()))
     for g in groups:
@@ -111,6 +111,8 @@ def summarize(
     for g in groups:
         present.update(k for k, s in g.stats.items() if s.n > 0)
     oracles, regret = baselines.regret(groups, tolerance)
+    pooled = baselines.pooled_matched(groups)
+    baselines.compute_check(pooled, saving_tolerance)  # its notes are the matched groups'
     return Summary(
         groups=groups,
         runs=sorted(runs, key=lambda r: r.name),
@@ -122,4 +124,6 @@ def summarize(
         notes=notes,
         matched=[g.matched for g in groups if g.matched is not None],
         saving_tolerance=float(saving_tolerance),
+        accuracy=source,
+        pooled=pooled,
     )

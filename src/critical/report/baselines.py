@@ -15,9 +15,9 @@ from typing import Any
 
 from critical.report import costs
 from critical.report.runs import CUT_POLICIES, Setting, _finite
-from critical.report.stats import Group, Stat, compute_stats, per_seed
+from critical.report.stats import Group, Stat, _run_sort_key, compute_stats, per_seed
 
-__all__ = ["compute_check", "matched_k1", "regret", "savings"]
+__all__ = ["compute_check", "matched_k1", "pooled_matched", "regret", "savings"]
 
 _SAVINGS = (
     ("time_saving_pct", "time_s"),
@@ -347,3 +347,35 @@ def _regret_row(
             if _finite(mine) and _finite(theirs) and theirs > 0:
                 row[out_key] = 100.0 * (mine / theirs - 1.0)
     return row
+
+
+def pooled_matched(groups: list[Group]) -> list[Group]:
+    """Per detector group with matched k = 1 runs, one group ``matched k=1 (<detector>)`` of
+    the matched run of each of its seeds (same setting, seed and cut epoch; the seeds' cut
+    epochs may differ): the detector's matched row, one per policy, instead of one row per cut
+    epoch. Values (savings included) are the matched runs' own."""
+    out: list[Group] = []
+    for d in groups:
+        if d.policy != "detector" or not d.complete:
+            continue
+        matched = [g for g in groups if g.policy == "matched" and g.setting == d.setting]
+        by = {(r.seed, r.cut_at): (g, r) for g in matched for r in g.complete}
+        chosen = []
+        for r in d.complete:
+            cut = r.cut_at if r.cut_at is not None else r.cut_epoch
+            if cut is not None and (r.seed, cut) in by:
+                chosen.append(by[(r.seed, cut)])
+        if not chosen:
+            continue
+        p = Group(
+            setting=d.setting,
+            label=f"matched k=1 ({d.label})",
+            policy="matched",
+            runs=sorted((r for _, r in chosen), key=_run_sort_key),
+            baseline=chosen[0][0].baseline,
+        )
+        p.values = {r.name: dict(g.values[r.name]) for g, r in chosen}
+        compute_stats(p)
+        p.check = chosen[0][0].check if len({id(g) for g, _ in chosen}) == 1 else None
+        out.append(p)
+    return out

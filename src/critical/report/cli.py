@@ -14,7 +14,8 @@ from pathlib import Path
 
 from critical.io import PathLike, atomic_write_text
 from critical.report.analysis import summarize
-from critical.report.plots import NoDataError, plot_accuracy_vs_cut, plot_curves, plot_pareto
+from critical.report.comparison_plots import PARETO_X, plot_accuracy_vs_cut, plot_pareto
+from critical.report.plots import NoDataError, plot_curves
 from critical.report.runs import STATUSES, load_runs
 from critical.report.stats import Summary
 from critical.report.tables import to_latex, to_markdown, write_csv
@@ -30,7 +31,9 @@ class ReportFiles:
     messages: list[str]
 
 
-def write_report(summary: Summary, out_dir: PathLike, *, plots: bool = True) -> ReportFiles:
+def write_report(
+    summary: Summary, out_dir: PathLike, *, plots: bool = True, pareto_x: str = "energy"
+) -> ReportFiles:
     """Write ``summary.md``, ``summary.csv``, ``regret.csv``, ``matched.csv``, ``runs.csv``,
     ``summary.tex`` and (with ``plots``) the three plots into ``out_dir`` (created). A plot whose data are absent is
     skipped and its reason added to ``messages``."""
@@ -46,7 +49,10 @@ def write_report(summary: Summary, out_dir: PathLike, *, plots: bool = True) -> 
     if plots:
         for fn in (plot_curves, plot_pareto, plot_accuracy_vs_cut):
             try:
-                files += fn(summary, out_dir, messages)
+                if fn is plot_pareto:
+                    files += plot_pareto(summary, out_dir, messages, x=pareto_x)
+                else:
+                    files += fn(summary, out_dir, messages)
             except NoDataError as err:
                 messages.append(str(err))
     return ReportFiles(files=files, messages=messages)
@@ -64,7 +70,7 @@ def _tolerance(s: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``critical report RUNS_DIR [--out DIR] [--tolerance 0.5] [--saving-tolerance 5]
-    [--accuracy-key KEY] [--no-plots]``.
+    [--accuracy-key KEY] [--pareto-x energy|time|flops] [--no-plots]``.
 
     Prints the Markdown summary and where the files went. Returns 0 (also when some runs are
     incomplete, failed or missing: they are listed), 2 when ``RUNS_DIR`` is not a directory or
@@ -95,10 +101,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--accuracy-key",
         default=None,
-        help="metric read as the final accuracy: a metrics column, else a metric of "
-        "evaluations.json (trainer.test / trainer.validate after the fit, e.g. test_acc) "
-        "(default: the first of val/acc, val_acc, val/accuracy, val_accuracy, ... that the runs "
-        "logged)",
+        help="the accuracy compared: a metrics column, a metric of evaluations.json "
+        "(trainer.test / trainer.validate after the fit, e.g. test_acc) or a *_acc of "
+        "robustness.json (e.g. clean_acc) (default: the test split's when every run recorded "
+        "one -- test/acc, test_acc, ..., robustness.json's clean_acc on the test split --, else "
+        "the first of val/acc, val_acc, ... that the runs logged, with a warning when a "
+        "detector read that split)",
+    )
+    parser.add_argument(
+        "--pareto-x",
+        choices=list(PARETO_X),
+        default="energy",
+        help="the Pareto plot's x axis: energy (default; wall time when none was recorded), "
+        "wall time, or training FLOPs (counted: the same on any machine)",
     )
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
     args = parser.parse_args(None if argv is None else list(argv))
@@ -126,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         saving_tolerance=args.saving_tolerance,
     )
     out = Path(args.out) if args.out is not None else root / "report"
-    report = write_report(summary, out, plots=not args.no_plots)
+    report = write_report(summary, out, plots=not args.no_plots, pareto_x=args.pareto_x)
     print(to_markdown(summary))
     for m in report.messages:
         print(f"note: {m}")

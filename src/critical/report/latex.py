@@ -1,156 +1,85 @@
-"""The LaTeX tables (:func:`to_latex`): booktabs ``tabular`` blocks of the summary, the compute
-and cost, the cut policies against matched k = 1 and the detector against the fixed cuts, one
-block of rows per setting. Every text cell is escaped (:func:`latex_escape`). No matplotlib."""
+r"""The LaTeX tables (:func:`to_latex`): the tables of
+:func:`critical.report.layout.setting_tables`, the very cells of the Markdown report, each a
+booktabs ``tabular`` in a ``table*`` float (``\small``, at most 10 columns: it fits a page)
+with the Markdown caption, which names the accuracy's split and how the energy was obtained.
+Every text cell is escaped (:func:`latex_escape`); ``±``, ``−``, ``Δ`` and ``CO2`` are
+typeset. Needs ``\usepackage{booktabs}`` (and ``[utf8]{inputenc}`` on old engines for ``µ``).
+No matplotlib."""
 
 from __future__ import annotations
 
-from critical.report._format import (
-    _cell,
-    _columns,
-    _cost_columns,
-    _opt,
-    _tex_header,
-    check_cell,
-    has_costs,
-    latex_escape,
-)
+import re
+
+from critical.report._format import latex_escape
+from critical.report.layout import EMPTY, Table, setting_tables
 from critical.report.stats import Summary
 
-__all__ = ["latex_escape", "to_latex"]
-
-Block = tuple[str, list[list[str]]]
+__all__ = ["latex_escape", "tex_cell", "to_latex"]
 
 
-def _tabular(comment: str, align: str, header: list[str], blocks: list[Block]) -> list[str]:
-    """A booktabs tabular: one block of rows per setting, under an italic setting row."""
+def tex_cell(text: str) -> str:
+    """A cell (or caption) of the Markdown tables in LaTeX: escaped, ``**x**`` bold, ``x``
+    code in ``\\texttt``, the typographic signs in math mode.
+
+    Example:
+        >>> print(tex_cell("90.80 ± 0.30"), tex_cell("–"), tex_cell("ΔAcc − x (%)"))
+        90.80 $\\pm$ 0.30 -- $\\Delta$Acc $-$ x (\\%)
+    """
+    if text == EMPTY:
+        return "--"
+    out = latex_escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"\\textbf{\1}", out)
+    out = re.sub(r"`(.+?)`", r"\\texttt{\1}", out)
+    for a, b in (
+        ("±", "$\\pm$"),
+        ("−", "$-$"),
+        ("Δ", "$\\Delta$"),
+        ("CO2", "CO$_2$"),
+        ("≈", "$\\approx$"),
+        ("µ", "$\\mu$"),
+        ("–", "--"),
+    ):
+        out = out.replace(a, b)
+    return out
+
+
+def _label(setting_label: str, name: str) -> str:
+    return "tab:" + re.sub(r"[^A-Za-z0-9]+", "-", setting_label).strip("-").lower() + "-" + name
+
+
+def _table(setting_label: str, table: Table) -> list[str]:
     out = [
-        f"% {comment}",
-        "\\begin{tabular}{" + align + "}",
+        "\\begin{table*}[tbp]",
+        "\\centering",
+        "\\small",
+        f"\\caption{{{tex_cell(table.caption)}}}",
+        f"\\label{{{_label(setting_label, table.name)}}}",
+        "\\begin{tabular}{" + table.align + "}",
         "\\toprule",
-        " & ".join(header) + " \\\\",
+        " & ".join(tex_cell(h) for h in table.header) + " \\\\",
+        "\\midrule",
+        *(" & ".join(tex_cell(c) for c in row) + " \\\\" for row in table.rows),
+        "\\bottomrule",
+        "\\end{tabular}",
     ]
-    for title, rows in blocks:
-        out += ["\\midrule", f"\\multicolumn{{{len(header)}}}{{l}}{{\\emph{{{title}}}}} \\\\"]
-        out += [" & ".join(r) + " \\\\" for r in rows]
-    return [*out, "\\bottomrule", "\\end{tabular}", ""]
-
-
-def _pct(v: float | None, fmt: str) -> str:
-    return _opt(None if v is None else 100 * v, fmt, "--")
+    if table.notes:
+        out += ["", "\\smallskip", " \\\\ ".join(tex_cell(n) for n in table.notes)]
+    return [*out, "\\end{table*}", ""]
 
 
 def to_latex(summary: Summary) -> str:
-    """Booktabs ``tabular`` blocks (needs ``\\usepackage{booktabs}``): the summary, and when
-    they have rows, the compute and cost, the cut policies against matched k = 1 and the
-    detector-vs-fixed-cut comparison; one block of rows per setting."""
-    pm = " $\\pm$ "
-    cols = _columns(summary)
-    main, cost, matched, regret = [], [], [], []
-    cost_cols = _cost_columns(summary)
-    for setting in summary.settings:
-        title = latex_escape(setting.label)
-        groups = summary.in_setting(setting)
-        rows = []
-        for g in groups:
-            cells = [
-                latex_escape(g.model),
-                latex_escape(g.label),
-                f"{len(g.complete)}/{len(g.runs)}",
-            ]
-            rows.append(cells + [_cell(g.stats.get(c.key), c, pm, "--") for c in cols])
-        main.append((title, rows))
-        if has_costs(summary, groups):
-            rows = []
-            for g in groups:
-                cells = [latex_escape(g.label), f"{len(g.complete)}/{len(g.runs)}"]
-                cells += [_cell(g.stats.get(c.key), c, pm, "--") for c in cost_cols]
-                check = check_cell(g)
-                rows.append([*cells, latex_escape(check if check != "–" else "--")])
-            cost.append((title, rows))
-        rows = []
-        for m in (g.matched for g in groups if g.matched is not None):
-            rows.append(
-                [
-                    latex_escape(m["label"]),
-                    f"{m['n_matched']}/{m['n']}",
-                    latex_escape(m["cut_epochs"] or "--"),
-                    _pct(m["acc"], ".2f"),
-                    _pct(m["matched_acc"], ".2f"),
-                    _opt(m["acc_vs_matched_pts"], "+.2f", "--"),
-                    latex_escape(m["verdict"]),
-                ]
-            )
-        if rows:
-            matched.append((title, rows))
-        rows = []
-        key = (setting.dataset, setting.model, setting.budget)
-        for r in summary.regret:
-            if (r["dataset"], r["model"], r["budget"]) != key:
-                continue
-            rows.append(
-                [
-                    latex_escape(r["model"]),
-                    latex_escape(r["label"]),
-                    latex_escape(r["cut_epochs"] or "--"),
-                    _pct(r["acc"], ".2f"),
-                    _opt(r["accuracy_regret_pts"], "+.2f", "--"),
-                    latex_escape(r["oracle"]) if r["oracle"] else "--",
-                    latex_escape(r["cut_deltas"] or "--"),
-                    _opt(r["acc_vs_oracle_pts"], "+.2f", "--"),
-                    _opt(r["time_vs_oracle_pct"], "+.1f", "--"),
-                    _opt(r["energy_vs_oracle_pct"], "+.1f", "--"),
-                ]
-            )
-        if rows:
-            regret.append((title, rows))
+    """``table*`` floats, one per table of each setting (the Markdown report's tables, same
+    cells; needs ``\\usepackage{booktabs}``)."""
     out = [
-        "% Generated by `critical report`: mean $\\pm$ sample std over complete seeds.",
+        "% Generated by `critical report`: the tables of summary.md, same numbers.",
         "% Requires \\usepackage{booktabs}.",
-        *_tabular(
-            "Summary, one block per setting (data set, model, budget).",
-            "ll" + "r" * (1 + len(cols)),
-            ["Model", "Policy", "$n$", *(_tex_header(c.header) for c in cols)],
-            main,
-        ),
+        f"% Accuracy: {summary.source.describe()}.",
+        "",
     ]
-    if cost:
-        out += _tabular(
-            "Compute and cost: savings against always-k; measured vs compute saving.",
-            "l" + "r" * (1 + len(cost_cols)) + "l",
-            ["Policy", "$n$", *(_tex_header(c.header) for c in cost_cols), "Measured vs compute"],
-            cost,
-        )
-    if matched:
-        out += _tabular(
-            "Cut policies against matched k = 1 (as many optimizer steps, same seed and cut).",
-            "lrrrrrl",
-            [
-                "Policy",
-                "$n$",
-                "Cut epoch (per seed)",
-                "Acc (\\%)",
-                "Matched $k{=}1$ (\\%)",
-                "Acc $-$ matched (pts)",
-                "Beats matched",
-            ],
-            matched,
-        )
-    if regret:
-        out += _tabular(
-            f"Detector vs fixed cuts (tolerance {summary.tolerance:g} accuracy points).",
-            "llrrrlrrrr",
-            [
-                "Model",
-                "Detector",
-                "Cut epoch (per seed)",
-                "Acc (\\%)",
-                "Regret (pts)",
-                "Oracle",
-                "Cut $-$ oracle",
-                "Acc $-$ oracle (pts)",
-                "Time vs oracle (\\%)",
-                "Energy vs oracle (\\%)",
-            ],
-            regret,
-        )
+    for setting in summary.settings:
+        for table in setting_tables(summary, setting):
+            if table.rows:
+                out += _table(setting.label, table)
+            elif table.notes:
+                out += [f"% {setting.label}: " + "; ".join(table.notes), ""]
     return "\n".join(out)

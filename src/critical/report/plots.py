@@ -1,7 +1,7 @@
-"""Plots (PNG + PDF each) from a :class:`~critical.report.stats.Summary`: :func:`plot_curves`,
-:func:`plot_pareto`, :func:`plot_accuracy_vs_cut`, one panel (or file) per setting, never
-mixing settings; and :func:`pareto_front`. The helpers shared with
-:mod:`critical.report.run_plot` (one run directory) are here too.
+"""Plots (PNG + PDF each) from a :class:`~critical.report.stats.Summary`: :func:`plot_curves`
+(one file per setting; :func:`plot_pareto` and :func:`plot_accuracy_vs_cut` are in
+:mod:`critical.report.comparison_plots`), never mixing settings. The helpers shared with
+:mod:`critical.report.run_plot` (one run directory) and ``comparison_plots`` are here too.
 
 matplotlib is imported lazily, here and in :mod:`~critical.report.run_plot` only
 (object-oriented API, no pyplot, no display). A plot whose data are absent raises
@@ -15,22 +15,16 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from critical.io import PathLike, atomic_write_bytes
-from critical.report._format import _unit
-from critical.report.runs import _POLICY_RANK, POLICIES, Run, Setting, _finite
-from critical.report.stats import Group, Summary
+from critical.report.runs import Run, Setting
+from critical.report.stats import Group, Summary, per_seed
+from critical.runfiles import configured_callbacks
 
-__all__ = [
-    "NoDataError",
-    "pareto_front",
-    "plot_accuracy_vs_cut",
-    "plot_curves",
-    "plot_pareto",
-]
+__all__ = ["NoDataError", "plot_curves", "watched_signals"]
 
 #: ``critical/`` columns that are control signals, not training-dynamics metrics
 _CONTROL_COLUMNS = (
@@ -180,16 +174,118 @@ def _title(setting: Setting) -> str:
     return setting.label if setting.model != "-" or setting.dataset != "-" else "runs"
 
 
+#: the guard's learning signal (``learning_signal``) -> the column it reads
+_LEARNING_COLUMNS = {
+    "aug_loss": ("critical/aug_gap/aug_loss",),
+    "train_loss": ("critical/train_loss", "train/loss"),
+}
+
+
+def watched_signals(groups: list[Group], runs: Sequence[Run]) -> list[str]:
+    """The columns the detectors of ``groups`` read, in ``runs``: the metrics of their events
+    (a replayed detector's too), else their configured ``monitor`` (the default: the
+    validation loss), and the guard's learning signal (the augmented-view loss
+    ``critical/aug_gap/aug_loss`` by default, ``critical/train_loss`` for ``train_loss``)."""
+    from critical.detector import DEFAULTS, VAL_LOSS_KEYS
+
+    columns = {c for r in runs for c in r.columns()}
+    names: dict[str, None] = {}
+    for g in groups:
+        if g.policy != "detector":
+            continue
+        for r in g.complete:
+            for ev in ((r.cut_event or {}).get("event"), (r.tags.get("replay") or {}).get("event")):
+                if isinstance(ev, dict) and isinstance(ev.get("metrics"), list):
+                    names.update(dict.fromkeys(str(m) for m in ev["metrics"]))
+            det = r.tags.get("detector")
+            cp = (
+                det
+                if isinstance(det, dict)
+                else configured_callbacks(r.config).get("CriticalPeriod")
+            )
+            if cp is None:
+                continue
+            if not names:
+                mon = cp.get("monitor") or DEFAULTS["monitor"]
+                names.update(dict.fromkeys([mon] if isinstance(mon, str) else map(str, mon)))
+            if cp.get("guard_learning", DEFAULTS["guard_learning"]):
+                signal = cp.get("learning_signal") or DEFAULTS["learning_signal"]
+                names.update(dict.fromkeys(_LEARNING_COLUMNS.get(str(signal), ())[:1]))
+    out: list[str] = []
+    for m in names:
+        bare = m.removeprefix("critical/")
+        cands = VAL_LOSS_KEYS if bare in VAL_LOSS_KEYS else (m, f"critical/{bare}", bare)
+        cands = (*cands, *_LEARNING_COLUMNS.get(bare, ()))
+        found = next((c for c in cands if c in columns), None)
+        if found is not None and found not in out:
+            out.append(found)
+    return out
+
+
+def _gapped(e: np.ndarray, *ys: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Insert NaN between epochs more than one apart: no line across epochs never logged
+    (validated)."""
+    if e.size < 2:
+        return (e, *ys)
+    cut = np.nonzero(np.diff(e) > 1)[0] + 1
+    if not cut.size:
+        return (e, *ys)
+    return tuple(np.insert(a.astype(float), cut, np.nan) for a in (e, *ys))
+
+
+def _curve_keys(summary: Summary, groups: list[Group], runs: Sequence[Run]) -> list[str]:
+    """The panels: the detectors' watched signals, the per-epoch accuracy, the learning rate
+    (``critical/lr``, never ``lr_mean`` beside it); without a detector, the training-dynamics
+    metrics and the accuracy."""
+    from critical.runfiles import find_accuracy_key
+
+    columns = {c for r in runs for c in r.columns()}
+    watched = watched_signals(groups, runs)
+    acc = summary.accuracy_key if summary.accuracy_key in columns else None
+    acc = acc or find_accuracy_key(columns)
+    if watched:
+        keys = [*watched, *([acc] if acc and acc not in watched else [])]
+        keys += [c for c in ("critical/lr", "critical/lr_mean") if c in columns][:1]
+        return keys
+    cols: dict[str, None] = {}
+    for r in runs:
+        cols.update(dict.fromkeys(_metric_columns(r.columns())))
+    if "critical/lr" in cols:
+        cols.pop("critical/lr_mean", None)
+    return [*cols, *([acc] if acc else [])]
+
+
+def _mark_cuts(ax: Any, cuts: list[tuple[float, str, str, str]], label_text: bool) -> None:
+    """Vertical lines at the epoch boundary before each cut (``cut - 0.5``), labelled."""
+    seen: set[str] = set()
+    for at, label, color, style in cuts:
+        ax.axvline(at - 0.5, color=color, linestyle=style, alpha=0.7,
+                   label=None if label in seen else label)  # fmt: skip
+        seen.add(label)
+        if label_text:
+            ax.annotate(
+                label.removeprefix("cut: ").split(" (")[0] + f" @{at:g}",
+                (at - 0.5, 1.0),
+                xycoords=("data", "axes fraction"),
+                rotation=90,
+                fontsize=6,
+                ha="right",
+                va="top",
+                color=color,
+            )
+
+
 def plot_curves(
     summary: Summary, out_dir: PathLike, messages: list[str] | None = None
 ) -> list[Path]:
     """Per setting, ``curves_<model>.{png,pdf}`` (``curves_<model>_<data>_E<budget>`` when a
-    model has several settings): each training-dynamics metric and the validation accuracy (%)
-    against epoch, mean ± std over the complete seeds of the always-k group (else of the
-    setting's first group with rows), with the cut epochs as vertical lines at the epoch
-    boundary (``cut_epoch - 0.5``): those of the plotted runs themselves (when they cut), of
-    every complete detector run (one colour per detector group), and the fixed cuts (light,
-    dotted).
+    model has several settings): the signals the detectors watched (:func:`watched_signals`:
+    the validation loss and the augmented-view loss for the default), the per-epoch accuracy
+    (%) and the learning rate -- without a detector, the training-dynamics metrics -- against
+    epoch, mean ± std over the complete seeds of the always-k group (else of the setting's
+    first group with rows), no line across epochs not logged; the cuts as labelled vertical
+    lines at the epoch boundary (``cut_epoch - 0.5``): the plotted runs' own, each detector's
+    (one colour per detector group, per seed) and the fixed cuts (light, dotted).
 
     Raises:
         NoDataError: no setting has metric rows.
@@ -204,44 +300,38 @@ def plot_curves(
             if messages is not None:
                 messages.append(f"curves: {setting.label}: no metric rows; skipped")
             continue
-        cols: dict[str, None] = {}
-        for r in runs:
-            cols.update(dict.fromkeys(_metric_columns(r.columns())))
-        keys = [*cols, summary.accuracy_key]
+        keys = [k for k in _curve_keys(summary, groups, runs) if _mean_curve(runs, k)[0].size]
+        detectors = [g for g in groups if g.policy == "detector" and g is not group]
+        if not keys:
+            if messages is not None:
+                messages.append(f"curves: {setting.label}: no curve to draw; skipped")
+            continue
         n = len(keys)
         ncols = 2 if n > 1 else 1
         fig, axes = _figure(math.ceil(n / ncols), ncols, width=5.0, height=3.2)
-        detectors = [g for g in groups if g.policy == "detector" and g is not group]
-        fixed_cuts = sorted(
-            {g.cut_at for g in groups if g.policy == "fixed" and g.cut_at is not None}
-        )
-        own_cuts = sorted({r.cut_epoch for r in runs if r.cut_epoch is not None})
-        colors = [f"C{i + 1}" for i in range(len(detectors))]
-        for ax, key in zip(axes, keys):
+        cuts: list[tuple[float, str, str, str]] = []
+        for at in sorted({g.cut_at for g in groups if g.policy == "fixed" and g.cut_at}):
+            cuts.append((at, "fixed cuts", "0.6", ":"))
+        for cut in sorted({r.cut_epoch for r in runs if r.cut_epoch is not None}):
+            cuts.append((cut, f"cut: {group.label}", "C0", "--"))
+        for i, g in enumerate(detectors):
+            seeds = per_seed(g.cut_epochs)
+            for cut in sorted({c for c in g.cut_epochs if c is not None}):
+                cuts.append((cut, f"cut: {g.label} (per seed: {seeds})", f"C{i + 1}", "--"))
+        for j, (ax, key) in enumerate(zip(axes, keys)):
             e, m, s = _mean_curve(runs, key)
-            m, s = m * _scale(key), s * _scale(key)
-            if e.size:
-                ax.plot(e, m, color="C0", marker=".", label=f"{group.label} (n={len(runs)})")
-                if len(runs) > 1:
-                    ax.fill_between(e, m - s, m + s, color="C0", alpha=0.2, linewidth=0)
-            if key == summary.accuracy_key:
-                for g, c in zip(detectors, colors):
+            e, m, s = _gapped(e, m * _scale(key), s * _scale(key))
+            ax.plot(e, m, color="C0", marker=".", label=f"{group.label} (n={len(runs)})")
+            if len(runs) > 1:
+                ax.fill_between(e, m - s, m + s, color="C0", alpha=0.2, linewidth=0)
+            if _is_accuracy(key):
+                for g, c in zip(detectors, (f"C{i + 1}" for i in range(len(detectors)))):
                     de, dm, _ = _mean_curve(g.complete, key)
-                    if de.size:
-                        ax.plot(de, dm * _scale(key), color=c, linewidth=1, label=g.label)
-                if _is_accuracy(key):
-                    ax.set_ylabel("%")
-            for i, at in enumerate(fixed_cuts):
-                label = "fixed cuts" if i == 0 else None
-                ax.axvline(at - 0.5, color="0.6", linestyle=":", alpha=0.6, label=label)
-            for j, cut in enumerate(own_cuts):
-                label = f"cut: {group.label}" if j == 0 else None
-                ax.axvline(cut - 0.5, color="C0", linestyle="--", alpha=0.8, label=label)
-            for g, c in zip(detectors, colors):
-                cuts = [r.cut_epoch for r in g.complete if r.cut_epoch is not None]
-                for j, cut in enumerate(cuts):
-                    label = f"cut: {g.label}" if j == 0 else None
-                    ax.axvline(cut - 0.5, color=c, linestyle="--", alpha=0.8, label=label)
+                    if de.size > 1:
+                        de, dm = _gapped(de, dm * _scale(key))
+                        ax.plot(de, dm, color=c, linewidth=1, label=g.label)
+                ax.set_ylabel("%")
+            _mark_cuts(ax, cuts, label_text=j == 0)
             title = _short(key) + (" (%)" if _is_accuracy(key) else "")
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("epoch")
@@ -250,189 +340,11 @@ def plot_curves(
         for ax in axes[n:]:
             ax.set_visible(False)
         _figure_legend(fig, axes[:n])
-        fig.suptitle(f"{_title(setting)}: training dynamics ({group.label}, mean ± std over seeds)")
+        what = (
+            "signals the detector watched" if watched_signals(groups, runs) else "training dynamics"
+        )
+        fig.suptitle(f"{_title(setting)}: {what} ({group.label}, mean ± std over seeds)")
         paths += _save(fig, out_dir / f"curves_{names[setting]}")
     if not paths:
         raise NoDataError("curves: no run has metric rows; no metric-curve plot")
     return paths
-
-
-def pareto_front(x: Sequence[float], y: Sequence[float]) -> list[int]:
-    """Indices of the points not dominated when lower ``x`` and higher ``y`` are better (a point
-    is dominated by one with ``x' <= x`` and ``y' >= y``, one strictly), sorted by ``x``.
-
-    Example:
-        >>> pareto_front([1.0, 2.0, 3.0, 2.5], [0.5, 0.8, 0.9, 0.7])
-        [0, 1, 2]
-    """
-    pts = sorted(range(len(x)), key=lambda i: (x[i], -y[i]))
-    front, best = [], -math.inf
-    for i in pts:
-        if y[i] > best:
-            front.append(i)
-            best = y[i]
-    return front
-
-
-def plot_pareto(
-    summary: Summary, out_dir: PathLike, messages: list[str] | None = None
-) -> list[Path]:
-    """``pareto.{png,pdf}``: mean accuracy against mean energy per group (error bars: std over
-    seeds), one panel per setting (groups of different settings are never on one front),
-    points labelled, the Pareto front (lower energy, higher accuracy) drawn as a step line.
-    Without energy measurements the x axis is wall time.
-
-    Raises:
-        NoDataError: no group has both an accuracy and an energy (or time).
-    """
-    xkey = "energy_kwh"
-    if not any(_finite(g.mean("acc")) and _finite(g.mean(xkey)) for g in summary.groups):
-        xkey = "time_s"
-        if messages is not None and summary.groups:
-            messages.append("pareto: no energy measured; the x axis is wall time")
-    panels = []
-    for setting in summary.settings:
-        gs = [
-            g
-            for g in summary.in_setting(setting)
-            if _finite(g.mean("acc")) and _finite(g.mean(xkey))
-        ]
-        if gs:
-            panels.append((setting, gs))
-    if not panels:
-        raise NoDataError("pareto: no group has both an accuracy and an energy/time; skipped")
-    fig, axes = _figure(1, len(panels), width=6.0, height=4.5)
-    for ax, (setting, gs) in zip(axes, panels):
-        top = max(abs(g.mean(xkey)) for g in gs)
-        unit, scale = _unit(xkey, top, summary.currency)
-        xs = [g.mean(xkey) * scale for g in gs]
-        ys = [100 * g.mean("acc") for g in gs]
-        xerr = [_zero(g.stats[xkey].std) * scale for g in gs]
-        yerr = [100 * _zero(g.stats["acc"].std) for g in gs]
-        for i, g in enumerate(gs):
-            ax.errorbar(
-                xs[i],
-                ys[i],
-                xerr=xerr[i],
-                yerr=yerr[i],
-                fmt="o",
-                capsize=3,
-                color=f"C{_POLICY_RANK.get(g.policy or '', len(POLICIES))}",
-            )
-            ax.annotate(
-                g.label, (xs[i], ys[i]), textcoords="offset points", xytext=(4, 4), fontsize=7
-            )
-        front = pareto_front(xs, ys)
-        fx = [xs[i] for i in front]
-        fy = [ys[i] for i in front]
-        ax.step(fx, fy, where="post", color="k", alpha=0.5, linewidth=1, label="Pareto front")
-        ax.set_xlabel(f"{'energy' if xkey == 'energy_kwh' else 'wall time'} ({unit})")
-        ax.set_ylabel(f"accuracy (%) [{summary.accuracy_key}]")
-        ax.set_title(_title(setting), fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return _save(fig, Path(out_dir) / "pareto")
-
-
-def _zero(v: float) -> float:
-    return v if _finite(v) else 0.0
-
-
-def plot_accuracy_vs_cut(
-    summary: Summary, out_dir: PathLike, messages: list[str] | None = None
-) -> list[Path]:
-    """``accuracy_vs_cut.{png,pdf}``, one panel per setting with fixed cuts or detector groups:
-    the fixed cuts' mean accuracy against their cut epoch as a line with a ± std band, the
-    matched k = 1 runs against the cut epoch they match (dashed), always-k and k1 as horizontal
-    lines (the tolerance below always-k dotted), detector groups as points at their mean cut
-    epoch (error bars: std of cut epoch and accuracy), the oracle cut starred.
-
-    Raises:
-        NoDataError: no setting has fixed cuts or detector groups with an accuracy.
-    """
-    panels = []
-    for setting in summary.settings:
-        gs = [g for g in summary.in_setting(setting) if _finite(g.mean("acc"))]
-        fixed = _by_cut(gs, "fixed")
-        matched = _by_cut(gs, "matched")
-        det = [g for g in gs if g.policy == "detector" and _finite(g.mean("cut_epoch"))]
-        if messages is not None:
-            for g in gs:
-                if g.policy == "detector" and g not in det:
-                    messages.append(
-                        f"accuracy_vs_cut: {setting.label} / {g.label} never cut; not drawn"
-                    )
-        if fixed or det:
-            panels.append((setting, gs, fixed, matched, det))
-        elif messages is not None and gs:
-            messages.append(
-                f"accuracy_vs_cut: {setting.label}: no fixed cuts or detector cuts; skipped"
-            )
-    if not panels:
-        raise NoDataError("accuracy_vs_cut: no fixed cuts or detector cuts; skipped")
-    fig, axes = _figure(1, len(panels), width=6.0, height=4.5)
-    for ax, (setting, gs, fixed, matched, det) in zip(axes, panels):
-        for line, color, style, label in (
-            (fixed, "C3", "o-", "fixed cut"),
-            (matched, "C2", "s--", "matched k=1"),
-        ):
-            if line:
-                x = np.asarray([g.cut_at for g in line], dtype=float)
-                m = np.asarray([100 * g.mean("acc") for g in line])
-                s = np.asarray([100 * _zero(g.stats["acc"].std) for g in line])
-                ax.plot(x, m, style, color=color, label=label)
-                ax.fill_between(x, m - s, m + s, color=color, alpha=0.15, linewidth=0)
-        for g in gs:
-            if g.policy not in ("always", "k1"):
-                continue
-            level = 100 * g.mean("acc")
-            spread = 100 * _zero(g.stats["acc"].std)
-            c = "C0" if g.policy == "always" else "C1"
-            ax.axhline(
-                level, color=c, linestyle="-" if g.policy == "always" else "--", label=g.label
-            )
-            if spread > 0:
-                ax.axhspan(level - spread, level + spread, color=c, alpha=0.1, linewidth=0)
-        o = summary.oracles.get(setting) or {}
-        if o.get("baseline_acc") is not None:
-            ax.axhline(
-                100 * o["baseline_acc"] - summary.tolerance,
-                color="C0",
-                linestyle=":",
-                alpha=0.6,
-                label=f"{o['baseline']} − {summary.tolerance:g} pts",
-            )
-        if o.get("oracle") is not None:
-            ax.plot(
-                [o["oracle_cut"]],
-                [100 * o["oracle_acc"]],
-                "*",
-                color="k",
-                markersize=12,
-                label=f"oracle cut ({o['oracle']})",
-                zorder=5,
-            )
-        for i, g in enumerate(det):
-            cx, cy = g.mean("cut_epoch"), 100 * g.mean("acc")
-            ax.errorbar(
-                cx,
-                cy,
-                xerr=_zero(g.stats["cut_epoch"].std),
-                yerr=100 * _zero(g.stats["acc"].std),
-                fmt="D",
-                capsize=3,
-                color=f"C{4 + i}",
-                label=g.label,
-            )
-        ax.set_xlabel("cut epoch (first epoch at k = 1)")
-        _integer_ticks(ax.xaxis)
-        ax.set_ylabel(f"accuracy (%) [{summary.accuracy_key}]")
-        ax.set_title(_title(setting), fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return _save(fig, Path(out_dir) / "accuracy_vs_cut")
-
-
-def _by_cut(groups: list[Group], policy: str) -> list[Group]:
-    found = [g for g in groups if g.policy == policy and g.cut_at is not None]
-    return sorted(found, key=lambda g: cast(float, g.cut_at))  # not None: filtered just above

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from critical.report import costs
+from critical.report.accuracy import AccuracySource
 from critical.report.runs import _POLICY_RANK, POLICIES, Run, Setting, _finite
 from critical.runfiles import TEST_ACCURACY_KEYS
 
@@ -186,6 +187,15 @@ class Summary:
     notes: list[str] = field(default_factory=list)
     matched: list[dict[str, Any]] = field(default_factory=list)
     saving_tolerance: float = 5.0
+    #: the accuracy compared and its split (:func:`critical.report.accuracy.resolve_accuracy`)
+    accuracy: AccuracySource | None = None
+    #: matched k = 1 pooled per detector: one group per detector, its seeds' matched runs
+    pooled: list[Group] = field(default_factory=list)
+
+    @property
+    def source(self) -> AccuracySource:
+        """:attr:`accuracy`, else the key on an unknown split (a hand-made Summary)."""
+        return self.accuracy or AccuracySource(self.accuracy_key, "unknown")
 
     @property
     def not_complete(self) -> list[Run]:
@@ -235,16 +245,17 @@ class Summary:
 def run_values(run: Run, accuracy_key: str = "val/acc") -> dict[str, float | None]:
     """The per-run numbers (see the :mod:`critical.report` docstring), in base units.
 
-    Keys: ``acc``, ``test_acc`` (the first of :data:`critical.runfiles.TEST_ACCURACY_KEYS` with a value, when
-    ``accuracy_key`` is none of them), the ``*_acc`` of ``robustness.json``, ``time_s``,
-    ``energy_kwh``, ``co2_kg``, ``cost``, ``cut_epoch``, ``flops`` and ``params``. Accuracies
-    come from the metric rows, else from ``evaluations.json`` (:meth:`Run.final`).
+    Keys: ``acc`` (``accuracy_key``: :meth:`Run.accuracy`), ``test_acc`` (the first of
+    :data:`critical.runfiles.TEST_ACCURACY_KEYS` with a value, when ``accuracy_key`` is none of
+    them), the other ``*_acc`` of ``robustness.json``, ``time_s``, ``energy_kwh``, ``co2_kg``,
+    ``cost``, ``cut_epoch``, ``flops`` and ``params``. Accuracies come from the metric rows,
+    else from ``evaluations.json``, else from ``robustness.json``.
     """
-    out: dict[str, float | None] = {"acc": run.final(accuracy_key)}
+    out: dict[str, float | None] = {"acc": run.accuracy(accuracy_key)}
     if accuracy_key not in TEST_ACCURACY_KEYS:
         found = (run.final(k) for k in TEST_ACCURACY_KEYS)
         out["test_acc"] = next((v for v in found if v is not None), None)
-    out.update(run.robust_accuracies())
+    out.update({k: v for k, v in run.robust_accuracies().items() if k != accuracy_key})
     out["time_s"] = run.total("duration_s")
     out["energy_kwh"] = run.total("energy_kwh")
     out["co2_kg"] = run.total("co2_kg")

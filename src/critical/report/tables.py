@@ -25,12 +25,15 @@ def write_csv(summary: Summary, out_dir: PathLike) -> list[Path]:
     """Write ``summary.csv`` (one row per group: ``<key>_mean``, ``<key>_std``, ``<key>_n`` per
     value, base units), ``regret.csv``, ``matched.csv`` (the cut policies against matched
     k = 1) and ``runs.csv`` (one row per run, every status) into ``out_dir``; returns their
-    paths."""
+    paths. Every row names the accuracy its ``acc*`` columns hold: ``accuracy_key`` and
+    ``accuracy_split`` (``test``, ``validation``, ...)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fields = ["model", "label", "policy", "k", "cut_at", "baseline", "n_complete", "n_runs"]
     fields += ["seeds", "n_cut", "dataset", "budget", "energy_method", "saving_check"]
-    fields += ["beats_matched"]
+    fields += ["beats_matched", "accuracy_key", "accuracy_split"]
+    src = summary.source
+    split = {"accuracy_key": src.key, "accuracy_split": src.split}
     for key in summary.keys:
         fields += [f"{key}_mean", f"{key}_std", f"{key}_n"]
     rows = []
@@ -51,6 +54,7 @@ def write_csv(summary: Summary, out_dir: PathLike) -> list[Path]:
             "energy_method": g.energy_method,
             "saving_check": None if g.check is None else check_cell(g),
             "beats_matched": None if g.matched is None else g.matched["verdict"],
+            **split,
         }
         for key in summary.keys:
             s = g.stats.get(key, Stat(math.nan, math.nan, 0))
@@ -59,10 +63,12 @@ def write_csv(summary: Summary, out_dir: PathLike) -> list[Path]:
     names = ("summary.csv", "regret.csv", "matched.csv", "runs.csv")
     paths = [out_dir / n for n in names]
     atomic_write_csv(paths[0], rows, fieldnames=fields)
-    regret_fields = list(summary.regret[0]) if summary.regret else ["model", "label"]
-    atomic_write_csv(paths[1], summary.regret, fieldnames=regret_fields)
-    matched_fields = list(summary.matched[0]) if summary.matched else ["model", "label"]
-    atomic_write_csv(paths[2], summary.matched, fieldnames=matched_fields)
+    regret = [{**r, **split} for r in summary.regret]
+    regret_fields = list(regret[0]) if regret else ["model", "label", *split]
+    atomic_write_csv(paths[1], regret, fieldnames=regret_fields)
+    matched = [{**m, **split} for m in summary.matched]
+    matched_fields = list(matched[0]) if matched else ["model", "label", *split]
+    atomic_write_csv(paths[2], matched, fieldnames=matched_fields)
     values = {name: v for g in summary.groups for name, v in g.values.items()}
     run_rows = []
     for r in summary.runs:
@@ -80,10 +86,11 @@ def write_csv(summary: Summary, out_dir: PathLike) -> list[Path]:
                 "budget": r.budget,
                 "alias_of": r.alias_of,
                 "energy_method": costs.energy_method(r),
+                **split,
                 **{k: values.get(r.name, {}).get(k) for k in summary.keys},
             }
         )
     fields_runs = ["name", "model", "label", "policy", "seed", "status", "problems", "epochs"]
-    fields_runs += ["dataset", "budget", "alias_of", "energy_method"]
+    fields_runs += ["dataset", "budget", "alias_of", "energy_method", *split]
     atomic_write_csv(paths[3], run_rows, fieldnames=fields_runs + summary.keys)
     return paths

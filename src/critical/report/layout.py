@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 from critical.report._format import (
+    _acc_split,
     _cell,
     _Column,
     _column,
@@ -113,9 +114,11 @@ def _robust_table(summary: Summary, setting: Setting, groups: list[Group]) -> Ta
     cols = [_column(k, summary.groups, summary.currency, summary) for k in keys]
     header = ["Policy", "n", *(c.header for c in cols)]
     rows = [[g.label, _n(g), *_stat_cells(g, cols)] for g in groups]
+    splits = sorted({sp for k in keys if (sp := _acc_split(summary, k))})
+    where = f"on the {'/'.join(splits)} split" if splits else "on an unrecorded split"
     caption = (
-        f"{setting.label}: robustness (robustness.json), accuracy under attack or corruption, "
-        "mean ± sample std over seeds; the split of each is in its header."
+        f"{setting.label}: robustness (robustness.json), accuracy under attack or corruption "
+        f"{where}, mean ± sample std over seeds."
     )
     return Table("robustness", caption, header, "lr" + "r" * len(cols), rows)
 

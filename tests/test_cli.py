@@ -135,9 +135,17 @@ def test_help_is_fast_and_short_and_imports_no_lightning(args):
 
 
 def test_help_choices_match_the_code():
-    """CHOICES and MONITOR_METRICS are copies (so the help needs no Lightning): they must equal
-    what the constructors accept."""
+    """CHOICES and MONITOR_METRICS are derived (so the help needs no Lightning): from the Literal
+    types of critical.choices and the detector's constants, and from the metric callbacks'
+    declarations; they must equal what the constructors accept and what the registry holds."""
+    from typing import get_args, get_type_hints
+
+    from critical import choices
+    from critical._registry import metric_entries
     from critical.callbacks import (
+        GradientConfusion,
+        LayerRotation,
+        RobustnessEvaluator,
         augmentation_cutoff,
         energy,
         gradient_confusion,
@@ -145,8 +153,10 @@ def test_help_choices_match_the_code():
         robustness,
     )
     from critical.callbacks.critical_period import known_metric_names
+    from critical.cli_help import METRIC_KEYS
     from critical.data import augment, augment_basic, datamodule
-    from critical.detector import COMBINES, MODES
+    from critical.detector import COMBINES, LEARNING_SIGNALS, MODES
+    from critical.metrics.layers import INCLUDE_CHOICES
     from critical.task import INTERVALS, OPTIMIZERS, SCHEDULES
 
     code = {
@@ -159,15 +169,30 @@ def test_help_choices_match_the_code():
         "data.policy": augment.POLICIES,
         "gradient_confusion.mode": gradient_confusion.MODES,
         "layer_rotation.aggregate": layer_rotation.AGGREGATES,
+        "layer_rotation.include": INCLUDE_CHOICES,
         "critical_period.mode": MODES,
         "critical_period.combine": COMBINES,
+        "critical_period.learning_signal": LEARNING_SIGNALS,
         "cutoff.policy": augmentation_cutoff.POLICIES,
         "energy.tracking_mode": energy.TRACKING_MODES,
         "robustness.when": robustness.WHEN,
         "robustness.source": robustness.SOURCES,
     }
     assert {k: tuple(v) for k, v in code.items()} == CHOICES
+    # the constructors are annotated with the Literal types the choices come from
+    for cls, arg, literal in (
+        (GradientConfusion, "mode", choices.ConfusionMode),
+        (LayerRotation, "aggregate", choices.Aggregate),
+        (LayerRotation, "include", choices.Include),
+        (RobustnessEvaluator, "when", choices.RobustnessWhen),
+        (RobustnessEvaluator, "source", choices.RobustnessSource),
+    ):
+        assert get_args(get_type_hints(cls.__init__)[arg]) == get_args(literal), (cls, arg)
+    # the metric names: the source's declarations (read without Lightning) are the registry's
+    entries = metric_entries()
     assert set(MONITOR_METRICS) == set(known_metric_names())
+    assert METRIC_KEYS == tuple(e.key for e in entries)
+    assert MONITOR_METRICS == tuple(n for e in entries for n in e.names)
     # the defaults the short help prints
     from critical.callbacks import AugmentationCutoff
     from critical.data import ImageDataModule
@@ -235,6 +260,8 @@ def test_fit_user_errors_in_process(tmp_path, capsys):
     msg = error("--data.dataset=folder", "--data.root=/no/such/folder")
     assert "/no/such/folder" in msg
     assert "did you mean 'digits'?" in error("--data.dataset=digit")
+    # an option typed with a Literal: jsonargparse refuses the value, the closest one is named
+    assert "did you mean 'exact'?" in error("--gradient_confusion.mode=exat")
     assert "--trainer.max_epochs: invalid value 'abc' (expected int" in error(
         "--trainer.max_epochs=abc"
     )

@@ -9,20 +9,25 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from critical._registry import summary_columns
 from critical.runfiles import find_accuracy_key
 
-__all__ = ["EPOCH_COLUMNS", "epoch_table", "format_summary"]
+__all__ = ["epoch_columns", "epoch_table", "format_summary"]
 
-#: the per-epoch table of the printed summary: (title, metric key, format)
-EPOCH_COLUMNS = (
-    ("k", "multiplicity", "{:.0f}"),
-    ("confusion", "critical/gradient_confusion/mean", "{:+.3f}"),
-    ("predict.", "critical/gradient_predictability", "{:+.3f}"),
-    ("rotation", "critical/layer_rotation", "{:.4f}"),
+#: the per-epoch table of the printed summary, around the metric callbacks' own columns (their
+#: ``summary_columns``, from :mod:`critical._registry`): (title, metric key, format)
+FIRST_COLUMNS = (("k", "multiplicity", "{:.0f}"),)
+LAST_COLUMNS = (
     ("train loss", "train/loss", "{:.3f}"),  # else critical/train_loss (epoch_table)
     ("val acc", "val/acc", "{:.2%}"),  # else the run's accuracy key (epoch_table)
     ("time s", "energy/duration_s", "{:.1f}"),
 )
+
+
+def epoch_columns() -> list[tuple[str, str, str]]:
+    """The columns of the printed per-epoch table: k, each registered metric callback's, then
+    the loss, the accuracy and the time."""
+    return [*FIRST_COLUMNS, *summary_columns(), *LAST_COLUMNS]
 
 
 def _finite(v: Any) -> float | None:
@@ -56,7 +61,7 @@ def epoch_table(
         "val/acc": find_accuracy_key(present, accuracy_key),
         "train/loss": "train/loss" if "train/loss" in present else "critical/train_loss",
     }
-    cols = [(title, fallback.get(key) or key, fmt) for title, key, fmt in EPOCH_COLUMNS]
+    cols = [(title, fallback.get(key) or key, fmt) for title, key, fmt in epoch_columns()]
     cols = [(title, key, fmt) for title, key, fmt in cols if key in present]
     widths = [max(len(title), 8) for title, _, _ in cols]
     out = ["epoch " + " ".join(t.rjust(w) for (t, _, _), w in zip(cols, widths))]

@@ -11,8 +11,9 @@ or flags::
     critical fit --config experiments/cifar10_resnet18.yaml --cutoff.policy fixed --cutoff.epoch 30
     critical fit --print_config          # every option with its default
 
-Callback keys: ``gradient_confusion``, ``gradient_norm``, ``gradient_predictability``, ``layer_rotation``,
-``aug_gap``, ``critical_period``, ``cutoff``, ``energy``, ``robustness``, ``run`` (the run directory). The
+Callback keys: each metric callback's own (its ``cli_key``: ``gradient_confusion``,
+``layer_rotation``, ..., ``critical fit --help`` lists them), ``critical_period``, ``cutoff``,
+``energy``, ``robustness``, ``run`` (the run directory). The
 model's ``num_classes``, ``in_chans``, ``img_size`` (the series length for time series), ``mean``
 and ``std`` follow the data.
 
@@ -95,15 +96,11 @@ def _option_names(parser: Any) -> list[str]:
 def _cli_classes():
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+    from critical._registry import metric_entries
     from critical.callbacks import (
         AugmentationCutoff,
-        AugmentationGap,
         CriticalPeriod,
         EnergyTracker,
-        GradientConfusion,
-        GradientNorm,
-        GradientPredictability,
-        LayerRotation,
         RobustnessEvaluator,
         RunDirectory,
     )
@@ -145,12 +142,9 @@ def _cli_classes():
         """LightningCLI with the critical callbacks under their own keys."""
 
         def add_arguments_to_parser(self, parser) -> None:
+            # each metric callback under its own key (its cli_key: critical._registry), then the rest
             for cls, key in (
-                (GradientConfusion, "gradient_confusion"),
-                (GradientNorm, "gradient_norm"),
-                (GradientPredictability, "gradient_predictability"),
-                (LayerRotation, "layer_rotation"),
-                (AugmentationGap, "aug_gap"),
+                *((e.cls, e.key) for e in metric_entries()),
                 (CriticalPeriod, "critical_period"),
                 (AugmentationCutoff, "cutoff"),
                 (EnergyTracker, "energy"),

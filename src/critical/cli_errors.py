@@ -207,6 +207,11 @@ def usage_error_lines(cmd: str, err: UsageError) -> list[str]:
         expected = re.findall(r"Expected an? (<class '[\w.]+'>|[\w.\[\], ]+?)[.\n]", raw + "\n")
         what = " or ".join(dict.fromkeys(_type_name(t) for t in expected))
         value = f" {given.group(1).strip()!r}" if given else ""
+        literal = re.search(r"Literal\[([^\]]*)\]", raw)  # an option typed with fixed choices
+        if literal:
+            options = re.findall(r"'([^']*)'", literal.group(1))
+            close = closest(given.group(1).strip(), options) if given else None
+            what = "one of " + ", ".join(options) + (f"; did you mean {close!r}?" if close else "")
         first = f"--{key}: invalid value{value}" + (
             f" (expected {what})" if what else f": {_one_line(raw, 200)}"
         )

@@ -6,45 +6,48 @@ choices (:data:`CHOICES`) and the help text added to LightningCLI's full help
 from __future__ import annotations
 
 import textwrap
-from typing import Any
+from typing import Any, get_args
 
-__all__ = ["CHOICES", "MONITOR_METRICS", "OPTION_HELP", "command_help", "describe_choices"]
+from critical import choices, detector
+from critical._registry import declared_metric_names, declared_metrics
 
-#: options with a fixed set of values: shown by ``critical fit --help`` (without importing
-#: Lightning) and added to the full LightningCLI help (``--help-all``); tests/test_cli.py checks
-#: them against the constants of the modules that validate them
+__all__ = [
+    "CHOICES",
+    "METRIC_KEYS",
+    "MONITOR_METRICS",
+    "OPTION_HELP",
+    "command_help",
+    "describe_choices",
+]
+
+#: options with a fixed set of values, from the ``Literal`` types the constructors are annotated
+#: with (:mod:`critical.choices`) and the detector's constants (plain Python): shown by ``critical
+#: fit --help`` (without importing Lightning) and added to the full LightningCLI help
+#: (``--help-all``)
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.optimizer": ("sgd", "adamw"),
-    "model.schedule": ("cosine", "multistep", "constant", "onecycle"),
-    "model.schedule_interval": ("epoch", "step"),
-    "data.dataset": ("cifar10", "cifar100", "folder", "digits", "synthetic"),
-    "data.layout": ("epoch", "batch"),
-    "data.padding_mode": ("zeros", "reflect"),
-    "data.policy": ("none", "trivialaugment", "randaugment"),
-    "gradient_confusion.mode": ("stream", "exact"),
-    "layer_rotation.aggregate": ("mean", "median", "max"),
-    "critical_period.mode": ("scaled", "absolute", "relative"),
-    "critical_period.combine": ("any", "all"),
-    "cutoff.policy": ("detector", "fixed", "never"),
-    "energy.tracking_mode": ("machine", "process"),
-    "robustness.when": ("fit_end", "test_end", "both", "never"),
-    "robustness.source": ("auto", "test", "val"),
+    "model.optimizer": get_args(choices.Optimizer),
+    "model.schedule": get_args(choices.Schedule),
+    "model.schedule_interval": get_args(choices.Interval),
+    "data.dataset": get_args(choices.Dataset),
+    "data.layout": get_args(choices.Layout),
+    "data.padding_mode": get_args(choices.PaddingMode),
+    "data.policy": get_args(choices.AugmentPolicy),
+    "gradient_confusion.mode": get_args(choices.ConfusionMode),
+    "layer_rotation.aggregate": get_args(choices.Aggregate),
+    "layer_rotation.include": get_args(choices.Include),
+    "critical_period.mode": tuple(detector.MODES),
+    "critical_period.combine": tuple(detector.COMBINES),
+    "critical_period.learning_signal": tuple(detector.LEARNING_SIGNALS),
+    "cutoff.policy": get_args(choices.CutoffPolicy),
+    "energy.tracking_mode": get_args(choices.TrackingMode),
+    "robustness.when": get_args(choices.RobustnessWhen),
+    "robustness.source": get_args(choices.RobustnessSource),
 }
 
-#: the metric names ``--critical_period.monitor`` knows (any other logged metric works too)
-MONITOR_METRICS = (
-    "layer_rotation",
-    "gradient_norm",
-    "gradient_predictability",
-    "gradient_confusion/mean",
-    "gradient_confusion/min",
-    "gradient_confusion/max",
-    "aug_gap",
-    "aug_gap/aug_loss",
-    "aug_gap/clean_loss",
-    "aug_gap/aug_acc",
-    "aug_gap/clean_acc",
-)
+#: the metric callbacks' keys and the names ``--critical_period.monitor`` knows (any other logged
+#: metric works too), as each callback declares them (:mod:`critical._registry`)
+METRIC_KEYS = tuple(key for key, _ in declared_metrics())
+MONITOR_METRICS = declared_metric_names()
 
 #: help text for options whose constructor documents them only as a type and a default
 OPTION_HELP: dict[str, str] = {
@@ -173,9 +176,12 @@ def command_help(cmd: str = "fit") -> str:
             ) or [left]
     lines += [
         "",
-        "other keys (each callback's options): gradient_confusion, gradient_norm,",
-        "gradient_predictability, layer_rotation, aug_gap, energy, robustness; trainer.*: any",
-        "Trainer option.",
+        *textwrap.wrap(
+            "other keys (each callback's options): "
+            + ", ".join((*METRIC_KEYS, "energy", "robustness"))
+            + "; trainer.*: any Trainer option.",
+            100,
+        ),
         f"All options, with types and defaults: critical {cmd} --help-all (about 1,100 lines).",
         "--debug: a traceback instead of the one-line message on an error.",
     ]

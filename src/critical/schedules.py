@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
+from critical.choices import Interval, Schedule
+
 __all__ = ["INTERVALS", "SCHEDULES", "EpochSchedule", "StepSchedule", "build_scheduler"]
 
-SCHEDULES = ("cosine", "multistep", "constant", "onecycle")
-INTERVALS = ("epoch", "step")
+SCHEDULES = get_args(Schedule)
+INTERVALS = get_args(Interval)
 
 
 def _resolve_milestones(milestones: Sequence[float], total_epochs: int | None) -> list[int]:

@@ -58,23 +58,27 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from critical._summary_text import EPOCH_COLUMNS, _finite, epoch_table, format_summary
+from critical._find import (
+    find_cutoff,
+    find_detector,
+    find_energy,
+    find_robustness,
+    find_run_directory,
+)
+from critical._summary_text import _finite, epoch_columns, epoch_table, format_summary
 from critical.accounting import theoretical_saving
 from critical.io import to_jsonable
 from critical.runfiles import (
     TEST_ACCURACY_KEYS,
     cut_from_multiplicities,
     find_accuracy_key,
-    find_callback,
-    find_critical_period,
-    find_cutoff,
 )
 
 __all__ = [
-    "EPOCH_COLUMNS",
     "add_evaluation",
     "build_summary",
     "empty_summary",
+    "epoch_columns",
     "epoch_table",
     "explain_saving",
     "format_summary",
@@ -137,7 +141,7 @@ def build_summary(
     the last validation accuracy and, without a cut callback, the cut; ``run_dir`` the run
     directory (default: the RunDirectory's)."""
     s = empty_summary()
-    run = find_callback(trainer, lambda cb: callable(getattr(cb, "ensure_directory", None)))
+    run = find_run_directory(trainer)
     if rows is None:
         rows = list(getattr(run, "rows", None) or [])
     if run_dir is None and run is not None:
@@ -157,7 +161,7 @@ def build_summary(
     elif key:
         s["val_acc"] = _finite(metrics.get(key))
 
-    cp = find_critical_period(trainer)
+    cp = find_detector(trainer)
     if cp is not None:
         event = getattr(cp, "event", None)
         s["critical_period"] = {
@@ -174,7 +178,7 @@ def build_summary(
         diverged = getattr(cp, "diverged", None)
         s["diverged"] = None if diverged is None else to_jsonable(diverged)
 
-    energy = find_callback(trainer, lambda cb: callable(getattr(cb, "summary_metrics", None)))
+    energy = find_energy(trainer)
     e = energy.summary() if energy is not None else None
     cutoff = find_cutoff(trainer)
     if cutoff is not None:
@@ -220,7 +224,7 @@ def build_summary(
         policy = (s["cut"] or {}).get("policy")
         s["critical_period"]["decided_cut"] = policy in (None, "detector")
     s["splits"] = known_splits(trainer)
-    rob = find_callback(trainer, lambda cb: hasattr(cb, "all_results"))
+    rob = find_robustness(trainer)
     results = getattr(rob, "results", None)
     if results:
         s["robustness"] = {

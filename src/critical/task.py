@@ -27,7 +27,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 import lightning as L
 import torch
@@ -37,6 +37,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
+from critical.choices import Interval, Optimizer, Schedule
 from critical.models import create_model, input_ndim
 from critical.models.weights import freeze as freeze_layers
 from critical.models.weights import load_weights, read_state_dict
@@ -57,7 +58,7 @@ __all__ = [
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = get_args(Optimizer)
 
 
 def _channel_stats(
@@ -165,15 +166,15 @@ class ImageClassifier(L.LightningModule):
         model_kwargs: dict[str, Any] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
-        optimizer: str = "sgd",
+        optimizer: Optimizer = "sgd",
         lr: float = 0.1,
         momentum: float = 0.9,
         nesterov: bool = True,
         weight_decay: float = 5e-4,
         decay_norm_and_bias: bool = False,
         label_smoothing: float = 0.0,
-        schedule: str = "cosine",
-        schedule_interval: str = "epoch",
+        schedule: Schedule = "cosine",
+        schedule_interval: Interval = "epoch",
         warmup_epochs: int = 0,
         min_lr_factor: float = 0.0,
         milestones: Sequence[float] = (0.5, 0.75),

@@ -5,7 +5,7 @@ support (the gradient-reading part is in :mod:`critical.callbacks._probe`)."""
 from __future__ import annotations
 
 import math
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 import lightning.pytorch as pl
 import torch
@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import override
 
+from critical._registry import register
 from critical.callbacks._resume import restore_or_warn
 from critical.validation import check_bool
 
@@ -114,9 +115,24 @@ class MetricCallback(Callback):
     state are reset in ``setup``), so callback objects reused for a second ``Trainer(...).fit``
     measure the new model only; a fit resumed from a checkpoint gets its state back from the
     checkpoint (Lightning restores callback state after ``setup``).
+
+    **One declaration.** A library subclass that declares :attr:`metric_names` is recorded in
+    :mod:`critical._registry` when its class is created, with :attr:`cli_key` and
+    :attr:`summary_columns`: the detector's known names, the CLI's keys and monitor choices and the
+    summary's columns are read from there, so a new metric touches its own files only.
     """
 
+    #: the scalars it logs (under ``critical/``)
     metric_names: tuple[str, ...] = ()
+    #: its key in the ``critical`` CLI (``--<key>.<option>``); ``None``: its first name's head
+    cli_key: ClassVar[str | None] = None
+    #: its columns in the run summary's printed per-epoch table: (title, metric name, format)
+    summary_columns: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "metric_names" in cls.__dict__ and cls.__module__.startswith("critical."):
+            register(cls)
 
     def __init__(
         self,

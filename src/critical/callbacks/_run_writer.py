@@ -14,6 +14,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_warn
 
+from critical._find import find_cutoff, find_detector, find_energy, find_robustness
 from critical.callbacks._epoch_rows import EpochRows, write_epoch_scalars
 from critical.io import atomic_write_csv, atomic_write_json, atomic_write_text, to_jsonable
 from critical.runfiles import (
@@ -26,9 +27,6 @@ from critical.runfiles import (
     ROBUSTNESS,
     SUMMARY,
     cut_from_multiplicities,
-    find_callback,
-    find_critical_period,
-    find_cutoff,
 )
 from critical.summary import add_evaluation, build_summary, format_summary
 
@@ -149,7 +147,7 @@ class RunFileWriter:
             return
         self._write_cut_event(trainer)
         self._write_energy(trainer)
-        rob = find_callback(trainer, lambda cb: hasattr(cb, "all_results"))
+        rob = find_robustness(trainer)
         if rob is not None and rob.results is not None:
             data = (
                 rob.results
@@ -159,7 +157,7 @@ class RunFileWriter:
             self._write(ROBUSTNESS, atomic_write_json, data)
 
     def _write_energy(self, trainer: pl.Trainer) -> None:
-        energy = find_callback(trainer, lambda cb: callable(getattr(cb, "summary_metrics", None)))
+        energy = find_energy(trainer)
         if energy is not None:
             self._write(ENERGY, atomic_write_json, {**energy.summary(), "history": energy.history})
 
@@ -169,7 +167,7 @@ class RunFileWriter:
     def cut_event(self, trainer: pl.Trainer) -> dict[str, Any]:
         """The content of ``cut_event.json``: the detector's event and the cut, or not fired."""
         out: dict[str, Any] = {"fired": False}
-        cp = find_critical_period(trainer)
+        cp = find_detector(trainer)
         event = getattr(cp, "event", None) if cp is not None else None
         if event is not None:
             out["fired"] = True

@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
-from typing import Any
+from typing import Any, get_args
 
 import lightning.pytorch as pl
 import numpy as np
@@ -17,12 +17,13 @@ from typing_extensions import override
 
 from critical.callbacks._base import EpochValues
 from critical.callbacks._probe import GradientCallback
+from critical.choices import ConfusionMode
 from critical.metrics.functional import gradient_confusion, gram_confusion
 from critical.metrics.reader import dense_grads
 from critical.metrics.streaming import StreamingConfusion
 from critical.validation import check_choice, check_int
 
-MODES = ("stream", "exact")
+MODES = get_args(ConfusionMode)
 LossFn = Callable[[pl.LightningModule, Any], torch.Tensor]
 
 
@@ -112,10 +113,11 @@ class GradientConfusion(GradientCallback):
     """
 
     metric_names = ("gradient_confusion/mean", "gradient_confusion/min", "gradient_confusion/max")
+    summary_columns = (("confusion", "gradient_confusion/mean", "{:+.3f}"),)
 
     def __init__(
         self,
-        mode: str = "stream",
+        mode: ConfusionMode = "stream",
         max_probes: int = 32,
         probe_every: int | None = None,
         max_share: float = 0.125,

@@ -57,6 +57,7 @@ class GradientPredictability(GradientCallback):
     """
 
     metric_names = ("gradient_predictability",)
+    summary_columns = (("predict.", "gradient_predictability", "{:+.3f}"),)
 
     def __init__(
         self,

@@ -4,18 +4,19 @@ away from their initialization."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import lightning.pytorch as pl
 import torch
 from typing_extensions import override
 
 from critical.callbacks._base import EpochValues, MetricCallback, deepspeed_stage
+from critical.choices import Aggregate, Include
 from critical.metrics.layers import INCLUDE_CHOICES, ParamLayout, weight_layout
 from critical.metrics.sharding import ShardView, to_full, to_local
 from critical.validation import check_choice
 
-AGGREGATES = ("mean", "median", "max")
+AGGREGATES = get_args(Aggregate)
 
 
 class LayerRotation(MetricCallback):
@@ -57,6 +58,7 @@ class LayerRotation(MetricCallback):
     """
 
     metric_names = ("layer_rotation",)
+    summary_columns = (("rotation", "layer_rotation", "{:.4f}"),)
     _missing_state_effect = (
         "its history restarts and theta_0 is taken at the resume point, so rotation is measured "
         "from there, not from the initial weights"
@@ -64,8 +66,8 @@ class LayerRotation(MetricCallback):
 
     def __init__(
         self,
-        include: str = "weights",
-        aggregate: str = "mean",
+        include: Include = "weights",
+        aggregate: Aggregate = "mean",
         log_layers: bool = False,
         state_device: str | torch.device | None = None,
         state_dtype: str | torch.dtype = "float32",

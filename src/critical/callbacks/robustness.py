@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, get_args
 
 import lightning.pytorch as pl
 import torch
@@ -56,6 +56,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from typing_extensions import override
 
+from critical.choices import RobustnessSource, RobustnessWhen
 from critical.robustness import ATTACKS, CORRUPTIONS, SEVERITIES, evaluate_robustness
 from critical.validation import (
     check_bool,
@@ -70,8 +71,8 @@ from critical.validation import (
 
 __all__ = ["RobustnessEvaluator"]
 
-WHEN = ("fit_end", "test_end", "both", "never")
-SOURCES = ("auto", "test", "val")
+WHEN = get_args(RobustnessWhen)
+SOURCES = get_args(RobustnessSource)
 _PREFIX = "robustness/"
 
 
@@ -107,8 +108,8 @@ class RobustnessEvaluator(Callback):
 
     def __init__(
         self,
-        when: str = "fit_end",
-        source: str = "auto",
+        when: RobustnessWhen = "fit_end",
+        source: RobustnessSource = "auto",
         dataloader: Iterable | None = None,
         num_images: int = 1000,
         batch_size: int = 256,

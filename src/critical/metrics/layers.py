@@ -35,11 +35,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import cast, get_args
 
 import torch
 from torch import nn
 
+from critical.choices import Include
 from critical.metrics.sharding import Part, ShardGroup, ShardView, clean_name, find_parts
 
 __all__ = [
@@ -65,7 +66,7 @@ WEIGHT_MODULES: tuple[type[nn.Module], ...] = (
 )
 #: attention modules keep their projections as raw parameters
 _ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
-INCLUDE_CHOICES = ("weights", "all")
+INCLUDE_CHOICES = get_args(Include)
 
 
 @dataclass

@@ -160,3 +160,47 @@ def test_fukases_rule_runs_live_with_the_fits_budget(tmp_path):
     assert cp.detector.budget == 6 and cp.detector.mode == "budget"
     changes = [h["changes"] for h in cp.detector.history]
     assert changes[3] == {} and "layer_rotation" in changes[4]  # from the 5th epoch on
+
+
+class OneCycle(TinyModule):
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+        steps = int(self.trainer.estimated_stepping_batches)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def test_a_staged_reduction_3_2_1_keeps_its_plan_and_the_schedule(tmp_path):
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+    class Batches(Callback):
+        def __init__(self):
+            self.per_epoch = []
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.per_epoch.append(trainer.num_training_batches)
+
+    cut, count = AugmentationCutoff("fixed", epoch=2, stages=(2,)), Batches()
+    data = TinyDataModule(n=48, batch_size=16, multiplicity=3)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ck", save_top_k=-1, every_n_epochs=1)
+    trainer = tiny_trainer(
+        tmp_path, max_epochs=6, callbacks=[cut, count, ckpt], enable_checkpointing=True
+    )
+    trainer.fit(OneCycle(), data)
+    assert cut.plan == [[2, 2], [4, 1]] and data.multiplicity == 1
+    assert count.per_epoch == [9, 9, 6, 6, 3, 3]  # 48 images x k / 16 per batch
+    sched = trainer.lr_scheduler_configs[0].scheduler
+    assert sched.last_epoch == sched.total_steps == 54  # ends where the uncut run would
+    # resumed in the middle stage: the plan holds, k steps down on time
+    data2 = TinyDataModule(n=48, batch_size=16, multiplicity=3)
+    cut2, count2 = AugmentationCutoff("fixed", epoch=2, stages=(2,)), Batches()
+    trainer2 = tiny_trainer(tmp_path, max_epochs=6, callbacks=[cut2, count2])
+    trainer2.fit(OneCycle(), data2, ckpt_path=str(tmp_path / "ck" / "epoch=2-step=24.ckpt"))
+    assert cut2.plan == [[2, 2], [4, 1]] and count2.per_epoch == [6, 3, 3]
+
+
+def test_stages_must_step_down_to_the_target():
+    with pytest.raises(ValueError, match="decrease strictly"):
+        AugmentationCutoff(stages=(1,))
+    with pytest.raises(ValueError, match="decrease strictly"):
+        AugmentationCutoff(stages=(2, 3))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -44,6 +45,11 @@ class AugmentationCutoff(Callback):
     sharding stays correct; every rank switches in the same epoch (the detector's decision is
     agreed across ranks). After a resume, the restored state puts k back where it was: a run
     resumed after the cut stays at the target k, one resumed before it still has its k.
+
+    **Staged reduction** (``stages``, e.g. ``stages=(2,)`` for k = 3 -> 2 -> 1): at the cut k
+    drops to the first stage, and the epochs left are split evenly among the stages and the
+    target (``plan``: ``[[first epoch, k], ...]``, saved in checkpoints); each change is an
+    epoch boundary like the cut, with the same schedule keeping and logging.
 
     The default keeps augmentation on at k = 1, as the seed proposal and Fukase et al. (2025) do;
     ``disable_augmentation=True`` turns it off entirely (Golatkar et al., 2019 style).
@@ -89,6 +95,7 @@ class AugmentationCutoff(Callback):
         critical_period: CriticalPeriod | None = None,
         follow_schedule: bool = True,
         verbose: bool = True,
+        stages: Sequence[int] = (),
     ) -> None:
         self.policy = check_choice("policy", policy, POLICIES)
         check_int("epoch", epoch, 0, allow_none=True)
@@ -105,7 +112,17 @@ class AugmentationCutoff(Callback):
         self.critical_period = critical_period
         self.follow_schedule = check_bool("follow_schedule", follow_schedule)
         self.verbose = check_bool("verbose", verbose)
+        self.stages = tuple(check_int("stages", k, 1) for k in stages)
+        if any(
+            a <= b for a, b in zip((*self.stages, self.target), (*self.stages, self.target)[1:])
+        ):
+            raise ValueError(
+                f"`stages` must decrease strictly and stay above `target` ({self.target}), "
+                f"got {list(stages)}"
+            )
         self._follower = ScheduleFollower()
+        #: ``[[first epoch, k], ...]`` from the cut on (one entry without ``stages``)
+        self.plan: list[list[int]] = []
 
         self.cut_epoch: int | None = None
         self.multiplicity_before: int | None = None
@@ -153,6 +170,13 @@ class AugmentationCutoff(Callback):
         self._resume_epoch = None
         self._warned_schedule = False
         self._follower = ScheduleFollower()
+        self.plan = []
+
+    def _k_at(self, epoch: int) -> int:
+        """The multiplicity the plan gives ``epoch`` (``target`` from the cut on, without
+        ``stages``)."""
+        ks = [k for first, k in self.plan if first <= epoch]
+        return ks[-1] if ks else self.target
 
     def _resolve_data(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
         data = find_multiplicity_target(trainer, pl_module)
@@ -183,11 +207,14 @@ class AugmentationCutoff(Callback):
                     f"critical period. Give {type(data).__name__} a settable `{attr}` honoured by "
                     "train_dataloader() (see critical.data.MultiplicityDataset)"
                 ) from err
-        if self.target > k and (
-            self.multiplicity_before is None or self.target > self.multiplicity_before
-        ):
+        top = max((self.target, *self.stages))
+        if top > k and (self.multiplicity_before is None or top > self.multiplicity_before):
+            what = "`target` and `stages`" if self.stages else "`target`"
             raise ValueError(
-                f"AugmentationCutoff: `target` must be an integer in [1, {k}] (the training "
+                f"AugmentationCutoff: {what} must be integers in [1, {k}] (the training data's "
+                f"multiplicity k={k}: a cut lowers k), got {[*self.stages, self.target]}"
+                if self.stages
+                else f"AugmentationCutoff: {what} must be an integer in [1, {k}] (the training "
                 f"data's multiplicity k={k}: a cut lowers k), got {self.target}"
             )
         return data
@@ -326,23 +353,34 @@ class AugmentationCutoff(Callback):
     # ----------------------------------------------------------------- the cut
     def _decide(self, trainer: pl.Trainer, first_epoch: int, reason: str) -> None:
         self.cut_epoch = first_epoch
+        ks = [*self.stages, self.target]
+        end = trainer.max_epochs if isinstance(trainer.max_epochs, int) else -1
+        span = max(end - first_epoch, 0)  # the epochs left, split evenly among the stages
+        self.plan = [[first_epoch + round(i * span / len(ks)), k] for i, k in enumerate(ks)]
+        if self.stages:
+            steps = ", ".join(f"k={k} from epoch {e}" for e, k in self.plan)
+            reason = f"{reason}; staged: {steps}"
         self.reason = reason
         if self.verbose:
             rank_zero_info(
-                f"[critical] multiplicity {self.multiplicity_before} -> {self.target} from epoch "
-                f"{first_epoch} ({reason})"
+                f"[critical] multiplicity {self.multiplicity_before} -> "
+                f"{' -> '.join(str(k) for k in ks)} from epoch {first_epoch} ({reason})"
             )
         self._batches_before_cut = trainer.num_training_batches
-        self._apply()
+        self._apply(first_epoch)
 
-    def _apply(self) -> None:
-        """Set k on the data once the cut is decided, and make Lightning rebuild the train
-        dataloader before the next epoch if it was built with the old k."""
+    def _apply(self, epoch: int | None = None) -> None:
+        """Set k on the data for ``epoch`` (the one about to train: by default the resumed one)
+        once the cut is decided, and make Lightning rebuild the train dataloader before it if
+        it was built with another k."""
         if self.cut_epoch is None or self._data is None:
             return
+        if epoch is None:
+            epoch = max(self._resume_epoch or 0, self.cut_epoch)
+        k = self._k_at(epoch)
         data = self._data
-        changed = int(data.multiplicity) != self.target
-        data.multiplicity = self.target
+        changed = int(data.multiplicity) != k
+        data.multiplicity = k
         if self.disable_augmentation and getattr(data, "augment", False):
             data.augment = False
             changed = True
@@ -361,11 +399,12 @@ class AugmentationCutoff(Callback):
             if (
                 before is not None
                 and math.isfinite(before)
-                and self.target < (self.multiplicity_before or 0)
+                and self._k_at(trainer.current_epoch) < (self.multiplicity_before or 0)
                 and now >= before
             ):
                 rank_zero_warn(
-                    f"AugmentationCutoff set multiplicity to {self.target} but the train dataloader "
+                    f"AugmentationCutoff set multiplicity to {self._k_at(trainer.current_epoch)} "
+                    "but the train dataloader "
                     f"still has {now} batches (was {before}): does train_dataloader() honour "
                     "`multiplicity`?"
                 )
@@ -465,6 +504,13 @@ class AugmentationCutoff(Callback):
             assert self._fixed_at is not None  # set by on_fit_start while the cut is undecided
             if trainer.current_epoch + 1 >= self._fixed_at:
                 self._decide(trainer, trainer.current_epoch + 1, f"fixed at epoch {self._fixed_at}")
+        nxt = trainer.current_epoch + 1
+        if (
+            self.cut_epoch is not None
+            and nxt > self.cut_epoch
+            and self._k_at(nxt) != self._k_at(nxt - 1)
+        ):
+            self._apply(nxt)  # the next stage
         if self._epoch_k is not None:
             pl_module.log(
                 PREFIX + "multiplicity", float(self._epoch_k), on_step=False, on_epoch=True
@@ -487,6 +533,7 @@ class AugmentationCutoff(Callback):
             "multiplicity_after": self.multiplicity_after,
             "reason": self.reason,
             "schedule": self._follower.state_dict(),
+            "plan": [list(p) for p in self.plan],
         }
 
     @override
@@ -496,5 +543,6 @@ class AugmentationCutoff(Callback):
         self.multiplicity_after = state_dict.get("multiplicity_after", self.target)
         self.reason = state_dict.get("reason")
         self._follower.load_state_dict(state_dict.get("schedule", {}))
+        self.plan = [[int(e), int(k)] for e, k in state_dict.get("plan", [])]
         # strategies that restore after `on_fit_start` (e.g. DeepSpeed) reach here late
         self._apply()

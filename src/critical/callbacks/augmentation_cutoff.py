@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -15,11 +15,12 @@ from critical.callbacks._base import PREFIX
 from critical.callbacks._resume import checkpoint_state, datamodule_multiplicity
 from critical.callbacks._schedule import ScheduleFollower, position, step_schedulers
 from critical.callbacks.critical_period import CriticalPeriod
+from critical.choices import CutoffPolicy
 from critical.data.protocol import find_multiplicity_target
 from critical.detector import CriticalPeriodEvent
 from critical.validation import check_bool, check_choice, check_int, check_number, check_type
 
-POLICIES = ("detector", "fixed", "never")
+POLICIES: tuple[str, ...] = get_args(CutoffPolicy)
 
 
 class AugmentationCutoff(Callback):
@@ -87,7 +88,7 @@ class AugmentationCutoff(Callback):
 
     def __init__(
         self,
-        policy: str = "detector",
+        policy: CutoffPolicy = "detector",
         epoch: int | None = None,
         fraction: float | None = None,
         target: int = 1,

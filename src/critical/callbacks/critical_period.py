@@ -28,6 +28,7 @@ from critical.detector import (
     fallback_settings,
     reads_validation,
 )
+from critical.detector.settings import Combine, LearningSignal, Mode
 from critical.validation import check_bool, check_str
 
 Listener = Callable[[CriticalPeriodEvent, "pl.Trainer", "pl.LightningModule"], None]
@@ -178,12 +179,12 @@ class CriticalPeriod(Callback):
     def __init__(
         self,
         monitor: str | Sequence[str] = DEFAULTS["monitor"],
-        mode: str = DEFAULTS["mode"],
+        mode: Mode = DEFAULTS["mode"],
         threshold: float | Mapping[str, float] = DEFAULTS["threshold"],
         patience: int = DEFAULTS["patience"],
         min_epochs: int = DEFAULTS["min_epochs"],
         deadline: int | None = DEFAULTS["deadline"],
-        combine: str = DEFAULTS["combine"],
+        combine: Combine = DEFAULTS["combine"],
         window: int = DEFAULTS["window"],
         guard_finite: bool = DEFAULTS["guard_finite"],
         guard_learning: bool = DEFAULTS["guard_learning"],
@@ -191,7 +192,7 @@ class CriticalPeriod(Callback):
         loss_threshold: float = DEFAULTS["loss_threshold"],
         guard_lr: bool = DEFAULTS["guard_lr"],
         lr_cooldown: int = DEFAULTS["lr_cooldown"],
-        learning_signal: str = DEFAULTS["learning_signal"],
+        learning_signal: LearningSignal = DEFAULTS["learning_signal"],
         fallback: dict[str, Any] | None = DEFAULTS["fallback"],
         floor: float | None = DEFAULTS["floor"],
         loss: str | None = None,

@@ -4,72 +4,8 @@ Plain Python, no Lightning and no torch: it is fed one value per watched metric 
 epoch (plus the epoch's training loss and learning-rate shape, for the guards) and says when
 the metrics have stopped changing *and* nothing says the cut would be unsafe.
 
-Rule
-----
-For each watched metric the detector keeps the epoch values ``v_e`` (optionally smoothed by a
-trailing moving average over ``window`` epochs) and measures the change between consecutive
-epochs in one of three ways (``mode``):
-
-* ``"scaled"`` (default): the change against the metric's own scale,
-  ``r_e = n * |v_e - v_{e-1}| / (max(v) - min(v))`` over the ``n + 1`` values seen so far: the
-  slope of the curve on axes normalised by the range seen so far and by the epochs elapsed, so
-  ``r = 1`` is Fukase et al.'s 45-degree slope, a straight line always reads 1, and a curve that
-  has bent over reads less. Unitless, and the same for a metric scaled by any factor, for any
-  learning rate, model or schedule length. A curve that jumped in its first epoch and then
-  drifts linearly (layer rotation at a large learning rate) reads ~1, not "flat".
-* ``"absolute"``: ``|v_e - v_{e-1}|`` (right for metrics with a known scale).
-* ``"relative"``: ``|v_e - v_{e-1}| / max(|v_{e-1}|, eps)`` (Accordion's rule on the gradient
-  norm is ``mode="relative", threshold=0.5, patience=1``).
-* ``"budget"``: the least-squares slope of the last ``window`` raw values against the epoch as a
-  fraction of the whole budget, ``e / (E - 1)`` (``E``: :attr:`StabilityDetector.budget`, the
-  fit's epochs, set by the caller); no smoothing. Fukase et al.'s rule (public code,
-  baunilhamarga/critical-periods) is this slope on layer rotation over 5 epochs below 1 (45
-  degrees): :data:`FUKASE_RULE`. The budget is in the rule: per unit of budget the same
-  per-epoch change is steeper in a longer fit, so a longer fit waits for a flatter curve.
-
-Besides the rule, ``floor`` is a budget backstop: the detector fires (reason ``"floor"``) at
-the end of the first epoch after which at most ``floor`` of the fit's learning-rate mass is left
-(``lr_mass_left``: the sum of the learning rate over the steps still to come over its sum over
-the whole fit, fed by the caller), if nothing fired earlier and the run has not diverged. Late,
-low-learning-rate epochs are where augmentation buys least under every schedule.
-
-An epoch is *stable* for a metric when the change is below ``threshold``. A metric is *settled*
-after ``patience`` consecutive stable epochs. The detector fires at the end of the first epoch in
-which the settled metrics satisfy ``combine`` ("any" or "all"), at least ``min_epochs`` epochs
-have completed and no guard objects. With ``deadline`` it fires at the end of epoch ``deadline``
-at the latest (reason ``"deadline"``), unless the run has diverged.
-
-Guards (on by default, each switchable)
----------------------------------------
-A flat metric can lie: it saturates after a large first-epoch move, the network dies, the run
-diverges to NaN, or the learning rate is tiny during warm-up. While a guard objects, an epoch is
-not stable for any metric (streaks restart):
-
-* ``guard_finite``: a non-finite training loss, weights (``finite=False``) or watched metric
-  marks the run *diverged*; a diverged run is never declared stable (nor cut by the deadline).
-* ``guard_learning``: the loss it reads (``learning_signal``: by default the loss on fresh
-  augmented views of a fixed training probe, else the training or the validation loss) is still
-  improving at a good share of its own pace:
-  its mean improvement per epoch over the last ``loss_window`` epochs is at least
-  ``loss_threshold`` times its mean improvement per epoch since epoch 1,
-  ``[(L_{e-w} - L_e) / w] / [(L_1 - L_e) / (e - 1)] >= loss_threshold`` (epoch 0, which holds
-  the first transient drop, is left out). Scale-free like the ``"scaled"`` rule: a loss that
-  still falls steadily (a straight line reads 1) or faster blocks the cut; one that has bent
-  over (the rapid-learning phase is over) lets it through, even when it keeps creeping towards
-  zero. Needs ``loss_window + 2`` epochs of loss; until then it objects.
-* ``guard_lr``: the learning rate rose during the epoch (warm-up, or a warm restart), or made a
-  discontinuous drop (a step schedule, see :class:`~critical.detector.guards.LRShape`) within
-  the last ``lr_cooldown`` epochs. A smooth anneal (cosine, linear decay, OneCycle's second
-  phase), stepped per epoch or per step, never blocks. Without the per-step flags (``lr_rose``,
-  ``lr_jump``; older logs) it falls back to the epoch-start rates: a rise since the previous
-  epoch, or a fall by more than half.
-
-The shipped defaults (:data:`DEFAULTS`) were selected on a bank of 10 settings by a protocol
-fixed before its runs (experiments/bank/PROTOCOL.md; docs/results.md): the validation loss
-(``monitor="val/loss"``) on the scaled rule with ``threshold=0.3``, ``patience=1`` and a
-3-epoch moving average, the learning guard on the augmented-view loss, and, for a fit that does
-not validate every epoch, the ``fallback`` rule (layer rotation, ``threshold=0.5``).
-:data:`V02_RULE` is version 0.2's default.
+The rule, the guards and the shipped defaults are described in the package docstring
+(:mod:`critical.detector`); the settings live in :mod:`critical.detector.settings`.
 
 Epochs are counted as *completed training epochs*: the end of Lightning's ``current_epoch == e``
 is the point where ``e + 1`` epochs have completed.
@@ -88,10 +24,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from critical.detector.event import CriticalPeriodEvent
 from critical.detector.guards import learning_pace
+from critical.detector.settings import (
+    COMBINES,
+    DEFAULTS,
+    FUKASE_RULE,
+    LEARNING_SIGNALS,
+    MODES,
+    V02_RULE,
+    VAL_LOSS_KEYS,
+    Combine,
+    LearningSignal,
+    Mode,
+    fallback_settings,
+    reads_validation,
+)
 from critical.validation import check_bool, check_choice, check_int, check_number
 
 __all__ = [
@@ -109,167 +59,8 @@ __all__ = [
     "reads_validation",
 ]
 
-MODES = ("scaled", "absolute", "relative", "budget")
-COMBINES = ("any", "all")
-
-#: The detector's defaults: the one source for :class:`StabilityDetector`,
-#: :class:`~critical.callbacks.CriticalPeriod` and ``critical sweep`` (whose detector entries
-#: accept exactly these keys). Selected on the bank of 10 settings by the protocol committed
-#: before its runs (experiments/bank/PROTOCOL.md; the selection in
-#: experiments/bank/selected.yaml, the scores in docs/results.md): the validation loss on the
-#: scaled rule (0.3, patience 1, a 3-epoch moving average), the learning guard reading the loss
-#: on fresh augmented views of a training probe (:class:`~critical.callbacks.AugmentationGap`),
-#: and, for a fit that does not validate every epoch, the data-agnostic rule selected on all 10
-#: settings (layer rotation, 0.5).
-DEFAULTS: dict[str, Any] = {
-    "monitor": "val/loss",
-    "mode": "scaled",
-    "threshold": 0.3,
-    "patience": 1,
-    "min_epochs": 3,
-    "deadline": None,
-    "combine": "any",
-    "window": 3,
-    "guard_finite": True,
-    "guard_learning": True,
-    "loss_window": 3,
-    "loss_threshold": 0.5,
-    "guard_lr": True,
-    "lr_cooldown": 2,
-    "learning_signal": "aug_loss",
-    "fallback": {"monitor": "layer_rotation", "threshold": 0.5, "patience": 1, "window": 3},
-    "floor": None,
-}
-
-#: The version-0.2 default (layer rotation, scaled 0.3, patience 2, the training-loss guard):
-#: a baseline in the bank and what ``CriticalPeriod(**V02_RULE)`` still runs.
-V02_RULE: dict[str, Any] = {
-    **{k: v for k, v in DEFAULTS.items() if k != "fallback"},
-    "monitor": "layer_rotation",
-    "patience": 2,
-    "window": 1,
-    "learning_signal": "train_loss",
-    "fallback": None,
-}
-
-#: Fukase et al.'s rule as their public code states it: the slope of mean layer rotation
-#: (1 - cos to the initial kernels) over the last 5 epochs against epoch / (E - 1) below 1
-#: (45 degrees), checked from the 5th epoch on, no guards but divergence.
-FUKASE_RULE: dict[str, Any] = {
-    **{k: v for k, v in DEFAULTS.items() if k != "fallback"},
-    "monitor": "layer_rotation",
-    "mode": "budget",
-    "threshold": 1.0,
-    "patience": 1,
-    "window": 5,
-    "min_epochs": 5,
-    "guard_learning": False,
-    "guard_lr": False,
-    "learning_signal": "train_loss",
-    "fallback": None,
-}
-
-#: what ``guard_learning`` reads (the caller feeds it; :class:`~critical.callbacks.CriticalPeriod`
-#: and :func:`~critical.detector.replay` choose the source from this setting): the training loss,
-#: the validation loss (``val/loss``; the training loss where no validation loss is logged), or
-#: the loss on fresh augmented views of a fixed training probe
-#: (:class:`~critical.callbacks.AugmentationGap`'s ``aug_gap/aug_loss``)
-LEARNING_SIGNALS = ("train_loss", "val_loss", "aug_loss")
-
-
-#: the names a validation loss is logged under, in the order they are looked up (a ``val/loss``
-#: monitor and ``learning_signal="val_loss"`` read the first one present)
-VAL_LOSS_KEYS = ("val/loss", "val_loss", "valid/loss", "validation/loss")
-
-
-def reads_validation(settings: Mapping[str, Any]) -> bool:
-    """Whether detector ``settings`` read validation metrics: a ``val/...`` (or ``val_...``)
-    monitor, or ``learning_signal="val_loss"``.
-
-    Example:
-        >>> reads_validation({"monitor": "val/loss"}), reads_validation({"monitor": "aug_gap"})
-        (True, False)
-    """
-    monitor = settings.get("monitor", DEFAULTS["monitor"])
-    names = [monitor] if isinstance(monitor, str) else list(monitor)
-    val = any(str(m).removeprefix("critical/").startswith(("val/", "val_")) for m in names)
-    return val or settings.get("learning_signal") == "val_loss"
-
-
-def fallback_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings to use in a run without validation each epoch: when ``settings`` read
-    validation and have a fallback, the fallback's rule with every setting the user gave (any
-    setting of ``settings`` other than ``monitor`` that differs from :data:`DEFAULTS`: a
-    ``deadline``, ``min_epochs``, a threshold, the guards) holding over the shipped fallback's
-    values, and a ``fallback`` of the user's own holding over those; else ``settings``
-    themselves (without the ``fallback`` key). A per-metric threshold (a mapping) stays with the
-    metrics it names.
-
-    Example:
-        >>> fb = fallback_settings({"monitor": "val/loss", "deadline": 4,
-        ...                         "fallback": DEFAULTS["fallback"]})
-        >>> fb["monitor"], fb["deadline"], fb["threshold"]
-        ('layer_rotation', 4, 0.5)
-        >>> fb = fallback_settings({"monitor": "val/loss", "learning_signal": "train_loss",
-        ...                         "threshold": 0.2, "fallback": {"monitor": "aug_gap"}})
-        >>> fb["monitor"], fb["learning_signal"], fb["threshold"]
-        ('aug_gap', 'train_loss', 0.2)
-    """
-    fb = settings.get("fallback")
-    if not (reads_validation(settings) and isinstance(fb, Mapping)):
-        return {k: v for k, v in settings.items() if k != "fallback"}
-    given = {
-        k: v
-        for k, v in settings.items()
-        if k in DEFAULTS
-        and k not in ("monitor", "fallback")
-        and v != DEFAULTS[k]
-        and not (k == "threshold" and isinstance(v, Mapping))
-    }
-    base = {k: v for k, v in DEFAULTS.items() if k != "fallback"}
-    if dict(fb) == DEFAULTS["fallback"]:  # the shipped fallback: the user's settings hold over it
-        return {**base, **fb, **given, "fallback": None}
-    return {**base, **given, **fb, "fallback": None}  # the user's own fallback says it all
-
-
 #: guard names, as they appear in ``history[i]["blocked"]``
 GUARDS = ("finite", "learning", "lr")
-
-
-@dataclass(frozen=True)
-class CriticalPeriodEvent:
-    """What the detector decided, and why.
-
-    Attributes:
-        epoch: the (0-based) training epoch at whose end the detector fired; the cut takes effect
-            from epoch ``epoch + 1``.
-        reason: ``"stable"`` (the metrics settled), ``"deadline"`` (the deadline forced it) or
-            ``"floor"`` (at most ``floor`` of the learning-rate mass was left).
-        metrics: the metrics that satisfied the rule (for ``"deadline"``: every watched metric).
-        values: the last (smoothed) value of every watched metric.
-        changes: the last change of every watched metric, in the detector's ``mode``.
-    """
-
-    epoch: int
-    reason: str
-    metrics: tuple[str, ...]
-    values: dict[str, float] = field(default_factory=dict)
-    changes: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["metrics"] = list(self.metrics)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> CriticalPeriodEvent:
-        return cls(
-            epoch=int(d["epoch"]),
-            reason=str(d["reason"]),
-            metrics=tuple(d.get("metrics", ())),
-            values=dict(d.get("values", {})),
-            changes=dict(d.get("changes", {})),
-        )
 
 
 def _finite(v: Any) -> bool:
@@ -317,12 +108,12 @@ class StabilityDetector:
         self,
         metrics: str | Sequence[str],
         *,
-        mode: str = DEFAULTS["mode"],
+        mode: Mode = DEFAULTS["mode"],
         threshold: float | Mapping[str, float] = DEFAULTS["threshold"],
         patience: int = DEFAULTS["patience"],
         min_epochs: int = DEFAULTS["min_epochs"],
         deadline: int | None = DEFAULTS["deadline"],
-        combine: str = DEFAULTS["combine"],
+        combine: Combine = DEFAULTS["combine"],
         window: int = DEFAULTS["window"],
         guard_finite: bool = DEFAULTS["guard_finite"],
         guard_learning: bool = DEFAULTS["guard_learning"],
@@ -330,7 +121,7 @@ class StabilityDetector:
         loss_threshold: float = DEFAULTS["loss_threshold"],
         guard_lr: bool = DEFAULTS["guard_lr"],
         lr_cooldown: int = DEFAULTS["lr_cooldown"],
-        learning_signal: str = DEFAULTS["learning_signal"],
+        learning_signal: LearningSignal = DEFAULTS["learning_signal"],
         fallback: Mapping[str, Any] | None = DEFAULTS["fallback"],
         floor: float | None = DEFAULTS["floor"],
         eps: float = 1e-12,

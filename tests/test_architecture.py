@@ -46,15 +46,14 @@ FLOORS = {
 MAX_LINES = 400
 #: modules over MAX_LINES, each for a reason; shrink this list, never grow it
 OVER_MAX = {
-    # being split by other work now (issue 27, item 1)
-    "callbacks/critical_period.py",
-    "callbacks/augmentation_cutoff.py",
-    "callbacks/energy.py",
-    "report/runs.py",
+    # split along their seams (signals, providers; settings, event), still over by their
+    # user-facing docstrings: the class docstring is the reference help() shows
+    "callbacks/critical_period.py",  # ~85 lines of class docstring
+    "detector/rule.py",  # the rule and its state; every argument documented
     # over 400 and not split yet (issue 27: each its own move)
-    "detector/rule.py",  # being changed by other work (budget rules)
+    "callbacks/augmentation_cutoff.py",  # the schedule rhythm (_per_epoch_before) is the seam
+    "callbacks/energy.py",
     "data/datamodule.py",  # being changed by other work
-    "report/plots.py",  # being changed by other work
     "metrics/streaming.py",  # one accumulator per metric: a split per metric is the seam
     "metrics/sharding.py",
     "callbacks/gradient_confusion.py",

@@ -152,7 +152,7 @@ def test_help_choices_match_the_code():
         layer_rotation,
         robustness,
     )
-    from critical.callbacks.critical_period import known_metric_names
+    from critical.callbacks._providers import known_metric_names
     from critical.cli_help import METRIC_KEYS
     from critical.data import augment, augment_basic, datamodule
     from critical.detector import COMBINES, LEARNING_SIGNALS, MODES
@@ -245,7 +245,8 @@ def test_fit_user_errors_in_a_subprocess(tmp_path):
     _assert_user_error(proc, "--cutoff.policy", "'detecter'", "did you mean 'detector'?")
     assert not any(tmp_path.iterdir())  # nothing written
     # --debug: the traceback, for a bug report
-    proc, _ = _critical("fit", "--config", QUICK, "--cutoff.policy", "detecter", "--debug")
+    # (a constructor's error: a wrong choice is now refused by the parser, from the Literal type)
+    proc, _ = _critical("fit", "--config", QUICK, "--cutoff.fraction", "1.5", "--debug")
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "ValueError" in proc.stderr
 
 

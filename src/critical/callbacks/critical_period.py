@@ -3,26 +3,31 @@ listeners (e.g. :class:`~critical.callbacks.AugmentationCutoff`) when the critic
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from critical.callbacks._base import PREFIX, MetricCallback
+from critical.callbacks._epoch_signals import EpochSignals, logged_readings
 from critical.callbacks._lr_plan import lr_mass_left
+from critical.callbacks._providers import (
+    CLEAN_SIDE,
+    bind_providers,
+    check_spelling,
+    insert_after,
+    missing_providers,
+    validates_every_epoch,
+)
 from critical.callbacks._resume import restore_or_warn
 from critical.detector import (
     DEFAULTS,
-    GUARDS,
     VAL_LOSS_KEYS,
     CriticalPeriodEvent,
-    LRShape,
     StabilityDetector,
     explain,
     fallback_settings,
@@ -34,63 +39,8 @@ from critical.validation import check_bool, check_str
 Listener = Callable[[CriticalPeriodEvent, "pl.Trainer", "pl.LightningModule"], None]
 
 
-def known_metric_names_to_classes() -> dict[str, type[MetricCallback]]:
-    """Short metric name -> the library callback class that provides it."""
-    from critical._registry import known_metric_classes
-
-    return known_metric_classes()
-
-
-def known_metric_names() -> dict[str, str]:
-    """Short metric name -> the name of the callback class that provides it."""
-    return {name: cls.__name__ for name, cls in known_metric_names_to_classes().items()}
-
-
-#: the augmented-view loss the default learning guard reads, and the gap's clean-side metrics
-AUG_LOSS = "aug_gap/aug_loss"
-CLEAN_SIDE = ("aug_gap", "aug_gap/clean_loss", "aug_gap/clean_acc")
-
-
-#: the logged training-loss names read when ``training_step`` returns no loss, in this order
-TRAIN_LOSS_KEYS = ("train/loss", "train_loss", "loss", "train/loss_epoch", "train_loss_epoch")
-
-
 def _strip(name: str) -> str:
     return name[len(PREFIX) :] if name.startswith(PREFIX) else name
-
-
-def _check_spelling(names: Sequence[str]) -> None:
-    """A monitored name that is not one of the library's metrics but close to one (a typo) is an
-    error; any other name must be a metric the module logs (checked at the first epoch end)."""
-    known = known_metric_names()
-    for m in names:
-        if m in known or "@" in m:  # a library metric, or a named instance's key
-            continue
-        close = difflib.get_close_matches(m, list(known), n=1, cutoff=0.75)
-        if close:
-            raise ValueError(
-                f"CriticalPeriod monitors {m!r}, which no callback computes: did you mean "
-                f"{close[0]!r}? The library's metrics: {', '.join(sorted(known))}; any other "
-                "name must be a metric your module logs"
-            )
-
-
-def validation_data_defined(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
-    """Whether the fit has validation data: the datamodule's or the module's own
-    ``val_dataloader`` (public: :func:`~lightning.pytorch.utilities.model_helpers.is_overridden`),
-    or loaders passed to ``fit(val_dataloaders=...)``, which only the fit loop's data source
-    knows (Lightning has no public accessor: read where it lives in Lightning 2.x, else judged
-    by the module's ``val_dataloader``)."""
-    from lightning.pytorch.utilities.model_helpers import is_overridden
-
-    dm = getattr(trainer, "datamodule", None)
-    if dm is not None:
-        return is_overridden("val_dataloader", dm)
-    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-    source = getattr(getattr(loop, "val_loop", None), "_data_source", None)
-    if source is not None and callable(getattr(source, "is_defined", None)):
-        return bool(source.is_defined())
-    return is_overridden("val_dataloader", pl_module)
 
 
 class CriticalPeriod(Callback):
@@ -202,10 +152,10 @@ class CriticalPeriod(Callback):
     ) -> None:
         names = [monitor] if isinstance(monitor, str) else list(monitor)
         self.monitor = [_strip(n) for n in names]
-        _check_spelling(self.monitor)
+        check_spelling(self.monitor)
         if isinstance(fallback, Mapping) and "monitor" in fallback:
             fb = fallback["monitor"]
-            _check_spelling([_strip(n) for n in ([fb] if isinstance(fb, str) else fb)])
+            check_spelling([_strip(n) for n in ([fb] if isinstance(fb, str) else fb)])
         if isinstance(threshold, Mapping):
             threshold = {_strip(k): v for k, v in threshold.items()}
         self.detector = StabilityDetector(
@@ -235,17 +185,9 @@ class CriticalPeriod(Callback):
         self.name = name
         self._listeners: list[Listener] = []
         self._providers: dict[str, MetricCallback] = {}
-        self._loss_sum: torch.Tensor | None = None
-        self._loss_n = 0
-        self._lr: float | None = None  # at epoch start (what the detector is fed)
-        self._lr_now: float | None = None
-        self._lr_sum, self._lr_n = 0.0, 0  # the rates the epoch's batches trained at
-        self._lr_shape = LRShape()
-        self._warned_diverged = False
-        self._val_epoch: int | None = None  # the last epoch a validation run ended in
-        self._val_seen = False
-        self._warned_no_loss = False
         self._aug_provider: MetricCallback | None = None
+        self._signals = EpochSignals(self.loss, self.strict)
+        self._warned_diverged = False
         self._signal_override: str | None = None  # no probe: the guard reads the training loss
         self._budget: int | None = None  # the fit's epochs (mode="budget")
         self._mass_left: list[float] | None = None  # per epoch, the LR mass after it (floor)
@@ -308,11 +250,9 @@ class CriticalPeriod(Callback):
         self._signal_override = None
         self._mass_left = None
         self._use(self._primary, "primary")
-        self._lr_shape = LRShape()
-        self._val_epoch, self._val_seen = None, False
+        self._signals.reset_fit()
         self._warned_diverged = False
-        self._warned_no_loss = False
-        if self._may_fall_back and not self._validates_every_epoch(trainer, pl_module):
+        if self._may_fall_back and not validates_every_epoch(trainer, pl_module):
             self._use(fallback_settings(self._primary), "fallback")
             self._fallback_message("this fit does not validate every epoch")
         self._provide(trainer, pl_module)  # before the checkpoint restores their state
@@ -338,42 +278,11 @@ class CriticalPeriod(Callback):
         self.active = which
 
     def _provide(self, trainer: pl.Trainer, pl_module: pl.LightningModule, late: str = "") -> None:
-        """Add to the Trainer, right after this callback, a default instance of each metric
-        callback the active rule reads and the user did not list: the one computing a watched
-        library metric, and :class:`~critical.callbacks.AugmentationGap` for the learning guard
-        on augmented views (an *optional* one: data without a probe make the guard read the
-        training loss). ``late`` (why) when the fit's ``setup`` has passed: the added callback
-        is set up here and starts measuring from this point."""
-        from critical.callbacks.augmentation_gap import AugmentationGap
-
-        known = known_metric_names_to_classes()
-        metric_cbs = [cb for cb in trainer.callbacks if isinstance(cb, MetricCallback)]  # type: ignore[attr-defined]
-        added: list[MetricCallback] = []
-
-        def provider(name: str) -> MetricCallback | None:
-            return next((cb for cb in metric_cbs + added if name in cb.metric_names), None)
-
-        for m in self.detector.metrics:
-            if m in known and provider(m) is None:
-                added.append(known[m]())
-        if self._guard_reads_aug and provider(AUG_LOSS) is None:
-            gap = AugmentationGap()
-            gap.optional = True  # for the guard only: a missing probe is not the user's error
-            added.append(gap)
-        if not added:
-            return
-        at = trainer.callbacks.index(self) + 1  # type: ignore[attr-defined]
-        trainer.callbacks[at:at] = added  # type: ignore[attr-defined]
-        names = ", ".join(f"{type(cb).__name__}()" for cb in added)
-        if late:
-            for cb in added:
-                cb.setup(trainer, pl_module, "fit")
-                cb.on_fit_start(trainer, pl_module)
-                if late != "resume":
-                    cb.on_train_start(trainer, pl_module)
-            rank_zero_info(f"[critical] {late}: CriticalPeriod added {names}, measuring from here")
-        elif self.verbose:
-            rank_zero_info(f"[critical] CriticalPeriod added {names} (what its rule reads)")
+        """Add the metric callbacks the active rule reads that the Trainer lacks, right after
+        this one (:func:`~critical.callbacks._providers.missing_providers`)."""
+        callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning at runtime
+        added = missing_providers(self.detector, callbacks, self._guard_reads_aug)
+        insert_after(trainer, self, added, pl_module, late, self.verbose)
 
     @property
     def _guard_reads_aug(self) -> bool:
@@ -381,41 +290,11 @@ class CriticalPeriod(Callback):
 
     def _resolve(self, trainer: pl.Trainer) -> None:
         """Bind the callbacks providing the active detector's metrics (and the augmented-view
-        loss); a library metric without its callback is an error."""
-        metric_cbs = [cb for cb in trainer.callbacks if isinstance(cb, MetricCallback)]  # type: ignore[attr-defined]
-        self._providers = {}
-        self._aug_provider = None
-        if self._guard_reads_aug:
-            self._aug_provider = next(
-                (cb for cb in metric_cbs if AUG_LOSS in cb.metric_names), None
-            )
-        known = known_metric_names()
-        for m in self.detector.metrics:
-            provider = next((cb for cb in metric_cbs if m in cb.metric_names), None)
-            if provider is not None:
-                self._providers[m] = provider
-            elif m in known:
-                raise ValueError(
-                    f"CriticalPeriod monitors {m!r}, which the {known[m]} callback computes, but "
-                    f"no {known[m]} is in the Trainer's callbacks: add `{known[m]}()` to them"
-                )
-        if self._guard_reads_aug and self._aug_provider is None:
-            raise ValueError(
-                "CriticalPeriod(learning_signal='aug_loss') reads the AugmentationGap callback's "
-                "loss, and none is in the Trainer's callbacks: add `AugmentationGap()`"
-            )
-
-    @staticmethod
-    def _validates_every_epoch(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
-        """Whether this fit will validate after every training epoch (as far as the trainer
-        tells before the first epoch)."""
-        from lightning.pytorch.utilities.model_helpers import is_overridden
-
-        if not is_overridden("validation_step", pl_module):
-            return False
-        if trainer.limit_val_batches == 0 or (trainer.check_val_every_n_epoch or 1) != 1:
-            return False
-        return validation_data_defined(trainer, pl_module)
+        loss)."""
+        callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set by Lightning at runtime
+        self._providers, self._aug_provider = bind_providers(
+            self.detector, callbacks, self._guard_reads_aug
+        )
 
     @property
     def _may_fall_back(self) -> bool:
@@ -480,23 +359,9 @@ class CriticalPeriod(Callback):
                     "critical.data.MultiplicityDataset(..., transform=..., eval_transform=...)"
                 )
 
-    @staticmethod
-    def _current_lr(trainer: pl.Trainer) -> float | None:
-        """The largest learning rate of the first optimizer's groups (``None`` for a tensor
-        learning rate, which would cost a synchronisation to read)."""
-        lrs = [g["lr"] for opt in trainer.optimizers[:1] for g in opt.param_groups if "lr" in g]
-        if not lrs or not all(isinstance(v, (int, float)) for v in lrs):
-            return None
-        return float(max(lrs))
-
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._loss_sum, self._loss_n = None, 0
-        self._lr = self._current_lr(trainer)
-        self._lr_shape.begin_epoch()
-        self._lr_sum, self._lr_n, self._lr_now = 0.0, 0, self._lr
-        if self._lr is not None:
-            self._lr_shape.observe(self._lr)
+        self._signals.begin_epoch(trainer)
 
     @override
     def on_train_batch_end(
@@ -507,75 +372,11 @@ class CriticalPeriod(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        lr = self._current_lr(trainer)  # after this step's scheduler step
-        if lr is not None:
-            self._lr_shape.observe(lr)
-        if self._lr_now is not None:  # the rate this batch trained at
-            self._lr_sum += self._lr_now
-            self._lr_n += 1
-        self._lr_now = lr
-        if self.loss is not None:
-            return
-        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
-            loss = loss.detach().float().reshape(())
-            self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
-            self._loss_n += 1
-
-    def _epoch_loss(self, trainer: pl.Trainer) -> float | None:
-        if self.loss is not None:
-            raw = trainer.callback_metrics.get(self.loss)
-            if raw is None and self.strict:
-                raise RuntimeError(
-                    f"CriticalPeriod could not find the loss metric {self.loss!r}; available: "
-                    f"{sorted(trainer.callback_metrics)}"
-                )
-            return None if raw is None else float(raw)
-        if self._loss_sum is not None and self._loss_n > 0:
-            return float(self._loss_sum) / self._loss_n  # one sync, at epoch end
-        # training_step returned no loss (manual optimization, or a step that returns None):
-        # a loss the module logs, else no loss for the learning guard
-        key = next((k for k in TRAIN_LOSS_KEYS if k in trainer.callback_metrics), None)
-        if not self._warned_no_loss:
-            self._warned_no_loss = True
-            if key is not None:
-                rank_zero_info(
-                    f"[critical] training_step returns no loss: CriticalPeriod reads the logged "
-                    f"{key!r} as the training loss (pass loss=<key> to choose another)"
-                )
-            elif self.detector.guard_learning:
-                rank_zero_warn(
-                    "CriticalPeriod: training_step returns no loss and none of "
-                    f"{list(TRAIN_LOSS_KEYS)} is logged, so the learning guard has no loss and "
-                    "objects in every epoch (the detector never fires): pass "
-                    "CriticalPeriod(loss='<the key your module logs its loss under>'), or "
-                    "guard_learning=False"
-                )
-        return None if key is None else float(trainer.callback_metrics[key])
+        self._signals.after_batch(trainer, outputs)
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._val_epoch = trainer.current_epoch
-
-    def _guard_loss(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, train_loss: float | None
-    ) -> tuple[float | None, bool]:
-        """The reading of ``learning_signal`` for this epoch, and whether it is the training
-        loss itself."""
-        signal = self.detector.learning_signal
-        if signal == "aug_loss" and self._aug_provider is not None:
-            values = self._aug_provider.finalize_epoch(trainer, pl_module)
-            return values.get(AUG_LOSS), False
-        if signal == "val_loss":
-            fresh = self._val_epoch == trainer.current_epoch
-            key = next((k for k in VAL_LOSS_KEYS if k in trainer.callback_metrics), None)
-            if fresh and key is not None:
-                self._val_seen = True
-                return float(trainer.callback_metrics[key]), False
-            if self._val_seen:
-                return None, False  # validated in other epochs: no reading this epoch
-        return train_loss, True
+        self._signals.validation_ended(trainer)
 
     def _read(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         values: dict[str, float] = {}
@@ -603,39 +404,20 @@ class CriticalPeriod(Callback):
         names = VAL_LOSS_KEYS if m in VAL_LOSS_KEYS else (m, PREFIX + m)
         return next((metrics[k] for k in names if k in metrics), None)
 
-    @staticmethod
-    @torch.no_grad()
-    def _weights_finite(pl_module: pl.LightningModule) -> bool:
-        params = [p.detach() for p in pl_module.parameters()]
-        if not params:
-            return True
-        norms = torch._foreach_norm(params)
-        return bool(torch.isfinite(torch.stack([n.float() for n in norms])).all())
-
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (
             self._may_fall_back
             and not self.detector.history
-            and self._val_epoch != trainer.current_epoch
+            and self._signals.val_epoch != trainer.current_epoch
         ):
             self._switch_to_fallback(
                 trainer, pl_module, f"no validation ran in epoch {trainer.current_epoch}"
             )
-        train_loss = self._epoch_loss(trainer)
-        guard_loss, guard_is_train = self._guard_loss(trainer, pl_module, train_loss)
-        state: dict[str, Any] = {
-            "values": self._read(trainer, pl_module),
-            "loss": train_loss,
-            "guard_loss": guard_loss,
-            "guard_is_train": guard_is_train,
-            "lr": self._lr,
-            "finite": self._weights_finite(pl_module),
-            "rose": self._lr_shape.rose,
-            "jumped": self._lr_shape.jumped,
-        }
-        if trainer.world_size > 1:  # every rank decides on rank 0's readings
-            state = trainer.strategy.broadcast(state, src=0)
+        values = self._read(trainer, pl_module)
+        state = self._signals.readings(
+            trainer, pl_module, self.detector, self._aug_provider, values
+        )
         loss, guard_loss, lr = state["loss"], state["guard_loss"], state["lr"]
         epoch = trainer.current_epoch
         mass_left = (
@@ -675,25 +457,7 @@ class CriticalPeriod(Callback):
                 )
             for listener in list(self._listeners):
                 listener(event, trainer, pl_module)
-        entry = self.detector.history[-1]
-        metrics = {
-            PREFIX + "critical_period_over": float(self.detector.fired),
-            # read back by critical.detector.replay: a non-finite loss is not logged
-            PREFIX + "diverged": float(self.detector.diverged is not None),
-            PREFIX + "lr_rose": float(bool(rose)),
-            PREFIX + "lr_jump": float(bool(jumped)),
-            **{PREFIX + "guard/" + g: float(g in entry["blocked"]) for g in GUARDS},
-            **{PREFIX + "change/" + m: float(c) for m, c in entry["changes"].items()},
-        }
-        if entry["pace"] is not None and math.isfinite(entry["pace"]):
-            metrics[PREFIX + "pace"] = float(entry["pace"])
-        if self._lr_n:
-            metrics[PREFIX + "lr_mean"] = self._lr_sum / self._lr_n
-        if self.detector.event is not None:
-            metrics[PREFIX + "critical_period_epoch"] = float(self.detector.event.epoch)
-        for key, v in (("train_loss", loss), ("lr", lr), ("lr_mass_left", mass_left)):
-            if v is not None and math.isfinite(v):
-                metrics[PREFIX + key] = float(v)
+        metrics = logged_readings(self.detector, state, self._signals.lr_mean, mass_left)
         pl_module.log_dict(
             metrics, on_step=False, on_epoch=True, sync_dist=False, rank_zero_only=False
         )
@@ -705,7 +469,7 @@ class CriticalPeriod(Callback):
             "detector": self.detector.state_dict(),
             "monitor": list(self.monitor),
             "active": self.active,
-            "lr_shape": self._lr_shape.state_dict(),
+            "lr_shape": self._signals.lr_shape.state_dict(),
             "lr_mass_left": self._mass_left,
         }
 
@@ -714,5 +478,5 @@ class CriticalPeriod(Callback):
         if state_dict.get("active") == "fallback" and self.active != "fallback":
             self._use(fallback_settings(self._primary), "fallback")  # resolved in on_fit_start
         self.detector.load_state_dict(state_dict["detector"])
-        self._lr_shape.load_state_dict(state_dict.get("lr_shape", {}))
+        self._signals.lr_shape.load_state_dict(state_dict.get("lr_shape", {}))
         self._mass_left = state_dict.get("lr_mass_left")  # the plan the fit started with

@@ -45,13 +45,13 @@ Include = Literal["weights", "all"]  # LayerRotation(include=...), critical.metr
 # ---- the other callbacks
 RobustnessWhen = Literal["fit_end", "test_end", "both", "never"]
 RobustnessSource = Literal["auto", "test", "val"]
-#: AugmentationCutoff(policy=...) (augmentation_cutoff.POLICIES until it annotates with this)
+#: AugmentationCutoff(policy=...)
 CutoffPolicy = Literal["detector", "fixed", "never"]
 #: EnergyTracker(tracking_mode=...) (energy.TRACKING_MODES until it annotates with this)
 TrackingMode = Literal["machine", "process"]
 
-# ---- the data (critical.data: DATASETS, LAYOUTS, PADDING_MODES, POLICIES until they annotate
-# with these)
+# ---- the data (ImageDataModule; critical.data's DATASETS, LAYOUTS, PADDING_MODES, POLICIES are
+# derived from these)
 Dataset = Literal["cifar10", "cifar100", "folder", "digits", "synthetic"]
 Layout = Literal["epoch", "batch"]
 PaddingMode = Literal["zeros", "reflect"]

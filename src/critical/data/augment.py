@@ -51,11 +51,12 @@ tables; this module the composition :class:`BatchAugment` and the re-exports.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import Tensor
 
+from critical.choices import AugmentPolicy, PaddingMode
 from critical.data.augment_basic import (
     PADDING_MODES,
     _check_images,
@@ -88,7 +89,7 @@ __all__ = [
     "trivial_augment",
 ]
 
-POLICIES = ("none", "trivialaugment", "randaugment")
+POLICIES: tuple[str, ...] = get_args(AugmentPolicy)
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,10 +129,10 @@ class BatchAugment:
     def __init__(
         self,
         crop_padding: int = 4,
-        padding_mode: str = "zeros",
+        padding_mode: PaddingMode = "zeros",
         flip: bool = True,
         cutout: int = 0,
-        policy: str = "none",
+        policy: AugmentPolicy = "none",
         num_ops: int = 2,
         magnitude: int = 9,
         num_magnitude_bins: int = 31,

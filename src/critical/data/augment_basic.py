@@ -8,15 +8,17 @@ image batches and draw per-image random numbers on a generator's device (see
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from critical.choices import PaddingMode as PaddingMode
+
 __all__ = ["PADDING_MODES", "cutout", "random_crop", "random_flip", "to_float"]
 
-PADDING_MODES = ("zeros", "reflect")
+PADDING_MODES: tuple[str, ...] = get_args(PaddingMode)
 
 
 # --------------------------------------------------------------------------------------------

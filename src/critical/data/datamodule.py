@@ -54,6 +54,8 @@ from typing import Any, TypedDict
 import torch
 from typing_extensions import override
 
+from critical.choices import AugmentPolicy, Layout, PaddingMode
+from critical.choices import Dataset as DatasetName
 from critical.data.augment import BatchAugment
 from critical.data.datasets import (
     DATASET_INFO,
@@ -137,19 +139,19 @@ class ImageDataModule(DeviceDataModule):
 
     def __init__(
         self,
-        dataset: str = "cifar10",
+        dataset: DatasetName = "cifar10",
         root: str | None = None,
         download: bool = False,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         multiplicity: int = 1,
-        layout: str = "epoch",
+        layout: Layout = "epoch",
         augment: bool = True,
         crop_padding: int = 4,
-        padding_mode: str = "zeros",
+        padding_mode: PaddingMode = "zeros",
         flip: bool = True,
         cutout: int = 0,
-        policy: str = "none",
+        policy: AugmentPolicy = "none",
         num_ops: int = 2,
         magnitude: int = 9,
         val_size: int | float = 0.1,

@@ -54,10 +54,12 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from critical.choices import Dataset as DatasetName
 from critical.data.cifar import load_cifar
 from critical.data.decode import _decode_files
 from critical.data.image_data import DatasetNotFoundError, ImageData
@@ -79,7 +81,7 @@ __all__ = [
     "stratified_split",
 ]
 
-DATASETS = ("cifar10", "cifar100", "folder", "digits", "synthetic")
+DATASETS: tuple[str, ...] = get_args(DatasetName)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif")
 _CACHE_VERSION = 2  # 2: the key covers the class list
 

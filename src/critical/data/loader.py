@@ -50,10 +50,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import get_args
 
 import torch
 from torch import Tensor
 
+from critical.choices import Layout as Layout
 from critical.data.augment import BatchAugment, to_float
 from critical.data.protocol import validate_multiplicity
 
@@ -67,7 +69,7 @@ __all__ = [
     "validate_multiplicity",
 ]
 
-LAYOUTS = ("epoch", "batch")
+LAYOUTS: tuple[str, ...] = get_args(Layout)
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant for seed mixing
 
 

@@ -221,3 +221,25 @@ def test_local_sweep_with_replayed_detectors_matched_runs_and_report(tmp_path, c
     summary = (out / "report" / "summary.md").read_text()
     for label in ("always-k3", "fixed@2", "detector:fires", "detector:never", "matched-k1@2"):
         assert label in summary
+
+
+def test_threads_per_run(tmp_path, monkeypatch):
+    """`critical sweep --threads N` gives each run N CPU threads (OMP/MKL); the default is the
+    caller's OMP_NUM_THREADS, else 1; 0 leaves torch's default (issue 28, item 5)."""
+    from critical.sweep.runner import run_local, thread_env
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert thread_env(None)["OMP_NUM_THREADS"] == "1"
+    assert thread_env(3)["MKL_NUM_THREADS"] == "3"
+    assert "OMP_NUM_THREADS" not in thread_env(0, {"OMP_NUM_THREADS": "2"})
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert thread_env(None)["OMP_NUM_THREADS"] == "2"
+    # a fake interpreter records the environment each run gets
+    record = tmp_path / "threads.txt"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\necho "$OMP_NUM_THREADS" >> {record}\nexit 1\n')
+    fake.chmod(0o755)
+    spec = {"name": "t", "config": "experiments/quickstart.yaml", "seeds": [0], "k": 3,
+            "policies": {"always": True}}  # fmt: skip
+    run_local(spec, tmp_path / "out", python=str(fake), threads=4)
+    assert record.read_text().split() == ["4"]

@@ -262,10 +262,13 @@ def _mark_cuts(ax: Any, cuts: list[tuple[float, str, str, str]], label_text: boo
         ax.axvline(at - 0.5, color=color, linestyle=style, alpha=0.7,
                    label=None if label in seen else label)  # fmt: skip
         seen.add(label)
-        if label_text:
+        if label_text:  # fixed cuts labelled at the top, detector cuts lower: never on each other
+            fixed = label == "fixed cuts"
             ax.annotate(
-                label.removeprefix("cut: ").split(" (")[0] + f" @{at:g}",
-                (at - 0.5, 1.0),
+                f"fixed@{at:g}"
+                if fixed
+                else label.removeprefix("cut: ").split(" (")[0] + f"@{at:g}",
+                (at - 0.5, 1.0 if fixed else 0.55),
                 xycoords=("data", "axes fraction"),
                 rotation=90,
                 fontsize=6,

@@ -70,12 +70,45 @@ def _ready(r: Run, out: Path) -> bool:
     return all(_complete(out / d) for d in deps)
 
 
+#: the variables that size torch's (OpenMP's, MKL's) CPU thread pools
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def thread_env(threads: int | None, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a sweep's runs: ``threads`` (>= 1) CPU threads per run (OpenMP and
+    MKL), ``0`` for torch's default (one per core: right for a run alone on the machine, up to
+    several times slower when runs or other jobs share the cores), ``None``: the caller's
+    ``OMP_NUM_THREADS`` when set, else 1.
+
+    Example:
+        >>> thread_env(None, {})["OMP_NUM_THREADS"], thread_env(4, {})["MKL_NUM_THREADS"]
+        ('1', '4')
+        >>> "OMP_NUM_THREADS" in thread_env(0, {})
+        False
+    """
+    out = dict(os.environ if env is None else env)
+    if threads is None:
+        threads = int(out.get("OMP_NUM_THREADS") or 1)
+    if threads == 0:
+        for var in THREAD_VARS:
+            out.pop(var, None)
+    else:
+        out.update({var: str(threads) for var in THREAD_VARS})
+    return out
+
+
 def run_local(
-    spec: Mapping[str, Any], out: Path, python: str = sys.executable, only: Sequence[str] = ()
+    spec: Mapping[str, Any],
+    out: Path,
+    python: str = sys.executable,
+    only: Sequence[str] = (),
+    threads: int | None = None,
 ) -> int:
     """Run the sweep here, group by group (a model, budget and seed: its always-k run, then its
     branches, then its matched runs), planning again after each run so replays and matched runs
-    appear as soon as they can. Finished run directories are skipped. Returns the failures."""
+    appear as soon as they can. Finished run directories are skipped. Each run gets
+    ``threads`` CPU threads (:func:`thread_env`). Returns the failures."""
+    env = thread_env(threads)
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     print(f"logs: {logs}", flush=True)
@@ -111,7 +144,7 @@ def run_local(
         print(f"{prefix} ...", end=" ", flush=True)
         with open(log, "w") as f:
             proc = subprocess.run(
-                run.command(python), stdout=f, stderr=subprocess.STDOUT, check=False
+                run.command(python), stdout=f, stderr=subprocess.STDOUT, check=False, env=env
             )
         ok = proc.returncode == 0
         failures += not ok
@@ -210,6 +243,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode.add_argument("--slurm", metavar="FILE", help="write a SLURM submission script")
     p.add_argument("--sbatch-arg", action="append", default=[], help="extra sbatch option")
     p.add_argument("--only", action="append", default=[], help="run only runs whose label is this")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads per run (OMP_NUM_THREADS, MKL_NUM_THREADS; default: OMP_NUM_THREADS "
+        "if set, else 1: a sweep's runs usually share the machine with each other or other "
+        "jobs, where torch's default of one thread per core ran several times slower); 0: "
+        "torch's default",
+    )
     args = p.parse_args(argv)
     if not os.path.isfile(args.spec):
         print(
@@ -248,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {args.slurm} ({len(todo)} runs); manifest {out / 'sweep.json'}")
         return 0
     print(f"sweep {spec['name']}: {len(runs)} runs planned so far into {out}", flush=True)
-    failures = run_local(spec, out, only=args.only)
+    if args.threads is not None and args.threads < 0:
+        print("critical sweep: error: --threads must be >= 0", file=sys.stderr)
+        return 2
+    failures = run_local(spec, out, only=args.only, threads=args.threads)
     print(f"done ({failures} not finished); report: critical report {out}")
     return 1 if failures else 0

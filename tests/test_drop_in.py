@@ -304,3 +304,14 @@ def test_the_rule_is_chosen_before_training_from_the_validation_data(tmp_path, w
     rotations = [cb for cb in trainer.callbacks if isinstance(cb, LayerRotation)]
     assert len(rotations) == (expected == "fallback")
     assert all(len(r.history) == 2 for r in rotations)
+
+
+def test_a_validation_that_logs_no_loss_makes_the_default_fall_back(tmp_path, caplog):
+    from helpers import TinyDataModule, TinyModule  # validates, logs val/acc only
+
+    cp = CriticalPeriod()
+    trainer = tiny_trainer(tmp_path, max_epochs=3, callbacks=[cp])
+    with caplog.at_level(logging.INFO):
+        trainer.fit(TinyModule(), TinyDataModule(multiplicity=3))
+    assert cp.active == "fallback" and len(cp.detector.history) == 3
+    assert "the validation logs no loss" in caplog.text

@@ -406,14 +406,21 @@ class CriticalPeriod(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if (
-            self._may_fall_back
-            and not self.detector.history
-            and self._signals.val_epoch != trainer.current_epoch
-        ):
-            self._switch_to_fallback(
-                trainer, pl_module, f"no validation ran in epoch {trainer.current_epoch}"
-            )
+        if self._may_fall_back and not self.detector.history:
+            epoch, logged = trainer.current_epoch, trainer.callback_metrics
+            unlogged = [
+                m
+                for m in self.detector.metrics
+                if m in VAL_LOSS_KEYS and not any(k in logged for k in VAL_LOSS_KEYS)
+            ]
+            if self._signals.val_epoch != epoch:
+                self._switch_to_fallback(trainer, pl_module, f"no validation ran in epoch {epoch}")
+            elif unlogged:
+                self._switch_to_fallback(
+                    trainer,
+                    pl_module,
+                    f"the validation logs no loss (none of {', '.join(VAL_LOSS_KEYS)})",
+                )
         values = self._read(trainer, pl_module)
         state = self._signals.readings(
             trainer, pl_module, self.detector, self._aug_provider, values

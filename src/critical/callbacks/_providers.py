@@ -101,8 +101,9 @@ def missing_providers(
 ) -> list[MetricCallback]:
     """A default instance of each metric callback ``detector`` reads that ``callbacks`` lack: the
     one computing each watched library metric, and, with ``guard_reads_aug``, an *optional*
-    :class:`~critical.callbacks.AugmentationGap` for the learning guard (data without a probe
-    then make the guard read the training loss instead of failing)."""
+    :class:`~critical.callbacks.AugmentationGap` for the learning guard (augmented side only:
+    ``clean=False``; data without a probe then make the guard read the training loss instead of
+    failing)."""
     from critical.callbacks.augmentation_gap import AugmentationGap
 
     known = known_metric_names_to_classes()
@@ -116,7 +117,7 @@ def missing_providers(
         if m in known and not provided(m):
             added.append(known[m]())
     if guard_reads_aug and not provided(AUG_LOSS):
-        gap = AugmentationGap()
+        gap = AugmentationGap(clean=False)  # the guard reads the augmented side only
         gap.optional = True
         added.append(gap)
     return added

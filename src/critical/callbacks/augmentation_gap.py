@@ -14,7 +14,7 @@ from typing_extensions import override
 
 from critical.callbacks._base import EpochValues, MetricCallback
 from critical.data.probe import find_probe_source
-from critical.validation import check_int
+from critical.validation import check_bool, check_int
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -56,6 +56,9 @@ class AugmentationGap(MetricCallback):
         loss_fn: ``loss_fn(logits, labels) -> loss`` (default: mean cross-entropy).
         batch_size: forward passes are run in chunks of this many samples.
         name: distinguishes two instances in checkpoints.
+        clean: also classify the clean side, where the data know it (``aug_gap`` and the clean
+            metrics); ``False`` halves the forward passes and logs the augmented side only (what
+            :class:`~critical.callbacks.CriticalPeriod` adds for its learning guard).
 
     Example:
         >>> import lightning as L
@@ -79,12 +82,14 @@ class AugmentationGap(MetricCallback):
         loss_fn: LossFn | None = None,
         batch_size: int = 256,
         name: str | None = None,
+        clean: bool = True,
     ) -> None:
         super().__init__(log_layers=False, name=name)
         self.num_samples = check_int("num_samples", num_samples, 1)
         self.views = check_int("views", views, 1)
         self.seed = check_int("seed", seed, 0)
         self.batch_size = check_int("batch_size", batch_size, 1)
+        self.clean = check_bool("clean", clean)
         if loss_fn is not None and not callable(loss_fn):
             raise ValueError(f"`loss_fn` must be callable, got {loss_fn!r}")
         self.loss_fn = loss_fn
@@ -193,6 +198,8 @@ class AugmentationGap(MetricCallback):
         assert self._source is not None  # resolved (finalize_epoch skips an unavailable probe)
         seed = self.seed * 1_000_003 + trainer.current_epoch
         clean, views, labels = self._source.probe_views(self.num_samples, self.views, seed)
+        if not self.clean:
+            clean = None
         c_loss, c_ok, a_loss, a_ok = self._evaluate(trainer, pl_module, clean, views, labels)
         n = float(labels.shape[0])
         m = n * len(views)

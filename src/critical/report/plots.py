@@ -71,6 +71,7 @@ def _save(fig: Any, base: Path) -> list[Path]:
         buf = io.BytesIO()
         kw = {"dpi": 150} if ext == "png" else {"metadata": {"CreationDate": None}}
         fig.savefig(buf, format=ext, **kw)
+        fig.set_layout_engine("none")  # laid out by the first save: the second reuses it
         path = base.with_name(base.name + "." + ext)
         atomic_write_bytes(path, buf.getvalue(), fsync=False)
         paths.append(path)

@@ -109,7 +109,9 @@ def test_add_it_to_your_trainer_example_runs_as_written(tmp_path):
     trainer, callbacks = namespace["trainer"], namespace["callbacks"]
     cp, cut, energy = callbacks[0], callbacks[1], callbacks[2]
     gap = next(cb for cb in trainer.callbacks if isinstance(cb, AugmentationGap))
-    assert len(gap.history) == 10 and "aug_gap" in gap.history[-1]  # a clean view: the gap too
+    # the guard reads the augmented side only (the added gap skips the clean side: half the cost)
+    assert len(gap.history) == 10 and "aug_gap/aug_loss" in gap.history[-1]
+    assert not gap.clean and "aug_gap" not in gap.history[-1]
     assert cp.active == "primary" and cp.detector.metrics == ["val/loss"]  # the default rule
     assert cut.multiplicity_before == 3
     assert cp.fired == (cut.cut_epoch is not None)

@@ -315,3 +315,32 @@ def test_a_validation_that_logs_no_loss_makes_the_default_fall_back(tmp_path, ca
         trainer.fit(TinyModule(), TinyDataModule(multiplicity=3))
     assert cp.active == "fallback" and len(cp.detector.history) == 3
     assert "the validation logs no loss" in caplog.text
+
+
+def test_a_branch_without_validation_resumes_from_a_validated_trunk(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class Data(L.LightningDataModule):
+        def __init__(self):
+            super().__init__()
+            self.train_set, self.multiplicity = KCopies(), 3
+
+        def train_dataloader(self):
+            self.train_set.multiplicity = self.multiplicity
+            return DataLoader(self.train_set, batch_size=16, shuffle=True)
+
+        def val_dataloader(self):
+            return DataLoader(TensorDataset(*make_images(16)), batch_size=16)
+
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ck", save_top_k=-1, every_n_epochs=1)
+    trunk = CriticalPeriod()
+    tiny_trainer(tmp_path, max_epochs=2, callbacks=[trunk, ckpt], enable_checkpointing=True).fit(
+        UserModule(), Data()
+    )
+    assert trunk.active == "primary"
+    branch, cut = CriticalPeriod(), AugmentationCutoff("fixed", epoch=2)
+    trainer = tiny_trainer(tmp_path, max_epochs=4, callbacks=[branch, cut], limit_val_batches=0)
+    with pytest.warns(UserWarning, match="starts from the resume point"):
+        trainer.fit(UserModule(), Data(), ckpt_path=str(tmp_path / "ck" / "epoch=1-step=18.ckpt"))
+    assert branch.active == "fallback" and [h["epoch"] for h in branch.detector.history] == [2, 3]
+    assert cut.cut_epoch == 2

@@ -482,8 +482,19 @@ class CriticalPeriod(Callback):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("active") == "fallback" and self.active != "fallback":
-            self._use(fallback_settings(self._primary), "fallback")  # resolved in on_fit_start
-        self.detector.load_state_dict(state_dict["detector"])
+        saved = state_dict.get("active", "primary")
         self._signals.lr_shape.load_state_dict(state_dict.get("lr_shape", {}))
         self._mass_left = state_dict.get("lr_mass_left")  # the plan the fit started with
+        if saved == "fallback" and self.active != "fallback":
+            self._use(fallback_settings(self._primary), "fallback")  # resolved in on_fit_start
+        elif saved == "primary" and self.active == "fallback":
+            # e.g. a branch off a run that validated every epoch, resumed without validation:
+            # the checkpoint's detector ran the other rule, so this fit's rule starts here
+            rank_zero_warn(
+                "CriticalPeriod: the checkpoint's detector ran the primary rule (monitor "
+                f"{', '.join(self.monitor)}); this fit does not validate every epoch, so its "
+                f"fallback rule (monitor {', '.join(self.detector.metrics)}) starts from the "
+                "resume point"
+            )
+            return
+        self.detector.load_state_dict(state_dict["detector"])

@@ -70,10 +70,12 @@ from critical.data.device_module import DeviceDataModule
 from critical.data.loader import (
     LAYOUTS,
 )
+from critical.data.splits import noisy_labels
 from critical.validation import (
     check_bool,
     check_choice,
     check_int,
+    check_number,
     check_path,
     check_str,
     check_type,
@@ -129,6 +131,8 @@ class ImageDataModule(DeviceDataModule):
             images, disjoint from the validation and training splits (carved first, with seed
             ``seed + 2``), so that a detector may read the validation split while accuracy is
             reported on images nothing was tuned on. ``None``: no carved test split.
+        label_noise: replace this share of the *training* labels (seeded with ``seed + 3``) by
+            another class drawn uniformly; validation and test keep their true labels.
 
     Example:
         >>> ImageDataModule("mnist")  # doctest: +ELLIPSIS
@@ -164,6 +168,7 @@ class ImageDataModule(DeviceDataModule):
         val_root: str | None = None,
         test_root: str | None = None,
         test_size: int | float | None = None,
+        label_noise: float = 0.0,
     ) -> None:
         super().__init__()
         check_choice("dataset", dataset, DATASETS)
@@ -200,6 +205,7 @@ class ImageDataModule(DeviceDataModule):
         self.layout = layout
         self.val_size = val_size
         self.train_size = train_size
+        self.label_noise = check_number("label_noise", label_noise, minimum=0, maximum=1)
         self.seed = seed
         self.drop_last = drop_last
         self.image_size_option = image_size
@@ -300,7 +306,8 @@ class ImageDataModule(DeviceDataModule):
         )
         less = "" if self.val_root else " less validation"
         return {
-            "train": f"{name} training images{less} ({n['train']} images)",
+            "train": f"{name} training images{less} ({n['train']} images"
+            + (f", {self.label_noise:.0%} of the labels flipped)" if self.label_noise else ")"),
             "val": f"held-out folder {self.val_root} ({n['val']} images)"
             if self.val_root
             else carved,
@@ -371,6 +378,9 @@ class ImageDataModule(DeviceDataModule):
         if self.train_size is not None and not _keeps_all(self.train_size, len(train)):
             _, keep = stratified_split(train.labels, self.train_size, self.seed + 1)
             train = train.subset(keep)
+        if self.label_noise > 0:
+            labels = noisy_labels(train.labels, self.label_noise, train.num_classes, self.seed + 3)
+            train = ImageData(train.images, labels, train.classes)
         self._splits = {"train": train, "val": val, "test": test}
         return self._splits
 

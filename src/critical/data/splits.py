@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["stratified_split"]
+__all__ = ["noisy_labels", "stratified_split"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -61,3 +61,28 @@ def stratified_split(
     mask = torch.ones(n, dtype=torch.bool)
     mask[val_idx] = False
     return mask.nonzero().squeeze(1), val_idx
+
+
+def noisy_labels(
+    labels: torch.Tensor, fraction: float, num_classes: int, seed: int
+) -> torch.Tensor:
+    """``labels`` with ``round(fraction * N)`` of them, chosen with ``seed``, replaced by another
+    class drawn uniformly (never the true one): symmetric label noise on a training split.
+
+    Example:
+        >>> import torch
+        >>> y = torch.arange(10) % 2
+        >>> noisy = noisy_labels(y, 0.2, 2, seed=0)
+        >>> int((noisy != y).sum()), noisy_labels(y, 0.0, 2, seed=0).equal(y)
+        (2, True)
+    """
+    n = len(labels)
+    flip = round(float(fraction) * n)
+    if flip == 0 or num_classes < 2:
+        return labels.clone()
+    g = torch.Generator().manual_seed(int(seed))
+    idx = torch.randperm(n, generator=g)[:flip].to(labels.device)
+    shift = torch.randint(1, num_classes, (flip,), generator=g).to(labels.device)
+    out = labels.clone()
+    out[idx] = (labels[idx] + shift) % num_classes
+    return out

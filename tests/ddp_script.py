@@ -1,4 +1,4 @@
-"""Run by tests/test_ddp.py: a 2-process DDP fit on CPU (gloo); each rank writes what it saw."""
+"""Run by tests/callbacks/test_ddp.py: a 2-process DDP fit on CPU (gloo); each rank writes what it saw."""
 
 import json
 import os

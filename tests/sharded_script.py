@@ -1,4 +1,4 @@
-"""Run by tests/test_sharded.py: the metric callbacks on a 3-layer MLP trained on the same global
+"""Run by tests/callbacks/test_sharded.py: the metric callbacks on a 3-layer MLP trained on the same global
 batches in one process and, in 2 processes on CPU (gloo), under DDP (also with a torch.compile'd
 model), FSDP (use_orig_params True and False) and FSDP2 (ModelParallelStrategy + fully_shard),
 and FSDP2 resumed from a checkpoint.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent.parent  # tests/, where the scripts are
 MODES = ("ddp", "ddp_compile", "fsdp_orig", "fsdp_flat", "fsdp2", "fsdp2_resume")
 
 

@@ -22,7 +22,7 @@ from critical.data.series_data import BUNDLED_DATASETS
 from critical.task import ImageClassifier
 from tests.helpers import tiny_trainer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY_NET = {"widths": [8, 16, 16]}
 
 

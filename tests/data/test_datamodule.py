@@ -197,3 +197,17 @@ def test_datamodule_records_its_arguments_as_hyperparameters():
     dm = ImageDataModule("synthetic", multiplicity=3, batch_size=16, policy="trivialaugment")
     assert dm.hparams["multiplicity"] == 3 and dm.hparams["batch_size"] == 16
     assert dm.hparams["policy"] == "trivialaugment" and dm.hparams["dataset"] == "synthetic"
+
+
+def test_label_noise_flips_training_labels_only():
+    from critical.data import ImageDataModule
+
+    clean = ImageDataModule("digits", val_size=0.2, test_size=0.1, seed=1)._load()
+    noisy_dm = ImageDataModule("digits", val_size=0.2, test_size=0.1, seed=1, label_noise=0.2)
+    noisy = noisy_dm._load()
+    flipped = (noisy["train"].labels != clean["train"].labels).float().mean().item()
+    assert abs(flipped - 0.2) < 0.01  # exactly round(0.2 N), each to another class
+    assert noisy["val"].labels.equal(clean["val"].labels)
+    assert noisy["test"].labels.equal(clean["test"].labels)
+    assert torch.equal(noisy["train"].images, clean["train"].images)
+    assert "20% of the labels flipped" in noisy_dm.split_names["train"]

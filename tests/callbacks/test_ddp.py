@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-HERE = os.path.dirname(__file__)
+HERE = os.path.dirname(os.path.dirname(__file__))  # tests/, where the scripts are
 
 
 def _run(tmp_path, *extra):

@@ -51,7 +51,9 @@ class Cutoff(Protocol):
 
 @runtime_checkable
 class RunFiles(Protocol):
-    """Owns the run directory (:class:`~critical.callbacks.RunDirectory`)."""
+    """Owns the run directory (:class:`~critical.callbacks.RunDirectory`): ``path`` once made."""
+
+    path: Any
 
     def ensure_directory(self, trainer: Any) -> Any: ...
 

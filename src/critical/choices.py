@@ -47,7 +47,7 @@ RobustnessWhen = Literal["fit_end", "test_end", "both", "never"]
 RobustnessSource = Literal["auto", "test", "val"]
 #: AugmentationCutoff(policy=...)
 CutoffPolicy = Literal["detector", "fixed", "never"]
-#: EnergyTracker(tracking_mode=...) (energy.TRACKING_MODES until it annotates with this)
+#: EnergyTracker(tracking_mode=...)
 TrackingMode = Literal["machine", "process"]
 
 # ---- the data (ImageDataModule; critical.data's DATASETS, LAYOUTS, PADDING_MODES, POLICIES are

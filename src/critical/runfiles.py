@@ -60,9 +60,6 @@ __all__ = [
     "cut_from_multiplicities",
     "evaluated_value",
     "find_accuracy_key",
-    "find_callback",
-    "find_critical_period",
-    "find_cutoff",
     "num",
     "read_json",
     "read_rows",
@@ -350,30 +347,6 @@ def run_status(
 # ----------------------------------------------------------------------------------------------
 # finders: the callbacks that decide and record the cut, found by what they expose
 # ----------------------------------------------------------------------------------------------
-
-
-def find_callback(trainer: Any, predicate: Any) -> Any | None:
-    """The first callback of ``trainer`` for which ``predicate(callback)`` is true."""
-    for cb in getattr(trainer, "callbacks", None) or []:
-        if predicate(cb):
-            return cb
-    return None
-
-
-def find_cutoff(trainer: Any) -> Any | None:
-    """The first callback with a ``cut_epoch`` attribute (the augmentation cut)."""
-    return find_callback(trainer, lambda cb: hasattr(cb, "cut_epoch"))
-
-
-def find_critical_period(trainer: Any) -> Any | None:
-    """The first callback with an ``event`` attribute that is ``None`` or has ``to_dict()``
-    (the :class:`~critical.callbacks.CriticalPeriod` detector)."""
-
-    def is_detector(cb: Any) -> bool:
-        event = getattr(cb, "event", False)
-        return event is None or callable(getattr(event, "to_dict", None))
-
-    return find_callback(trainer, is_detector)
 
 
 def find_accuracy_key(columns: Iterable[str], preferred: str | None = None) -> str | None:

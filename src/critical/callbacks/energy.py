@@ -67,13 +67,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, get_args
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from critical._find import find_cutoff, find_run_directory
 from critical.accounting import (
     QUANTITIES,
     cut_boundary,
@@ -87,8 +88,8 @@ from critical.callbacks._codecarbon import accepted_kwargs, check_country, prefe
 from critical.callbacks._epoch_meter import EpochMeter, reduce_values
 from critical.callbacks._measurement import summarize_measurement
 from critical.callbacks._resume import restore_or_warn
+from critical.choices import TrackingMode
 from critical.data.protocol import get_multiplicity
-from critical.runfiles import find_callback, find_cutoff
 from critical.validation import (
     check_bool,
     check_choice,
@@ -108,7 +109,7 @@ DEFAULT_COUNTRY = "USA"
 #: Default price: roughly the average US retail price of electricity, all sectors (EIA, 2023-24).
 DEFAULT_PRICE_PER_KWH = 0.13
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-TRACKING_MODES = ("machine", "process")
+TRACKING_MODES: tuple[str, ...] = get_args(TrackingMode)
 _PREFIX = "energy/"
 
 
@@ -161,7 +162,7 @@ class EnergyTracker(Callback):
         max_task_secs: float = 60.0,
         output_dir: str | os.PathLike | None = None,
         log_level: str = "error",
-        tracking_mode: str = "machine",
+        tracking_mode: TrackingMode = "machine",
         codecarbon_kwargs: dict[str, Any] | None = None,
         log_metrics: bool = True,
         name: str | None = None,
@@ -241,7 +242,7 @@ class EnergyTracker(Callback):
         return self._meter.measurement
 
     def _start_tracker(self, trainer: pl.Trainer) -> None:
-        run = find_callback(trainer, lambda cb: callable(getattr(cb, "ensure_directory", None)))
+        run = find_run_directory(trainer)
         settings: dict[str, Any] = dict(
             country_iso_code=self.country_iso_code,
             measure_power_secs=self.measure_power_secs,

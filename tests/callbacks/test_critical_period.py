@@ -207,9 +207,11 @@ def test_report_finds_the_accuracy_key(tmp_path):
                            print_summary=False, tags={"seed": seed, "policy": "always"})  # fmt: skip
         L.seed_everything(seed)
         tiny_trainer(tmp_path, max_epochs=1, callbacks=[run]).fit(OwnAccuracy(), TinyDataModule())
+    from critical.report import to_markdown
+
     summary = summarize(load_runs(tmp_path))
     assert summary.accuracy_key == "val_acc"
-    assert any("`val_acc`" in n for n in summary.notes)
+    assert "`val_acc`" in to_markdown(summary)  # the report names the key it compared
     assert all(v["acc"] is not None for g in summary.groups for v in g.values.values())
 
 

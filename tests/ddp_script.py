@@ -122,8 +122,42 @@ def main(out_dir):
         json.dump(result, f)
 
 
+class NanFromEpoch1(TinyModule):
+    """Its training loss turns NaN from epoch 1 on (the run diverges)."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if self.current_epoch >= 1 else loss
+
+
+def main_diverge(out_dir):
+    """Every rank names the divergence's causes the same (the broadcast readings keep which
+    loss the learning guard read)."""
+    from critical.callbacks import CriticalPeriod
+
+    L.seed_everything(0)
+    cp = CriticalPeriod(monitor="layer_rotation", learning_signal="train_loss", fallback=None)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[cp, LayerRotation()],
+    )
+    trainer.fit(NanFromEpoch1(), TinyDataModule(n=32, batch_size=8, multiplicity=1))
+    with open(os.path.join(out_dir, f"diverge_rank{trainer.global_rank}.json"), "w") as f:
+        json.dump({"diverged": cp.diverged, "fired": cp.fired}, f)
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[2] == "imagedm":
         main_imagedm(sys.argv[1])
+    elif len(sys.argv) > 2 and sys.argv[2] == "diverge":
+        main_diverge(sys.argv[1])
     else:
         main(sys.argv[1])

@@ -66,3 +66,14 @@ def test_ddp_fast_path_shards_and_switches_together(tmp_path):
         assert a["flops"] == b["flops"] == pytest.approx(a["samples"] * r0["flops_per_sample"])
         assert a["energy_kwh"] == pytest.approx(b["energy_kwh"]) and a["energy_kwh"] > 0
     assert r0["flops_saving"] == pytest.approx(1 - (3 * 2 + 2) / (3 * 4), abs=0.02)
+
+
+@pytest.mark.slow
+def test_ddp_ranks_name_a_divergence_alike(tmp_path):
+    # the broadcast readings used to lose which float was the training loss (an identity
+    # test), so rank 1 named "training loss is nan" twice
+    _run(tmp_path, "diverge")
+    r0, r1 = (json.loads((tmp_path / f"diverge_rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["diverged"] == r1["diverged"] and not r0["fired"] and not r1["fired"]
+    assert r0["diverged"]["epoch"] == 1
+    assert r0["diverged"]["cause"].count("training loss is nan") == 1

@@ -26,6 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from critical.detector.changes import budget_slope, step_change
 from critical.detector.event import CriticalPeriodEvent
 from critical.detector.guards import learning_pace
 from critical.detector.settings import (
@@ -210,29 +211,9 @@ class StabilityDetector:
     # ------------------------------------------------------------------ the rule
     def _change(self, m: str) -> float:
         if self.mode == "budget":
-            return self._budget_slope(m)
-        sm = self._smoothed[m]
-        diff = abs(sm[-1] - sm[-2])
-        if self.mode == "absolute":
-            return diff
-        if self.mode == "relative":
-            return diff / max(abs(sm[-2]), self.eps)
-        scale = max(sm) - min(sm)
-        return 0.0 if scale <= 0 else diff * (len(sm) - 1) / scale
-
-    def _budget_slope(self, m: str) -> float:
-        """Least-squares slope of the last ``window`` values against epoch / (budget - 1)."""
-        if self.budget is None or self.budget < 2:
-            raise ValueError(
-                "mode='budget' needs the fit's epochs: set `StabilityDetector.budget` (the "
-                "CriticalPeriod callback sets it from trainer.max_epochs)"
-            )
-        ys = self._raw[m][-self.window :]
-        xs = [e / (self.budget - 1) for e in self._epochs[m][-self.window :]]
-        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        sxx = sum((x - mx) ** 2 for x in xs)
-        sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-        return 0.0 if sxx <= 0 else sxy / sxx
+            w = self.window
+            return budget_slope(self._raw[m][-w:], self._epochs[m][-w:], self.budget)
+        return step_change(self._smoothed[m], self.mode, self.eps)
 
     def _guards(
         self, epoch: int, pace: float | None, lr: float | None, rose: bool | None

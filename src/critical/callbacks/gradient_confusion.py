@@ -20,7 +20,7 @@ from critical.callbacks._probe import GradientCallback
 from critical.choices import ConfusionMode
 from critical.metrics.functional import gradient_confusion, gram_confusion
 from critical.metrics.reader import dense_grads
-from critical.metrics.streaming import StreamingConfusion
+from critical.metrics.streaming_confusion import StreamingConfusion
 from critical.validation import check_choice, check_int
 
 MODES = get_args(ConfusionMode)

@@ -35,7 +35,8 @@ from critical.metrics.layers import (
 )
 from critical.metrics.reader import GradientReader, dense_grads, sq_norms
 from critical.metrics.sharding import Part, ShardGroup, ShardView, find_parts
-from critical.metrics.streaming import StreamingConfusion, StreamingCosine, StreamingNorm
+from critical.metrics.streaming import StreamingCosine, StreamingNorm
+from critical.metrics.streaming_confusion import StreamingConfusion
 
 __all__ = [
     "INCLUDE_CHOICES",

@@ -61,8 +61,10 @@ from critical.data.datasets import (
     DATASET_INFO,
     DATASETS,
     ImageData,
+    default_cache_dir,
     load_cifar,
     load_dataset,
+    load_held_out,
     load_image_folder,
     stratified_split,
 )
@@ -70,7 +72,7 @@ from critical.data.device_module import DeviceDataModule
 from critical.data.loader import (
     LAYOUTS,
 )
-from critical.data.splits import noisy_labels
+from critical.data.splits import check_size, keeps_all, noisy_labels
 from critical.validation import (
     check_bool,
     check_choice,
@@ -183,9 +185,9 @@ class ImageDataModule(DeviceDataModule):
         check_choice("layout", layout, LAYOUTS)
         check_int("batch_size", batch_size, 1)
         check_int("eval_batch_size", eval_batch_size, 1, allow_none=True)
-        _check_size("val_size", val_size, allow_none=False)
-        _check_size("train_size", train_size, allow_none=True)
-        _check_size("test_size", test_size, allow_none=True)
+        check_size("val_size", val_size, allow_none=False)
+        check_size("train_size", train_size, allow_none=True)
+        check_size("test_size", test_size, allow_none=True)
         if test_size is not None and (DATASET_INFO[dataset]["has_test"] or test_root):
             raise ValueError(
                 f"test_size carves a test split for data sets without one; {dataset!r} "
@@ -342,7 +344,7 @@ class ImageDataModule(DeviceDataModule):
     def prepare_data(self) -> None:
         """Download CIFAR (``download=True``) or build the ImageFolder cache, once per node."""
         if self.dataset in ("cifar10", "cifar100") and self.download:
-            root = self._root() or str(_default_cifar_root())
+            root = self._root() or str(default_cache_dir() / "datasets")
             load_cifar(self.dataset, root, train=True, download=True)
             load_cifar(self.dataset, root, train=False, download=True)
         elif self.dataset == "folder":
@@ -366,16 +368,23 @@ class ImageDataModule(DeviceDataModule):
             seed=self.seed,
         )
         if self.test_root:
-            test = self._held_out("test_root", self.test_root, train_full)
+            test = load_held_out(
+                "test_root", self.test_root, train_full, self.cache_dir, self.image_size_option
+            )
         elif self.test_size is not None:
             rest, test_idx = stratified_split(train_full.labels, self.test_size, self.seed + 2)
             train_full, test = train_full.subset(rest), train_full.subset(test_idx)
         if self.val_root:
-            train, val = train_full, self._held_out("val_root", self.val_root, train_full)
+            train, val = (
+                train_full,
+                load_held_out(
+                    "val_root", self.val_root, train_full, self.cache_dir, self.image_size_option
+                ),
+            )
         else:
             train_idx, val_idx = stratified_split(train_full.labels, self.val_size, self.seed)
             train, val = train_full.subset(train_idx), train_full.subset(val_idx)
-        if self.train_size is not None and not _keeps_all(self.train_size, len(train)):
+        if self.train_size is not None and not keeps_all(self.train_size, len(train)):
             _, keep = stratified_split(train.labels, self.train_size, self.seed + 1)
             train = train.subset(keep)
         if self.label_noise > 0:
@@ -384,51 +393,7 @@ class ImageDataModule(DeviceDataModule):
         self._splits = {"train": train, "val": val, "test": test}
         return self._splits
 
-    def _held_out(self, name: str, folder: str, train: ImageData) -> ImageData:
-        """The ImageFolder ``folder`` labelled by the training classes, same image shape."""
-        data = load_image_folder(
-            os.path.expanduser(folder),
-            cache_dir=self.cache_dir,
-            image_size=self.image_size_option,
-            classes=train.classes,
-        )
-        if data.images.shape[1:] != train.images.shape[1:]:
-            raise ValueError(
-                f"{name} images have shape {tuple(data.images.shape[1:])}, the training images "
-                f"{tuple(train.images.shape[1:])}: pass image_size=<int> to resize both"
-            )
-        return data
-
     @staticmethod
     @override
     def _tensors(data: ImageData) -> tuple[torch.Tensor, torch.Tensor]:
         return data.images, data.labels
-
-
-def _default_cifar_root() -> Any:
-    from critical.data.datasets import default_cache_dir
-
-    return default_cache_dir() / "datasets"
-
-
-def _check_size(name: str, v: Any, allow_none: bool) -> None:
-    """val_size: int >= 0 or float in [0, 1); train_size: None, int >= 1 or float in (0, 1]."""
-    if v is None and allow_none:
-        return
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        msg = f"{name} must be an int count or a float fraction, got {v!r}"
-        raise ValueError(msg)
-    if allow_none:  # train_size
-        if isinstance(v, float) and not 0.0 < v <= 1.0:
-            raise ValueError(f"a float {name} must be a fraction in (0, 1], got {v!r}")
-        if isinstance(v, int) and v < 1:
-            raise ValueError(f"an int {name} must be >= 1, got {v!r}")
-    else:  # val_size
-        if isinstance(v, float) and not 0.0 <= v < 1.0:
-            raise ValueError(f"a float {name} must be a fraction in [0, 1), got {v!r}")
-        if isinstance(v, int) and v < 0:
-            raise ValueError(f"an int {name} must be >= 0, got {v!r}")
-
-
-def _keeps_all(size: int | float, n: int) -> bool:
-    return (isinstance(size, float) and size >= 1.0) or (isinstance(size, int) and size >= n)

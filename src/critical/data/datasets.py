@@ -76,6 +76,7 @@ __all__ = [
     "load_cifar",
     "load_dataset",
     "load_digits",
+    "load_held_out",
     "load_image_folder",
     "make_synthetic",
     "stratified_split",
@@ -330,3 +331,22 @@ def load_dataset(
         make_synthetic(512, 4, size, 3, seed=seed),
         make_synthetic(256, 4, size, 3, seed=seed, sample_seed=1),
     )
+
+
+def load_held_out(
+    name: str, folder: str, train: ImageData, cache_dir: str | None, image_size: int | None
+) -> ImageData:
+    """The ImageFolder ``folder`` (a ``val_root`` / ``test_root``: ``name``) labelled by the
+    training classes, with the training images' shape (else a ``ValueError``)."""
+    data = load_image_folder(
+        os.path.expanduser(folder),
+        cache_dir=cache_dir,
+        image_size=image_size,
+        classes=train.classes,
+    )
+    if data.images.shape[1:] != train.images.shape[1:]:
+        raise ValueError(
+            f"{name} images have shape {tuple(data.images.shape[1:])}, the training images "
+            f"{tuple(train.images.shape[1:])}: pass image_size=<int> to resize both"
+        )
+    return data

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
-__all__ = ["noisy_labels", "stratified_split"]
+__all__ = ["check_size", "keeps_all", "noisy_labels", "stratified_split"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,3 +88,27 @@ def noisy_labels(
     out = labels.clone()
     out[idx] = (labels[idx] + shift) % num_classes
     return out
+
+
+def check_size(name: str, v: Any, allow_none: bool) -> None:
+    """val_size: int >= 0 or float in [0, 1); train_size: None, int >= 1 or float in (0, 1]."""
+    if v is None and allow_none:
+        return
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        msg = f"{name} must be an int count or a float fraction, got {v!r}"
+        raise ValueError(msg)
+    if allow_none:  # train_size
+        if isinstance(v, float) and not 0.0 < v <= 1.0:
+            raise ValueError(f"a float {name} must be a fraction in (0, 1], got {v!r}")
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"an int {name} must be >= 1, got {v!r}")
+    else:  # val_size
+        if isinstance(v, float) and not 0.0 <= v < 1.0:
+            raise ValueError(f"a float {name} must be a fraction in [0, 1), got {v!r}")
+        if isinstance(v, int) and v < 0:
+            raise ValueError(f"an int {name} must be >= 0, got {v!r}")
+
+
+def keeps_all(size: int | float, n: int) -> bool:
+    """Whether a ``train_size`` of ``size`` keeps all ``n`` images."""
+    return (isinstance(size, float) and size >= 1.0) or (isinstance(size, int) and size >= n)

@@ -74,19 +74,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from critical._find import find_cutoff, find_run_directory
-from critical.accounting import (
-    QUANTITIES,
-    cut_boundary,
-    phase,
-    phase_summary,
-    summary_scalars,
-    theoretical_saving,
-    totals,
-)
+from critical._find import find_run_directory
+from critical.callbacks import _energy_records as records
 from critical.callbacks._codecarbon import accepted_kwargs, check_country, prefetch
 from critical.callbacks._epoch_meter import EpochMeter, reduce_values
-from critical.callbacks._measurement import summarize_measurement
 from critical.callbacks._resume import restore_or_warn
 from critical.choices import TrackingMode
 from critical.data.protocol import get_multiplicity
@@ -110,7 +101,6 @@ DEFAULT_COUNTRY = "USA"
 DEFAULT_PRICE_PER_KWH = 0.13
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 TRACKING_MODES: tuple[str, ...] = get_args(TrackingMode)
-_PREFIX = "energy/"
 
 
 class EnergyTracker(Callback):
@@ -260,24 +250,6 @@ class EnergyTracker(Callback):
             None if run is None else run.path,
         )
 
-    # ------------------------------------------------------------------ phases
-    def _update_cut(self, trainer: pl.Trainer) -> None:
-        cutoff = find_cutoff(trainer)
-        if cutoff is None:
-            self._cut = {"source": None}
-            return
-        self._cut = {
-            "source": "cutoff",
-            "cut_epoch": getattr(cutoff, "cut_epoch", None),
-            "multiplicity_before": getattr(cutoff, "multiplicity_before", None),
-            "multiplicity_after": getattr(cutoff, "multiplicity_after", None),
-        }
-
-    def _boundary(self) -> dict[str, Any]:
-        """``cut_epoch`` (None: no cut), where it came from, and k before/after."""
-        cutoff = self._cut if self._cut.get("source") == "cutoff" else None
-        return cut_boundary(self.history, cutoff)
-
     # ------------------------------------------------------------------ hooks
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -349,7 +321,7 @@ class EnergyTracker(Callback):
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
         local = self._meter.end(self._energy_here)
-        self._update_cut(trainer)
+        self._cut = records.read_cut(trainer)
         self._append_entry(trainer, pl_module, local, log=self.log_metrics, reduce=True)
 
     def _append_entry(
@@ -361,35 +333,22 @@ class EnergyTracker(Callback):
         reduce: bool = False,
     ) -> None:
         entry = dict(local)
-        entry.setdefault("flops", None)
         if reduce and trainer.world_size > 1:
             entry.update(reduce_values(trainer.strategy, pl_module.device, local, self._owner))
-        entry["cost"] = (
-            None if entry["energy_kwh"] is None else entry["energy_kwh"] * self.price_per_kwh
-        )
-        self.history = [h for h in self.history if h["epoch"] != entry["epoch"]]
-        self.history.append(entry)
-        self.history.sort(key=lambda h: h["epoch"])
-        entry["phase"] = phase(entry["epoch"], self._boundary()["cut_epoch"])
+        self.history = records.add_entry(self.history, entry, self.price_per_kwh, self._cut)
         if log:
-            self._log_entry(trainer, pl_module, entry)
-
-    def _log_entry(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, entry: dict[str, Any]
-    ) -> None:
-        total = totals(self.history)
-        metrics: dict[str, Any] = {"samples": float(entry["samples"])}
-        for q in QUANTITIES:
-            metrics[q] = entry[q]
-            metrics[f"total_{q}"] = total[q]
-        metrics = {_PREFIX + k: float(v) for k, v in metrics.items() if v is not None}
-        pl_module.log_dict(
-            metrics, on_step=False, on_epoch=True, sync_dist=trainer.world_size > 1, batch_size=1
-        )
+            metrics = records.epoch_metrics(self.history, entry)
+            pl_module.log_dict(
+                metrics,
+                on_step=False,
+                on_epoch=True,
+                sync_dist=trainer.world_size > 1,
+                batch_size=1,
+            )
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._update_cut(trainer)
+        self._cut = records.read_cut(trainer)
         if self._fit_t0 is not None:
             self.fit_duration_s = time.perf_counter() - self._fit_t0
         self._meter.shutdown()
@@ -402,7 +361,7 @@ class EnergyTracker(Callback):
     def summary_metrics(self) -> dict[str, float]:
         """The scalars of :meth:`summary` logged at fit end (:func:`critical.accounting.
         summary_scalars` with the prefix ``energy/``)."""
-        return summary_scalars(self.summary(), _PREFIX)
+        return records.summary_metrics(self.summary())
 
     @override
     def on_exception(
@@ -413,7 +372,7 @@ class EnergyTracker(Callback):
             self.interrupted_epoch = {**values, "exception": repr(exception)}
         if self._fit_t0 is not None:
             self.fit_duration_s = time.perf_counter() - self._fit_t0
-        self._update_cut(trainer)
+        self._cut = records.read_cut(trainer)
         self._meter.shutdown()
 
     @override
@@ -437,58 +396,13 @@ class EnergyTracker(Callback):
         ``saving_fraction``, ``saving_check``) and ``interrupted_epoch``. What cannot be computed
         is ``None``.
         """
-        boundary = self._boundary()
-        accounts = phase_summary(self.history, boundary)
-        energy = [h.get("energy_kwh") for h in self.history]
-        available = bool(energy) and all(v is not None for v in energy)
-        return {
-            "country_iso_code": self.country_iso_code,
-            "region": self.region,
-            "price_per_kwh": self.price_per_kwh,
-            "currency": self.currency,
-            "energy_available": available,
-            **summarize_measurement(self.measurement, accounts["total"], available),
-            "missing": self.missing,
-            "not_written": dict(self._meter.not_written),
-            "hardware": self._meter.hardware,
-            "model": self.model,
-            "fit_duration_s": self.fit_duration_s,
-            "max_epochs": self.max_epochs,
-            "cut": boundary,
-            "theoretical_saving": theoretical_saving(
-                boundary["multiplicity_before"],
-                boundary["multiplicity_after"],
-                boundary["cut_epoch"],
-                self.max_epochs,
-            ),
-            **accounts,
-            "interrupted_epoch": self.interrupted_epoch,
-        }
+        return records.summarize(self)
 
     # ------------------------------------------------------------------ checkpoint state
     @override
     def state_dict(self) -> dict[str, Any]:
-        partial = None
-        if self._meter.current is not None:
-            self._meter.rotate()  # read the energy so far (a task split: no effect on results)
-            partial = self._meter.values(self._energy_here)
-        return {
-            "history": [dict(h) for h in self.history],
-            "cut": dict(self._cut),
-            "missing": self.missing,
-            "fit_duration_s": self.fit_duration_s,
-            "partial_epoch": partial,
-            "measurement": self.measurement,
-            "model": self.model,
-        }
+        return records.checkpoint_state(self)
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = [dict(h) for h in state_dict.get("history", [])]
-        self._cut = dict(state_dict.get("cut", {}))
-        self.fit_duration_s = state_dict.get("fit_duration_s")
-        self._meter.measurement = state_dict.get("measurement") or self._meter.measurement
-        if state_dict.get("model") and self._meter.flops.info is None:
-            self._meter.flops.info = dict(state_dict["model"])
-        partial = state_dict.get("partial_epoch")
-        self._resume_partial = dict(partial) if partial else None
+        records.restore_state(self, state_dict)

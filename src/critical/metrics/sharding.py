@@ -14,7 +14,8 @@ same as in one process. What this module offers:
 * :class:`ShardView`: what a streaming accumulator needs to know about a rank's flat vector
   (where its elements sit in the whole one, how to sum, whether it holds replicated state), and
   :func:`to_full` / :func:`to_local` to move per-element state between a rank's part and the
-  whole vector (for checkpoints, which are then the same as a one-process run's).
+  whole vector (for checkpoints, which are then the same as a one-process run's); defined in
+  :mod:`critical.metrics.shard_view`, importable from here.
 
 Supported: ``torch.distributed.fsdp.FullyShardedDataParallel`` (FSDP1, ``use_orig_params`` True
 or False, sharding strategies ``FULL_SHARD``, ``SHARD_GRAD_OP``, ``HYBRID_SHARD`` and
@@ -38,6 +39,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from critical.metrics.shard_view import ShardView, to_full, to_local
 
 __all__ = [
     "Part",
@@ -131,43 +134,6 @@ class Part:
     grad: Callable[[], torch.Tensor | None]
     requires_grad: bool = True
     shape: tuple[int, ...] | None = None
-
-
-@dataclass
-class ShardView:
-    """What an accumulator needs to know about a rank's part of a flat vector laid out by layer.
-
-    Attributes:
-        sizes: elements of each layer in the whole vector.
-        positions: returns, for each element this rank holds, its index in the whole vector
-            (int64, on the caller's device; computed on demand, not kept).
-        sum_: adds a tensor over the ranks, in place.
-        root: this rank keeps what is replicated rather than split (per-probe partial sums
-            restored from a checkpoint go to the root; the others start from zero).
-    """
-
-    sizes: list[int]
-    positions: Callable[[torch.device], torch.Tensor]
-    sum_: Callable[[torch.Tensor], torch.Tensor]
-    root: bool
-
-    @property
-    def numel(self) -> int:
-        return sum(self.sizes)
-
-
-def to_full(view: ShardView, local: torch.Tensor) -> torch.Tensor:
-    """The whole vector (float32 or float64, on ``local``'s device) from each rank's part
-    (collective: every rank of the group must call it)."""
-    dtype = torch.float64 if local.dtype == torch.float64 else torch.float32
-    full = torch.zeros(view.numel, dtype=dtype, device=local.device)
-    full[view.positions(local.device)] = local.to(dtype)
-    return view.sum_(full)
-
-
-def to_local(view: ShardView, full: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """This rank's part of the whole vector ``full``."""
-    return full.to(device)[view.positions(device)]
 
 
 # ---------------------------------------------------------------------------- discovery

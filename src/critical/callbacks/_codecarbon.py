@@ -39,14 +39,17 @@ from pathlib import Path
 from typing import Any
 
 from critical.callbacks._measurement import describe_measurement
+from critical.validation import check_keys
 
 __all__ = [
     "CodecarbonSession",
     "accepted_kwargs",
     "check_country",
+    "check_kwargs",
     "known_countries",
     "output_directory",
     "prefetch",
+    "tracker_settings",
 ]
 
 _COUNTRIES: frozenset[str] | None = None
@@ -141,6 +144,33 @@ def accepted_kwargs() -> frozenset[str] | None:
             if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 names.add(name)
     return frozenset(names)
+
+
+def check_kwargs(codecarbon_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """``EnergyTracker(codecarbon_kwargs=...)`` checked against :func:`accepted_kwargs` (any key
+    if codecarbon cannot be imported); a key codecarbon does not accept raises."""
+    valid = accepted_kwargs()
+    return check_keys(
+        "codecarbon_kwargs",
+        codecarbon_kwargs,
+        valid if valid is not None else codecarbon_kwargs or {},
+    )
+
+
+def tracker_settings(
+    country_iso_code: str, region: str | None, measure_power_secs: float, tracking_mode: str
+) -> dict[str, Any]:
+    """The ``OfflineEmissionsTracker`` arguments an ``EnergyTracker`` sets itself."""
+    settings: dict[str, Any] = dict(
+        country_iso_code=country_iso_code,
+        measure_power_secs=measure_power_secs,
+        tracking_mode=tracking_mode,
+        project_name="critical",
+        allow_multiple_runs=True,
+    )
+    if region is not None:
+        settings["region"] = region
+    return settings
 
 
 def known_countries() -> frozenset[str] | None:

@@ -76,7 +76,7 @@ from typing_extensions import override
 
 from critical._find import find_run_directory
 from critical.callbacks import _energy_records as records
-from critical.callbacks._codecarbon import accepted_kwargs, check_country, prefetch
+from critical.callbacks._codecarbon import check_country, check_kwargs, prefetch, tracker_settings
 from critical.callbacks._epoch_meter import EpochMeter, reduce_values
 from critical.callbacks._resume import restore_or_warn
 from critical.choices import TrackingMode
@@ -84,7 +84,6 @@ from critical.data.protocol import get_multiplicity
 from critical.validation import (
     check_bool,
     check_choice,
-    check_keys,
     check_number,
     check_path,
     check_str,
@@ -165,12 +164,7 @@ class EnergyTracker(Callback):
         check_str("currency", currency)
         check_choice("log_level", log_level, LOG_LEVELS)
         check_choice("tracking_mode", tracking_mode, TRACKING_MODES)
-        valid = accepted_kwargs()
-        cc_kwargs = check_keys(
-            "codecarbon_kwargs",
-            codecarbon_kwargs,
-            valid if valid is not None else codecarbon_kwargs or {},
-        )
+        cc_kwargs = check_kwargs(codecarbon_kwargs)
         check_path("output_dir", output_dir, allow_none=True)
         check_bool("log_metrics", log_metrics)
         check_str("name", name, allow_none=True)
@@ -233,15 +227,9 @@ class EnergyTracker(Callback):
 
     def _start_tracker(self, trainer: pl.Trainer) -> None:
         run = find_run_directory(trainer)
-        settings: dict[str, Any] = dict(
-            country_iso_code=self.country_iso_code,
-            measure_power_secs=self.measure_power_secs,
-            tracking_mode=self.tracking_mode,
-            project_name="critical",
-            allow_multiple_runs=True,
+        settings = tracker_settings(
+            self.country_iso_code, self.region, self.measure_power_secs, self.tracking_mode
         )
-        if self.region is not None:
-            settings["region"] = self.region
         self._meter.start_tracker(
             settings,
             self.log_level,

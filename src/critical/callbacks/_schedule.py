@@ -1,5 +1,5 @@
-"""Per-step learning-rate schedules across a cut (used by
-:class:`~critical.callbacks.AugmentationCutoff`).
+"""Per-step learning-rate schedules across a cut: their rhythm, their following and their checks
+(used by :class:`~critical.callbacks.AugmentationCutoff`).
 
 With the epoch layout a cut from k to k' divides the optimizer steps per epoch by about k / k'.
 A scheduler stepped per optimizer step and sized at fit start for k (``OneCycleLR``, a per-step
@@ -22,6 +22,13 @@ state is in the checkpoint.
 
 Epoch-interval schedulers and ``ReduceLROnPlateau`` are left alone.
 
+The functions below take what the cutoff knows explicitly: :func:`per_epoch_before` re-derives
+Lightning's rhythm of stepping a scheduler (positions per epoch before the cut),
+:func:`follow` starts the follower at the first cut epoch, :func:`follow_batch` advances it
+after each batch, :func:`warn_step_schedules` warns when ``follow_schedule=False`` leaves a
+per-step schedule unfinished and :func:`check_schedule_length` checks a sized schedule at fit
+start.
+
 Example:
     >>> import torch
     >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
@@ -39,10 +46,23 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ScheduleFollower", "position", "step_schedulers"]
+import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+__all__ = [
+    "ScheduleFollower",
+    "check_schedule_length",
+    "follow",
+    "follow_batch",
+    "per_epoch_before",
+    "position",
+    "step_schedulers",
+    "warn_step_schedules",
+]
 
 
 def position(scheduler: Any, updates: int) -> int:
@@ -117,3 +137,114 @@ class ScheduleFollower:
         self.first_epoch = state.get("first_epoch")
         self.per_epoch = [int(n) for n in state.get("per_epoch", [])]
         self.base = [int(n) for n in state.get("base", [])]
+
+
+def per_epoch_before(
+    trainer: pl.Trainer, scheduler: Any, batches_before_cut: float | None
+) -> int | None:
+    """A scheduler's positions per epoch before the cut: counted from the batches of the last
+    epoch before it (``batches_before_cut``; Lightning steps it once per optimizer step), or,
+    when the cut was applied on resume, its position over the epochs completed."""
+    before = batches_before_cut
+    config = next(c for c in trainer.lr_scheduler_configs if c.scheduler is scheduler)
+    if (
+        before is not None
+        and math.isfinite(before)
+        and before > 0
+        and trainer.lightning_module.automatic_optimization
+    ):
+        b, acc, freq = int(before), int(trainer.accumulate_grad_batches), int(config.frequency)
+        lcm = acc * freq // math.gcd(acc, freq)
+        last = 1 if (b % acc != 0 and b % freq == 0) else 0  # the epoch's last batch steps too
+        return b // lcm + last
+    epochs = trainer.current_epoch
+    pos = position(scheduler, trainer.global_step)
+    return round(pos / epochs) if epochs > 0 and pos > 0 else None
+
+
+def follow(
+    trainer: pl.Trainer,
+    follower: ScheduleFollower,
+    batches_before_cut: float | None,
+    verbose: bool,
+) -> None:
+    """Start keeping the per-step schedulers on their epoch-progress course."""
+    schedulers = step_schedulers(trainer)
+    if not schedulers:
+        return
+    per_epoch = [per_epoch_before(trainer, s, batches_before_cut) for s in schedulers]
+    if any(n is None for n in per_epoch):
+        rank_zero_warn(
+            "AugmentationCutoff: could not tell how many steps per epoch the learning-rate "
+            f"scheduler(s) {', '.join(type(s).__name__ for s in schedulers)} took before the "
+            "cut; they are left as they are (their schedule will not finish)"
+        )
+        return
+    follower.start(
+        schedulers, trainer.current_epoch, [int(n or 0) for n in per_epoch], trainer.global_step
+    )
+    now = trainer.num_training_batches
+    if verbose and math.isfinite(now):
+        names = ", ".join(type(s).__name__ for s in schedulers)
+        rank_zero_info(
+            f"[critical] the per-step schedule(s) {names} keep their place after the cut: "
+            f"{', '.join(str(n) for n in per_epoch)} position(s) per epoch over {int(now)} "
+            "batches, as in the uncut run"
+        )
+
+
+def follow_batch(trainer: pl.Trainer, follower: ScheduleFollower, batch_idx: int) -> None:
+    """After training batch ``batch_idx``: step the followed schedulers to their targets."""
+    if follower.active:
+        batches = trainer.num_training_batches
+        follower.after_batch(
+            step_schedulers(trainer),
+            trainer.current_epoch,
+            batch_idx,
+            int(batches) if math.isfinite(batches) else batch_idx + 1,
+            trainer.global_step,
+        )
+
+
+def warn_step_schedules(
+    trainer: pl.Trainer, before: float, now: float, follow_schedule: bool, warned: bool
+) -> bool:
+    """Steps per epoch shrank and ``follow_schedule=False``: a learning-rate schedule stepped
+    per optimizer step and sized at the start will not reach its end. Warns once (``warned``:
+    already warned); returns whether it has warned."""
+    step = [type(s).__name__ for s in step_schedulers(trainer)]
+    if step and not follow_schedule and not warned:
+        rank_zero_warn(
+            f"AugmentationCutoff: steps per epoch fell from {int(before)} to {int(now)} at the "
+            f"cut, and the learning-rate scheduler(s) {', '.join(step)} step per optimizer "
+            "step (interval='step') and follow_schedule=False: a schedule sized at the start "
+            "(e.g. from trainer.estimated_stepping_batches) will not finish, so its learning "
+            "rate at the last epoch stays high. Leave follow_schedule=True to keep it on its "
+            "course of epoch progress."
+        )
+        return True
+    return warned
+
+
+def check_schedule_length(trainer: pl.Trainer, data: Any) -> None:
+    """A per-step scheduler with a known length must cover the fit's optimizer steps (``data``:
+    the training data whose ``multiplicity`` the message names, or ``None``)."""
+    sized = [
+        s for s in step_schedulers(trainer) if isinstance(getattr(s, "total_steps", None), int)
+    ]
+    if not sized:
+        return
+    need = trainer.estimated_stepping_batches
+    if not math.isfinite(need):
+        return
+    for s in sized:
+        if s.total_steps < need:
+            k = int(data.multiplicity) if data is not None else None
+            raise ValueError(
+                f"{type(s).__name__} was sized for {s.total_steps} optimizer steps, but this "
+                f"fit takes {int(need)} (trainer.estimated_stepping_batches, at "
+                f"multiplicity k={k}): it would fail once it passes step {s.total_steps}. "
+                "Size it from self.trainer.estimated_stepping_batches in "
+                "configure_optimizers (or from len(train_dataloader()) at the multiplicity "
+                "the fit starts with)"
+            )

@@ -13,7 +13,13 @@ from typing_extensions import override
 
 from critical.callbacks._base import PREFIX
 from critical.callbacks._resume import checkpoint_state, datamodule_multiplicity
-from critical.callbacks._schedule import ScheduleFollower, position, step_schedulers
+from critical.callbacks._schedule import (
+    ScheduleFollower,
+    check_schedule_length,
+    follow,
+    follow_batch,
+    warn_step_schedules,
+)
 from critical.callbacks.critical_period import CriticalPeriod
 from critical.choices import CutoffPolicy
 from critical.data.protocol import find_multiplicity_target
@@ -226,7 +232,7 @@ class AugmentationCutoff(Callback):
         if self.multiplicity_before is None:
             self.multiplicity_before = int(self._data.multiplicity)
         if self.cut_epoch is None:
-            self._check_schedule_length(trainer)
+            check_schedule_length(trainer, self._data)
         if self.policy == "detector":
             cp = self.critical_period
             if cp is None:
@@ -258,28 +264,6 @@ class AugmentationCutoff(Callback):
         # saved at or after the end of the deciding epoch, so training resumes at or after
         # `cut_epoch` (the trainer's epoch counter itself is restored only after this hook).
         self._apply()
-
-    def _check_schedule_length(self, trainer: pl.Trainer) -> None:
-        """A per-step scheduler with a known length must cover the fit's optimizer steps."""
-        sized = [
-            s for s in step_schedulers(trainer) if isinstance(getattr(s, "total_steps", None), int)
-        ]
-        if not sized:
-            return
-        need = trainer.estimated_stepping_batches
-        if not math.isfinite(need):
-            return
-        for s in sized:
-            if s.total_steps < need:
-                k = int(self._data.multiplicity) if self._data is not None else None
-                raise ValueError(
-                    f"{type(s).__name__} was sized for {s.total_steps} optimizer steps, but this "
-                    f"fit takes {int(need)} (trainer.estimated_stepping_batches, at "
-                    f"multiplicity k={k}): it would fail once it passes step {s.total_steps}. "
-                    "Size it from self.trainer.estimated_stepping_batches in "
-                    "configure_optimizers (or from len(train_dataloader()) at the multiplicity "
-                    "the fit starts with)"
-                )
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -410,60 +394,17 @@ class AugmentationCutoff(Callback):
                     "`multiplicity`?"
                 )
             elif before is not None and math.isfinite(before) and now < before:
-                self._warn_step_schedules(trainer, before, now)
+                self._warned_schedule = warn_step_schedules(
+                    trainer, before, now, self.follow_schedule, self._warned_schedule
+                )
         if (
             self.follow_schedule
             and not self._follower.active
             and self.cut_epoch is not None
             and trainer.current_epoch >= self.cut_epoch
         ):
-            self._follow(trainer)
+            follow(trainer, self._follower, self._batches_before_cut, self.verbose)
         self._epoch_k = int(self._data.multiplicity) if self._data is not None else None
-
-    def _per_epoch_before(self, trainer: pl.Trainer, scheduler: Any) -> int | None:
-        """A scheduler's positions per epoch before the cut: counted from the batches of the last
-        epoch before it (Lightning steps it once per optimizer step), or, when the cut was
-        applied on resume, its position over the epochs completed."""
-        before = self._batches_before_cut
-        config = next(c for c in trainer.lr_scheduler_configs if c.scheduler is scheduler)
-        if (
-            before is not None
-            and math.isfinite(before)
-            and before > 0
-            and trainer.lightning_module.automatic_optimization
-        ):
-            b, acc, freq = int(before), int(trainer.accumulate_grad_batches), int(config.frequency)
-            lcm = acc * freq // math.gcd(acc, freq)
-            last = 1 if (b % acc != 0 and b % freq == 0) else 0  # the epoch's last batch steps too
-            return b // lcm + last
-        epochs = trainer.current_epoch
-        pos = position(scheduler, trainer.global_step)
-        return round(pos / epochs) if epochs > 0 and pos > 0 else None
-
-    def _follow(self, trainer: pl.Trainer) -> None:
-        """Start keeping the per-step schedulers on their epoch-progress course."""
-        schedulers = step_schedulers(trainer)
-        if not schedulers:
-            return
-        per_epoch = [self._per_epoch_before(trainer, s) for s in schedulers]
-        if any(n is None for n in per_epoch):
-            rank_zero_warn(
-                "AugmentationCutoff: could not tell how many steps per epoch the learning-rate "
-                f"scheduler(s) {', '.join(type(s).__name__ for s in schedulers)} took before the "
-                "cut; they are left as they are (their schedule will not finish)"
-            )
-            return
-        self._follower.start(
-            schedulers, trainer.current_epoch, [int(n or 0) for n in per_epoch], trainer.global_step
-        )
-        now = trainer.num_training_batches
-        if self.verbose and math.isfinite(now):
-            names = ", ".join(type(s).__name__ for s in schedulers)
-            rank_zero_info(
-                f"[critical] the per-step schedule(s) {names} keep their place after the cut: "
-                f"{', '.join(str(n) for n in per_epoch)} position(s) per epoch over {int(now)} "
-                "batches, as in the uncut run"
-            )
 
     @override
     def on_train_batch_end(
@@ -474,30 +415,7 @@ class AugmentationCutoff(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if self._follower.active:
-            batches = trainer.num_training_batches
-            self._follower.after_batch(
-                step_schedulers(trainer),
-                trainer.current_epoch,
-                batch_idx,
-                int(batches) if math.isfinite(batches) else batch_idx + 1,
-                trainer.global_step,
-            )
-
-    def _warn_step_schedules(self, trainer: pl.Trainer, before: float, now: float) -> None:
-        """Steps per epoch shrank and ``follow_schedule=False``: a learning-rate schedule stepped
-        per optimizer step and sized at the start will not reach its end."""
-        step = [type(s).__name__ for s in step_schedulers(trainer)]
-        if step and not self.follow_schedule and not self._warned_schedule:
-            self._warned_schedule = True
-            rank_zero_warn(
-                f"AugmentationCutoff: steps per epoch fell from {int(before)} to {int(now)} at the "
-                f"cut, and the learning-rate scheduler(s) {', '.join(step)} step per optimizer "
-                "step (interval='step') and follow_schedule=False: a schedule sized at the start "
-                "(e.g. from trainer.estimated_stepping_batches) will not finish, so its learning "
-                "rate at the last epoch stays high. Leave follow_schedule=True to keep it on its "
-                "course of epoch progress."
-            )
+        follow_batch(trainer, self._follower, batch_idx)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import copy
-import random
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import Any, get_args
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
-from torch import nn
 from typing_extensions import override
 
 from critical.callbacks._base import EpochValues
+from critical.callbacks._extra_passes import isolated, rng_restored
 from critical.callbacks._probe import GradientCallback
 from critical.choices import ConfusionMode
 from critical.metrics.functional import gradient_confusion, gram_confusion
@@ -185,7 +181,7 @@ class GradientConfusion(GradientCallback):
         if self.mode == "exact" and self.probe_batches is None:
             loader = trainer.train_dataloader
             assert loader is not None  # built by Lightning before on_train_start
-            with _rng_restored(pl_module.device):  # drawing them leaves the data order as it was
+            with rng_restored(pl_module.device):  # drawing them leaves the data order as it was
                 batches = list(islice(iter(loader), self.exact_batches))
             if len(batches) < 2:
                 raise ValueError(
@@ -275,7 +271,7 @@ class GradientConfusion(GradientCallback):
             return self._exact_sharded(trainer, pl_module)
         dev = self._state_device(pl_module)
         grads = torch.zeros(len(probe_batches), layout.numel, dtype=self.state_dtype, device=dev)
-        with _isolated(pl_module), torch.enable_grad():
+        with isolated(pl_module), torch.enable_grad():
             for i, batch in enumerate(probe_batches):
                 batch = trainer.strategy.batch_to_device(batch)
                 with trainer.precision_plugin.train_step_context():
@@ -334,7 +330,7 @@ class GradientConfusion(GradientCallback):
         assert model is not None  # set up by the strategy before fit starts
         dev = self._state_device(pl_module)
         grads = layout.new_buffer(self.state_dtype, dev).expand(len(probe_batches), -1).clone()
-        with _isolated(pl_module), torch.enable_grad():
+        with isolated(pl_module), torch.enable_grad():
             for i, batch in enumerate(probe_batches):
                 model.zero_grad(set_to_none=True)
                 batch = strategy.batch_to_device(batch)
@@ -365,52 +361,3 @@ class GradientConfusion(GradientCallback):
         out.update(layer_mean=flat[3 : 3 + L], layer_min=flat[3 + L : 3 + 2 * L])
         out["layer_max"] = flat[3 + 2 * L :]
         return out
-
-
-@contextmanager
-def _rng_restored(device: torch.device) -> Iterator[None]:
-    """Leave the random number generators (torch CPU and ``device``, NumPy, Python) as found."""
-    py, npy = random.getstate(), np.random.get_state()
-    devices = []
-    if device.type == "cuda":
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        random.setstate(py)
-        np.random.set_state(npy)
-
-
-@contextmanager
-def _isolated(module: nn.Module) -> Iterator[None]:
-    """Extra passes that leave no trace on ``module``: in train mode, with its buffers restored,
-    its torchmetrics ``Metric`` submodules swapped for copies, and the random generators
-    restored."""
-    from torchmetrics import Metric
-
-    saved = {k: v.detach().clone() for k, v in module.named_buffers()}
-    swapped: list[tuple[nn.Module, str, nn.Module]] = []
-    stack = [module]
-    while stack:
-        parent = stack.pop()
-        for name, child in parent.named_children():
-            if isinstance(child, Metric):
-                swapped.append((parent, name, child))
-            else:
-                stack.append(child)
-    was_training = module.training
-    device = next(iter(module.parameters())).device
-    try:
-        for parent, name, metric in swapped:
-            setattr(parent, name, copy.deepcopy(metric))
-        module.train()
-        with _rng_restored(device):
-            yield
-    finally:
-        for parent, name, metric in swapped:
-            setattr(parent, name, metric)
-        with torch.no_grad():
-            for k, v in module.named_buffers():
-                v.copy_(saved[k])
-        module.train(was_training)

@@ -195,7 +195,14 @@ def logged_readings(
 ) -> dict[str, float]:
     """What :class:`~critical.callbacks.CriticalPeriod` logs each epoch (prefix ``critical/``),
     so that :func:`critical.detector.replay` can re-run the detector on ``metrics.csv`` and plots
-    can show the guards' verdicts; a non-finite loss is not logged."""
+    can show the guards' verdicts: ``critical_period_over`` (0 before the event, 1 from the
+    firing epoch on), ``critical_period_epoch`` once fired, what the guards read
+    (``train_loss``, ``lr`` at epoch start, ``lr_rose`` and ``lr_jump`` (0/1), ``diverged``,
+    ``lr_mass_left`` with a floor), ``lr_mean`` (the mean rate the epoch's batches trained at,
+    what the run's plot shows) and the verdicts: ``guard/finite``, ``guard/learning``,
+    ``guard/lr`` (1: the guard objected this epoch), ``pace`` (the loss's pace, once
+    measurable) and ``change/<metric>`` (each watched metric's change in the detector's mode).
+    A non-finite loss is not logged."""
     entry = detector.history[-1]
     metrics = {
         PREFIX + "critical_period_over": float(detector.fired),

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["lr_mass_left"]
+__all__ = ["fit_budget", "floor_plan", "lr_mass_left"]
 
 
 def _rate(optimizer: Any) -> float:
@@ -104,3 +104,25 @@ def lr_mass_left(trainer: Any) -> tuple[list[float] | None, str]:
         left -= s
         out.append(max(0.0, left / total))
     return out, how
+
+
+def fit_budget(trainer: Any, detector: Any) -> int | None:
+    """The fit's epochs (``max_epochs``), which ``mode="budget"`` needs (else a ``ValueError``)."""
+    epochs = getattr(trainer, "max_epochs", None)
+    budget = epochs if isinstance(epochs, int) and epochs > 0 else None
+    if detector.mode == "budget" and budget is None:
+        raise ValueError("CriticalPeriod(mode='budget') needs a fit with max_epochs set")
+    return budget
+
+
+def floor_plan(trainer: Any, verbose: bool = True) -> list[float]:
+    """:func:`lr_mass_left` for a detector's ``floor``: said once, a ``ValueError`` without a
+    budget."""
+    from lightning.pytorch.utilities import rank_zero_info
+
+    left, how = lr_mass_left(trainer)
+    if left is None:
+        raise ValueError(f"CriticalPeriod(floor=...) needs a budget: {how}")
+    if verbose:
+        rank_zero_info(f"[critical] learning-rate mass for the floor: {how}")
+    return left

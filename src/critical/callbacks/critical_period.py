@@ -14,7 +14,7 @@ from typing_extensions import override
 
 from critical.callbacks._base import PREFIX, MetricCallback
 from critical.callbacks._epoch_signals import EpochSignals, logged_readings
-from critical.callbacks._lr_plan import lr_mass_left
+from critical.callbacks._lr_plan import fit_budget, floor_plan
 from critical.callbacks._providers import (
     CLEAN_SIDE,
     bind_providers,
@@ -24,14 +24,13 @@ from critical.callbacks._providers import (
     validates_every_epoch,
 )
 from critical.callbacks._resume import restore_or_warn
+from critical.callbacks._rule_choice import RuleChoice
 from critical.detector import (
     DEFAULTS,
     VAL_LOSS_KEYS,
     CriticalPeriodEvent,
     StabilityDetector,
     explain,
-    fallback_settings,
-    reads_validation,
 )
 from critical.detector.settings import Combine, LearningSignal, Mode
 from critical.validation import check_bool, check_str
@@ -47,57 +46,42 @@ class CriticalPeriod(Callback):
     """Declares the critical period over when the watched metrics stop changing and nothing says
     the model is still learning fast, warming up or diverging.
 
-    At the end of every training epoch it reads the watched metrics, the epoch's training loss
-    and learning rate, and whether the weights are finite, and feeds them to a
-    :class:`~critical.detector.StabilityDetector`. The first time the detector fires it records a
-    :class:`~critical.detector.CriticalPeriodEvent`, logs it and calls every listener registered
-    with :meth:`add_listener`. See :mod:`critical.detector` for the rule (``mode``: the change on
-    the metric's own scale by default, or absolute / relative; ``threshold``, ``patience``,
-    ``min_epochs``, ``deadline``, ``combine``, ``window``) and the guards (``guard_finite``,
-    ``guard_learning``, ``guard_lr``), all on by default.
+    At the end of every training epoch it feeds a :class:`~critical.detector.StabilityDetector`
+    the watched metrics, the loss its learning guard reads, the learning rate's shape and whether
+    the weights are finite (:mod:`critical.callbacks._epoch_signals`). The first time the
+    detector fires it records a :class:`~critical.detector.CriticalPeriodEvent`, logs it and
+    calls every listener registered with :meth:`add_listener`. The rule (``mode``,
+    ``threshold``, ``patience``, ``min_epochs``, ``deadline``, ``combine``, ``window``,
+    ``floor``) and the guards (``guard_finite``, ``guard_learning``, ``guard_lr``, all on by
+    default) are described in :mod:`critical.detector`.
 
-    Metrics are named as the metric callbacks log them, with or without the ``critical/`` prefix
-    (``"layer_rotation"``, ``"gradient_norm"``, ``"gradient_predictability"``,
-    ``"gradient_confusion/mean"``); they are pulled from those callbacks, so callback order does
-    not matter. Any other logged metric (e.g. ``"val/acc"``) is read from
-    ``trainer.callback_metrics``. Names are checked at fit start.
+    **What it reads.** Library metrics (``"layer_rotation"``, ``"gradient_confusion/mean"``,
+    ``"aug_gap/aug_loss"``, ...; with or without the ``critical/`` prefix) come from their
+    callbacks: at ``setup`` it adds, right after itself, a default instance of each one its
+    active rule needs that the Trainer lacks (:mod:`critical.callbacks._providers`), so
+    ``CriticalPeriod()`` alone is a complete set-up; listed ones are used as they are. Any other
+    name (``"val/loss"``, also read as ``val_loss``, ``valid/loss``, ``validation/loss``) is read
+    from ``trainer.callback_metrics``; a name close to a library metric's is an error at
+    construction. The learning guard reads ``learning_signal``: the training loss (the epoch mean
+    of what ``training_step`` returns, or the ``loss`` metric), the validation loss of the same
+    epoch, or the loss on fresh augmented views of a fixed probe of the training data
+    (``"aug_loss"``, the default, from :class:`~critical.callbacks.AugmentationGap`; where no
+    probe can be drawn, as from an iterable dataset, it says so once and reads the training
+    loss). A fit that does not validate every epoch, or whose validation logs no loss, runs the
+    ``fallback`` rule (:attr:`active`). A non-finite loss, weights or metric marks the run as
+    diverged: a warning names the epoch and the cause, and it is never cut.
 
-    The training loss is, by default, the epoch mean of what ``training_step`` returns (summed on
-    the device, no host synchronisation per step); ``loss="train/loss"`` reads a metric the module
-    logs instead. The learning guard reads ``learning_signal``: that training loss
-    (``"train_loss"``), the validation loss (``"val_loss"``: ``val/loss``, ``val_loss``,
-    ``valid/loss`` or ``validation/loss``, as logged by the validation run of the same epoch; in
-    epochs without validation the guard has no reading, and a fit without any validation falls
-    back to the training loss), or the loss on fresh augmented views of a fixed training probe
-    (``"aug_loss"``, from :class:`~critical.callbacks.AugmentationGap`). The learning rate is the largest of the first optimizer's parameter groups,
-    read at epoch start and after every training batch (a Python number: no synchronisation),
-    so the LR guard sees the schedule's shape: a rise (warm-up) or a discontinuous drop (a step
-    schedule), not a smooth anneal (:class:`~critical.detector.LRShape`). A non-finite loss,
-    weights or metric marks the run as diverged: a warning names the epoch and the cause, and
-    the critical period is never declared over on it.
-
-    Every decision explains itself: :meth:`explain` (and the run summary) says why the detector
-    fired, or which guard or unsettled metric held it back, in which epochs, with the last
-    readings.
-
-    Under DDP, rank 0's values are broadcast before the detector runs, so every rank fires in the
-    same epoch with the same event.
-
-    Logged (prefix ``critical/``): ``critical_period_over`` (0 before the event, 1 from the
-    firing epoch on), ``critical_period_epoch`` once fired, and what the guards read, so
-    :func:`critical.detector.replay` can re-run the detector on ``metrics.csv``: ``train_loss``,
-    ``lr`` (at epoch start), ``lr_rose`` and ``lr_jump`` (0/1), ``diverged``; ``lr_mean`` (the
-    mean rate the epoch's batches trained at, what the run's plot shows); and the verdicts,
-    for plots: ``guard/finite``, ``guard/learning``, ``guard/lr`` (1: the guard objected this
-    epoch), ``pace`` (the loss's pace, once measurable) and ``change/<metric>`` (each watched
-    metric's change in the detector's mode).
+    Every decision explains itself (:meth:`explain`, the run summary). Under DDP every rank
+    decides on rank 0's readings, so all fire in the same epoch. What it logs each epoch (so
+    :func:`critical.detector.replay` can re-run it on ``metrics.csv``, and plots can show the
+    guards' verdicts) is listed in :func:`critical.callbacks._epoch_signals.logged_readings`.
 
     Args:
         monitor: metric name or names.
         mode, threshold, patience, min_epochs, deadline, combine, window: the rule.
         guard_finite, guard_learning, loss_window, loss_threshold, guard_lr, lr_cooldown: the guards.
         learning_signal: what the learning guard reads: ``"train_loss"``, ``"val_loss"`` or
-            ``"aug_loss"`` (above).
+            ``"aug_loss"`` (above; the validation loss: the training loss in a fit without any).
         fallback: for a rule that reads validation metrics (a ``val/...`` monitor or
             ``learning_signal="val_loss"``), the detector settings used instead when the fit does
             not validate every epoch: decided at fit start from the trainer (a
@@ -177,25 +161,22 @@ class CriticalPeriod(Callback):
             fallback=fallback,
             floor=floor,
         )
-        self._primary = self.detector.settings()  # what a new fit (or the fallback) starts from
-        self.active = "primary"  # or "fallback": no validation each epoch
+        self.verbose = check_bool("verbose", verbose)
+        self._rules = RuleChoice(self.detector.settings(), self.verbose)
         self.loss = check_str("loss", loss, allow_none=True)
         self.strict = check_bool("strict", strict)
-        self.verbose = check_bool("verbose", verbose)
         self.name = name
         self._listeners: list[Listener] = []
         self._providers: dict[str, MetricCallback] = {}
         self._aug_provider: MetricCallback | None = None
         self._signals = EpochSignals(self.loss, self.strict)
         self._warned_diverged = False
-        self._signal_override: str | None = None  # no probe: the guard reads the training loss
-        self._budget: int | None = None  # the fit's epochs (mode="budget")
         self._mass_left: list[float] | None = None  # per epoch, the LR mass after it (floor)
 
     def settings(self) -> dict[str, Any]:
         """The constructor's arguments (recorded in a run's ``config.json``)."""
         return {
-            **self._primary,
+            **self._rules.primary,
             "loss": self.loss,
             "strict": self.strict,
             "verbose": self.verbose,
@@ -237,6 +218,11 @@ class CriticalPeriod(Callback):
             self._listeners.remove(listener)
 
     @property
+    def active(self) -> str:
+        """Which rule runs: ``"primary"``, or ``"fallback"`` (no validation each epoch)."""
+        return self._rules.active
+
+    @property
     @override
     def state_key(self) -> str:
         return self._generate_state_key(monitor=tuple(self.monitor), name=self.name)
@@ -247,14 +233,14 @@ class CriticalPeriod(Callback):
         if stage != "fit":
             return
         # a new fit starts clean; a resumed one gets its state restored next
-        self._signal_override = None
+        self._rules.signal_override = None
         self._mass_left = None
-        self._use(self._primary, "primary")
+        self.detector = self._rules.build("primary")
         self._signals.reset_fit()
         self._warned_diverged = False
-        if self._may_fall_back and not validates_every_epoch(trainer, pl_module):
-            self._use(fallback_settings(self._primary), "fallback")
-            self._fallback_message("this fit does not validate every epoch")
+        if self._rules.may_fall_back and not validates_every_epoch(trainer, pl_module):
+            self.detector = self._rules.build("fallback")
+            self._rules.announce(self.detector, "this fit does not validate every epoch")
         self._provide(trainer, pl_module)  # before the checkpoint restores their state
 
     @override
@@ -267,15 +253,6 @@ class CriticalPeriod(Callback):
             trainer,
             "the detector starts over (its metric and loss histories restart; it has not fired)",
         )
-
-    def _use(self, settings: dict[str, Any], which: str) -> None:
-        """A fresh detector with ``settings`` (the primary rule or its fallback)."""
-        settings = dict(settings)
-        if self._signal_override is not None:
-            settings["learning_signal"] = self._signal_override
-        self.detector = StabilityDetector(settings.pop("monitor"), **settings)
-        self.detector.budget = self._budget
-        self.active = which
 
     def _provide(self, trainer: pl.Trainer, pl_module: pl.LightningModule, late: str = "") -> None:
         """Add the metric callbacks the active rule reads that the Trainer lacks, right after
@@ -296,30 +273,13 @@ class CriticalPeriod(Callback):
             self.detector, callbacks, self._guard_reads_aug
         )
 
-    @property
-    def _may_fall_back(self) -> bool:
-        """The primary rule is in use, reads validation and has a fallback."""
-        return (
-            self.active == "primary"
-            and reads_validation(self._primary)
-            and isinstance(self._primary.get("fallback"), Mapping)
-        )
-
-    def _fallback_message(self, why: str) -> None:
-        if self.verbose:
-            rank_zero_info(
-                f"[critical] {why}: the detector uses its fallback rule "
-                f"(monitor {', '.join(self.detector.metrics)}, "
-                f"learning_signal {self.detector.learning_signal})"
-            )
-
     def _switch_to_fallback(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, why: str
     ) -> None:
-        self._use(fallback_settings(self._primary), "fallback")
+        self.detector = self._rules.build("fallback")
         self._provide(trainer, pl_module, late=why)
         self._resolve(trainer)
-        self._fallback_message(why)
+        self._rules.announce(self.detector, why)
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -329,22 +289,13 @@ class CriticalPeriod(Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        epochs = trainer.max_epochs
-        self._budget = epochs if isinstance(epochs, int) and epochs > 0 else None
-        self.detector.budget = self._budget
-        if self.detector.mode == "budget" and self._budget is None:
-            raise ValueError("CriticalPeriod(mode='budget') needs a fit with max_epochs set")
+        self._rules.budget = self.detector.budget = fit_budget(trainer, self.detector)
         if self.detector.floor is not None and self._mass_left is None:  # (restored on resume)
-            self._mass_left, how = lr_mass_left(trainer)
-            if self._mass_left is None:
-                raise ValueError(f"CriticalPeriod(floor=...) needs a budget: {how}")
-            if self.verbose:
-                rank_zero_info(f"[critical] learning-rate mass for the floor: {how}")
+            self._mass_left = floor_plan(trainer, self.verbose)
         gap = self._aug_provider
         problem = None if gap is None else gap.resolve(trainer, pl_module)  # type: ignore[attr-defined]
         if problem is not None:  # only an optional (added) AugmentationGap gets here
-            self._signal_override = "train_loss"
-            self.detector.learning_signal = "train_loss"
+            self._rules.signal_override = self.detector.learning_signal = "train_loss"
             self._aug_provider = None
             rank_zero_info(
                 f"[critical] no probe of the training data for the learning guard ({problem}): "
@@ -406,21 +357,11 @@ class CriticalPeriod(Callback):
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._may_fall_back and not self.detector.history:
-            epoch, logged = trainer.current_epoch, trainer.callback_metrics
-            unlogged = [
-                m
-                for m in self.detector.metrics
-                if m in VAL_LOSS_KEYS and not any(k in logged for k in VAL_LOSS_KEYS)
-            ]
-            if self._signals.val_epoch != epoch:
-                self._switch_to_fallback(trainer, pl_module, f"no validation ran in epoch {epoch}")
-            elif unlogged:
-                self._switch_to_fallback(
-                    trainer,
-                    pl_module,
-                    f"the validation logs no loss (none of {', '.join(VAL_LOSS_KEYS)})",
-                )
+        why = self._rules.reason_to_fall_back(
+            self.detector, self._signals.val_epoch, trainer.current_epoch, trainer.callback_metrics
+        )
+        if why is not None:
+            self._switch_to_fallback(trainer, pl_module, why)
         values = self._read(trainer, pl_module)
         state = self._signals.readings(
             trainer, pl_module, self.detector, self._aug_provider, values
@@ -486,7 +427,7 @@ class CriticalPeriod(Callback):
         self._signals.lr_shape.load_state_dict(state_dict.get("lr_shape", {}))
         self._mass_left = state_dict.get("lr_mass_left")  # the plan the fit started with
         if saved == "fallback" and self.active != "fallback":
-            self._use(fallback_settings(self._primary), "fallback")  # resolved in on_fit_start
+            self.detector = self._rules.build("fallback")  # resolved in on_fit_start
         elif saved == "primary" and self.active == "fallback":
             # e.g. a branch off a run that validated every epoch, resumed without validation:
             # the checkpoint's detector ran the other rule, so this fit's rule starts here

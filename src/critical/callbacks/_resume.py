@@ -1,12 +1,14 @@
-"""Resuming from a checkpoint that lacks a callback's state: find what can be recovered, and say
-so (issue 20, item 2).
+"""Resuming from a checkpoint: the epoch it resumes at, and what can be recovered (and said) when
+it lacks a callback's state (issue 20, item 2).
 
 Lightning restores a callback's state only from the entry of the checkpoint whose key is the
 callback's ``state_key`` (its class and arguments). A checkpoint saved by a trainer without the
 callback, with its state stripped, or by the same callback with other arguments (another cut
 policy or epoch, another monitor) has no such entry: the callback then silently starts over. The
 callbacks call :func:`checkpoint_state` from ``on_load_checkpoint`` (which runs before
-``load_state_dict``) to tell these cases apart and warn once.
+``load_state_dict``) to tell these cases apart and warn once; :func:`recover_cut` is
+:class:`~critical.callbacks.AugmentationCutoff`'s recovery, :func:`resume_epoch` the epoch a fit
+resumes at.
 
 Example:
     >>> class Cb:
@@ -24,7 +26,13 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-__all__ = ["checkpoint_state", "datamodule_multiplicity", "restore_or_warn"]
+__all__ = [
+    "checkpoint_state",
+    "datamodule_multiplicity",
+    "recover_cut",
+    "restore_or_warn",
+    "resume_epoch",
+]
 
 
 def checkpoint_state(
@@ -86,3 +94,54 @@ def restore_or_warn(
     epoch = int(checkpoint.get("epoch", -1)) + 1
     warn(f"{name}: the checkpoint holds {what}: {effect} (the fit resumes at epoch {epoch})")
     return found
+
+
+def resume_epoch(checkpoint: dict[str, Any]) -> int:
+    """The epoch training resumes at, read from the checkpoint's fit loop (the trainer's own
+    counter is restored only after ``on_fit_start``), else its ``epoch`` + 1."""
+    try:
+        progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]
+        return int(progress["processed"])
+    except (KeyError, TypeError):
+        return int(checkpoint.get("epoch", -1)) + 1
+
+
+def recover_cut(cutoff: Any, checkpoint: dict[str, Any], trainer: Any, epoch: int | None) -> None:
+    """A checkpoint without an AugmentationCutoff's (``cutoff``) state: take the cut from the
+    state of an AugmentationCutoff with other arguments, or from the datamodule's saved
+    multiplicity (the cut then taken at ``epoch``, the resumed one, at the latest); say what was
+    missing and what happens now."""
+    found, key, state = checkpoint_state(cutoff, checkpoint, trainer)
+    if found == "own":
+        return
+    e = epoch
+    if found == "other" and isinstance(state, dict):
+        if state.get("cut_epoch") is not None:
+            cutoff.load_state_dict(state)
+            rank_zero_warn(
+                f"AugmentationCutoff: the checkpoint holds the state of {key}, not of this "
+                f"callback ({cutoff.state_key}); its cut is kept: k={cutoff.multiplicity_before} "
+                f"-> {cutoff.multiplicity_after} from epoch {cutoff.cut_epoch}"
+            )
+        return  # an uncut run's state (a branch off an always-k run): nothing to keep
+    saved = datamodule_multiplicity(checkpoint, trainer)
+    hp = checkpoint.get("datamodule_hyper_parameters") or {}
+    initial = hp.get("multiplicity") if isinstance(hp, dict) else None
+    if saved is not None and isinstance(initial, int) and saved < initial:
+        cutoff.cut_epoch = e
+        cutoff.multiplicity_before, cutoff.multiplicity_after = initial, saved
+        cutoff.reason = (
+            f"recovered from the datamodule's state (k={saved}) in a checkpoint without "
+            f"AugmentationCutoff state; the cut happened at or before epoch {e}"
+        )
+        rank_zero_warn(
+            "AugmentationCutoff: the checkpoint holds no AugmentationCutoff state, but the "
+            f"datamodule saved in it had k={saved} (it started at k={initial}): the cut is "
+            f"kept (k={saved} from now on), its epoch taken as {e} (at the latest)"
+        )
+        return
+    rank_zero_warn(
+        "AugmentationCutoff: the checkpoint holds no AugmentationCutoff state (saved by a "
+        "trainer without it, or stripped): whether k was cut before epoch "
+        f"{e} is unknown; k stays as the data has it and the cut is decided from here on"
+    )

@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from critical.callbacks._base import PREFIX
-from critical.callbacks._resume import checkpoint_state, datamodule_multiplicity
+from critical.callbacks._resume import recover_cut, resume_epoch
 from critical.callbacks._schedule import (
     ScheduleFollower,
     check_schedule_length,
@@ -283,51 +283,8 @@ class AugmentationCutoff(Callback):
     ) -> None:
         """Note the epoch training resumes at (the trainer's own counter is restored only after
         ``on_fit_start``), so a fixed cut that is already due applies before the first epoch."""
-        try:
-            progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]
-            self._resume_epoch = int(progress["processed"])
-        except (KeyError, TypeError):
-            self._resume_epoch = int(checkpoint.get("epoch", -1)) + 1
-        self._recover_state(checkpoint, trainer)
-
-    def _recover_state(self, checkpoint: dict[str, Any], trainer: pl.Trainer) -> None:
-        """A checkpoint without this callback's state: take the cut from the state of an
-        AugmentationCutoff with other arguments, or from the datamodule's saved multiplicity;
-        say what was missing and what happens now."""
-        found, key, state = checkpoint_state(self, checkpoint, trainer)
-        if found == "own":
-            return
-        e = self._resume_epoch
-        if found == "other" and isinstance(state, dict):
-            if state.get("cut_epoch") is not None:
-                self.load_state_dict(state)
-                rank_zero_warn(
-                    f"AugmentationCutoff: the checkpoint holds the state of {key}, not of this "
-                    f"callback ({self.state_key}); its cut is kept: k={self.multiplicity_before} "
-                    f"-> {self.multiplicity_after} from epoch {self.cut_epoch}"
-                )
-            return  # an uncut run's state (a branch off an always-k run): nothing to keep
-        saved = datamodule_multiplicity(checkpoint, trainer)
-        hp = checkpoint.get("datamodule_hyper_parameters") or {}
-        initial = hp.get("multiplicity") if isinstance(hp, dict) else None
-        if saved is not None and isinstance(initial, int) and saved < initial:
-            self.cut_epoch = e
-            self.multiplicity_before, self.multiplicity_after = initial, saved
-            self.reason = (
-                f"recovered from the datamodule's state (k={saved}) in a checkpoint without "
-                f"AugmentationCutoff state; the cut happened at or before epoch {e}"
-            )
-            rank_zero_warn(
-                "AugmentationCutoff: the checkpoint holds no AugmentationCutoff state, but the "
-                f"datamodule saved in it had k={saved} (it started at k={initial}): the cut is "
-                f"kept (k={saved} from now on), its epoch taken as {e} (at the latest)"
-            )
-            return
-        rank_zero_warn(
-            "AugmentationCutoff: the checkpoint holds no AugmentationCutoff state (saved by a "
-            "trainer without it, or stripped): whether k was cut before epoch "
-            f"{e} is unknown; k stays as the data has it and the cut is decided from here on"
-        )
+        self._resume_epoch = resume_epoch(checkpoint)
+        recover_cut(self, checkpoint, trainer, self._resume_epoch)
 
     def _on_critical_period_end(
         self, event: CriticalPeriodEvent, trainer: pl.Trainer, pl_module: pl.LightningModule

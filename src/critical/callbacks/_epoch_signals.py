@@ -22,7 +22,14 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from critical.callbacks._base import PREFIX
 from critical.detector import GUARDS, VAL_LOSS_KEYS, LRShape
 
-__all__ = ["TRAIN_LOSS_KEYS", "EpochSignals", "current_lr", "logged_readings", "weights_finite"]
+__all__ = [
+    "TRAIN_LOSS_KEYS",
+    "EpochSignals",
+    "current_lr",
+    "logged_readings",
+    "read_metrics",
+    "weights_finite",
+]
 
 #: the logged training-loss names read when ``training_step`` returns no loss, in this order
 TRAIN_LOSS_KEYS = ("train/loss", "train_loss", "loss", "train/loss_epoch", "train_loss_epoch")
@@ -35,6 +42,42 @@ def current_lr(trainer: pl.Trainer) -> float | None:
     if not lrs or not all(isinstance(v, (int, float)) for v in lrs):
         return None
     return float(max(lrs))
+
+
+def logged(metrics: Mapping[str, Any], m: str) -> Any:
+    """``m`` as logged, with or without the ``critical/`` prefix; the validation loss under any
+    of its usual names (``val/loss``, ``val_loss``, ...)."""
+    names = VAL_LOSS_KEYS if m in VAL_LOSS_KEYS else (m, PREFIX + m)
+    return next((metrics[k] for k in names if k in metrics), None)
+
+
+def read_metrics(
+    trainer: pl.Trainer,
+    pl_module: pl.LightningModule,
+    metrics: list[str],
+    providers: Mapping[str, Any],
+    strict: bool,
+) -> dict[str, float]:
+    """The watched ``metrics`` of the epoch that just ended: from their callbacks
+    (``providers``: finalised once per epoch, whatever the callback order), else as logged; a
+    missing one is an error with ``strict`` (else left out, which restarts its streak)."""
+    values: dict[str, float] = {}
+    for m in metrics:
+        provider = providers.get(m)
+        if provider is not None:
+            v = provider.finalize_epoch(trainer, pl_module).get(m)
+        else:
+            raw = logged(trainer.callback_metrics, m)
+            if raw is None and strict:
+                raise RuntimeError(
+                    f"CriticalPeriod could not find the monitored metric {m!r}; available: "
+                    f"{sorted(trainer.callback_metrics)}. Pass strict=False to skip missing "
+                    "epochs."
+                )
+            v = None if raw is None else float(raw)
+        if v is not None:
+            values[m] = float(v)
+    return values
 
 
 @torch.no_grad()

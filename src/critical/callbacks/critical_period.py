@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from critical.callbacks._base import PREFIX, MetricCallback
-from critical.callbacks._epoch_signals import EpochSignals, logged_readings
+from critical.callbacks._epoch_signals import EpochSignals, logged_readings, read_metrics
 from critical.callbacks._lr_plan import fit_budget, floor_plan
 from critical.callbacks._providers import (
     CLEAN_SIDE,
@@ -27,7 +27,6 @@ from critical.callbacks._resume import restore_or_warn
 from critical.callbacks._rule_choice import RuleChoice
 from critical.detector import (
     DEFAULTS,
-    VAL_LOSS_KEYS,
     CriticalPeriodEvent,
     StabilityDetector,
     explain,
@@ -142,25 +141,9 @@ class CriticalPeriod(Callback):
             check_spelling([_strip(n) for n in ([fb] if isinstance(fb, str) else fb)])
         if isinstance(threshold, Mapping):
             threshold = {_strip(k): v for k, v in threshold.items()}
-        self.detector = StabilityDetector(
-            self.monitor,
-            mode=mode,
-            threshold=threshold,
-            patience=patience,
-            min_epochs=min_epochs,
-            deadline=deadline,
-            combine=combine,
-            window=window,
-            guard_finite=guard_finite,
-            guard_learning=guard_learning,
-            loss_window=loss_window,
-            loss_threshold=loss_threshold,
-            guard_lr=guard_lr,
-            lr_cooldown=lr_cooldown,
-            learning_signal=learning_signal,
-            fallback=fallback,
-            floor=floor,
-        )
+        # the rule's settings are the arguments named in DEFAULTS (threshold: the stripped one)
+        rule = {k: v for k, v in locals().items() if k in DEFAULTS and k != "monitor"}
+        self.detector = StabilityDetector(self.monitor, **rule)
         self.verbose = check_bool("verbose", verbose)
         self._rules = RuleChoice(self.detector.settings(), self.verbose)
         self.loss = check_str("loss", loss, allow_none=True)
@@ -329,32 +312,6 @@ class CriticalPeriod(Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._signals.validation_ended(trainer)
 
-    def _read(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
-        values: dict[str, float] = {}
-        for m in self.detector.metrics:
-            provider = self._providers.get(m)
-            if provider is not None:
-                v = provider.finalize_epoch(trainer, pl_module).get(m)
-            else:
-                raw = self._logged(trainer.callback_metrics, m)
-                if raw is None and self.strict:
-                    raise RuntimeError(
-                        f"CriticalPeriod could not find the monitored metric {m!r}; available: "
-                        f"{sorted(trainer.callback_metrics)}. Pass strict=False to skip missing "
-                        "epochs."
-                    )
-                v = None if raw is None else float(raw)
-            if v is not None:
-                values[m] = float(v)
-        return values
-
-    @staticmethod
-    def _logged(metrics: Mapping[str, Any], m: str) -> Any:
-        """``m`` as logged, with or without the ``critical/`` prefix; the validation loss under
-        any of its usual names (``val/loss``, ``val_loss``, ...)."""
-        names = VAL_LOSS_KEYS if m in VAL_LOSS_KEYS else (m, PREFIX + m)
-        return next((metrics[k] for k in names if k in metrics), None)
-
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         why = self._rules.reason_to_fall_back(
@@ -362,7 +319,9 @@ class CriticalPeriod(Callback):
         )
         if why is not None:
             self._switch_to_fallback(trainer, pl_module, why)
-        values = self._read(trainer, pl_module)
+        values = read_metrics(
+            trainer, pl_module, self.detector.metrics, self._providers, self.strict
+        )
         state = self._signals.readings(
             trainer, pl_module, self.detector, self._aug_provider, values
         )

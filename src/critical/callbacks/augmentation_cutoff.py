@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from typing_extensions import override
 
 from critical.callbacks._base import PREFIX
+from critical.callbacks._cutoff_data import check_loaders_read, resolve_data
 from critical.callbacks._resume import recover_cut, resume_epoch
 from critical.callbacks._schedule import (
     ScheduleFollower,
@@ -22,7 +23,6 @@ from critical.callbacks._schedule import (
 )
 from critical.callbacks.critical_period import CriticalPeriod
 from critical.choices import CutoffPolicy
-from critical.data.protocol import find_multiplicity_target
 from critical.detector import CriticalPeriodEvent
 from critical.validation import check_bool, check_choice, check_int, check_number, check_type
 
@@ -185,50 +185,16 @@ class AugmentationCutoff(Callback):
         ks = [k for first, k in self.plan if first <= epoch]
         return ks[-1] if ks else self.target
 
-    def _resolve_data(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
-        data = find_multiplicity_target(trainer, pl_module)
-        if data is None:
-            dm = trainer.datamodule  # type: ignore[attr-defined]  # undeclared: Lightning sets it on the Trainer
-            raise ValueError(
-                "AugmentationCutoff found no training data with a settable `multiplicity`: "
-                f"the datamodule ({type(dm).__name__ if dm is not None else 'none'}) has no "
-                "`multiplicity` attribute, and no train dataloader (passed to trainer.fit, or "
-                "returned by train_dataloader()) has a `dataset` with one. Wrap the training "
-                "dataset in critical.data.MultiplicityDataset (created once, e.g. in __init__ "
-                "or setup, and returned in a DataLoader), or give your LightningDataModule a "
-                "settable integer `multiplicity` honoured by train_dataloader()"
-            )
-        if self.disable_augmentation and not hasattr(data, "augment"):
-            raise ValueError(
-                f"disable_augmentation=True needs a settable `augment` attribute on {type(data).__name__}"
-            )
-        k = int(data.multiplicity)
-        names = ["multiplicity"] + (["augment"] if self.disable_augmentation else [])
-        for attr in names:
-            try:
-                setattr(data, attr, getattr(data, attr))  # the cut sets it: fail now, not then
-            except Exception as err:
-                raise ValueError(
-                    f"AugmentationCutoff cannot set `{attr}` on {type(data).__name__} "
-                    f"({type(err).__name__}: {err}); the cut would fail at the end of the "
-                    f"critical period. Give {type(data).__name__} a settable `{attr}` honoured by "
-                    "train_dataloader() (see critical.data.MultiplicityDataset)"
-                ) from err
-        top = max((self.target, *self.stages))
-        if top > k and (self.multiplicity_before is None or top > self.multiplicity_before):
-            what = "`target` and `stages`" if self.stages else "`target`"
-            raise ValueError(
-                f"AugmentationCutoff: {what} must be integers in [1, {k}] (the training data's "
-                f"multiplicity k={k}: a cut lowers k), got {[*self.stages, self.target]}"
-                if self.stages
-                else f"AugmentationCutoff: {what} must be an integer in [1, {k}] (the training "
-                f"data's multiplicity k={k}: a cut lowers k), got {self.target}"
-            )
-        return data
-
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._data = self._resolve_data(trainer, pl_module)
+        self._data = resolve_data(
+            trainer,
+            pl_module,
+            self.target,
+            self.stages,
+            self.disable_augmentation,
+            self.multiplicity_before,
+        )
         if self.multiplicity_before is None:
             self.multiplicity_before = int(self._data.multiplicity)
         if self.cut_epoch is None:
@@ -268,14 +234,7 @@ class AugmentationCutoff(Callback):
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The loaders exist now: the data found at fit start must be what they read."""
-        built = find_multiplicity_target(trainer)
-        if built is not None and built is not self._data:
-            raise ValueError(
-                f"AugmentationCutoff: the train dataloader reads a different "
-                f"{type(built).__name__} than the one train_dataloader() returned at fit start, "
-                "so a cut could not reach it: create the dataset once (e.g. in __init__ or "
-                "setup) and return a new DataLoader over that same object"
-            )
+        check_loaders_read(trainer, self._data)
 
     @override
     def on_load_checkpoint(

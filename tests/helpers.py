@@ -58,6 +58,20 @@ class TinyModule(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
 
 
+class UserModule(TinyModule):
+    """A user's module, logging with underscores as many do: val_loss, val_acc, test_acc."""
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.log("val_loss", nn.functional.cross_entropy(logits, y))
+        self.log("val_acc", (logits.argmax(-1) == y).float().mean())
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("test_acc", (self(x).argmax(-1) == y).float().mean())
+
+
 class RepeatDataset(Dataset):
     """Index i of the k*N items maps to sample i % N (independent noise per access)."""
 

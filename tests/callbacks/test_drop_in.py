@@ -9,9 +9,8 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import TinyNet, make_images, tiny_trainer
+from helpers import UserModule, make_images, tiny_trainer
 from PIL import Image
-from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, Subset, TensorDataset
 from torchvision import datasets, transforms
 
@@ -23,34 +22,6 @@ from critical.callbacks import (
 )
 from critical.data import MultiplicityDataset
 from critical.data.probe import DatasetProbe, find_probe_source, seeded_rngs, spread_indices
-
-
-class UserModule(L.LightningModule):
-    """A user's module: `val_loss` / `val_acc` with underscores, a test step."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = TinyNet(3, 4)
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.cross_entropy(self(x), y)
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self(x)
-        self.log("val_loss", nn.functional.cross_entropy(logits, y))
-        self.log("val_acc", (logits.argmax(-1) == y).float().mean())
-
-    def test_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("test_acc", (self(x).argmax(-1) == y).float().mean())
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
 
 
 def write_image_folder(root, classes: int = 4, per_class: int = 12, size: int = 16) -> None:

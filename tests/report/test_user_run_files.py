@@ -10,8 +10,7 @@ import os
 import lightning as L
 import matplotlib
 import pytest
-from helpers import TinyDataModule, TinyModule, tiny_trainer, v02_period
-from torch import nn
+from helpers import TinyDataModule, UserModule, tiny_trainer, v02_period
 from torch.utils.data import DataLoader, TensorDataset
 
 from critical.callbacks import AugmentationCutoff, RunDirectory
@@ -20,20 +19,6 @@ from critical.report.runs import load_run
 from critical.summary import empty_summary, format_summary
 
 matplotlib.use("Agg")
-
-
-class UserModule(TinyModule):
-    """Logs with underscores, as many users do: val_loss, val_acc, test_acc."""
-
-    def validation_step(self, batch, batch_idx):
-        x, y = batch
-        logits = self(x)
-        self.log("val_loss", nn.functional.cross_entropy(logits, y))
-        self.log("val_acc", (logits.argmax(-1) == y).float().mean())
-
-    def test_step(self, batch, batch_idx):
-        x, y = batch
-        self.log("test_acc", (self(x).argmax(-1) == y).float().mean())
 
 
 class UserData(TinyDataModule):

@@ -243,3 +243,16 @@ def test_threads_per_run(tmp_path, monkeypatch):
             "policies": {"always": True}}  # fmt: skip
     run_local(spec, tmp_path / "out", python=str(fake), threads=4)
     assert record.read_text().split() == ["4"]
+
+
+def test_emitted_and_slurm_commands_carry_the_threads(tmp_path, capsys):
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(yaml.safe_dump(SPEC))
+    out = tmp_path / "out"
+    assert main([str(spec_file), "--out", str(out), "--emit", "--threads", "2"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "critical fit" in ln]
+    assert lines and all(ln.startswith("OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 ") for ln in lines)
+    script = tmp_path / "submit.sh"
+    assert main([str(spec_file), "--out", str(out), "--slurm", str(script), "--threads", "2"]) == 0
+    text = script.read_text()
+    assert "export OMP_NUM_THREADS=2 MKL_NUM_THREADS=2" in text and "--threads 2" in text

@@ -152,8 +152,15 @@ def run_local(
         print(f"{status} in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def emit(runs: Sequence[Run], continue_cmd: str | None = None) -> str:
-    """One shell command per run, stage by stage (aliases as comments)."""
+def _thread_prefix(threads: int | None) -> str:
+    """``OMP_NUM_THREADS=N MKL_NUM_THREADS=N `` for ``threads`` >= 1, else nothing."""
+    return "".join(f"{v}={threads} " for v in THREAD_VARS) if threads else ""
+
+
+def emit(runs: Sequence[Run], continue_cmd: str | None = None, threads: int | None = None) -> str:
+    """One shell command per run, stage by stage (aliases as comments); with ``threads``, each
+    command sets that many CPU threads (as ``--threads`` does for runs started here)."""
+    prefix = _thread_prefix(threads)
     lines = []
     for stage in sorted({r.stage for r in runs}):
         lines.append(f"# stage {stage}")
@@ -165,7 +172,7 @@ def emit(runs: Sequence[Run], continue_cmd: str | None = None) -> str:
                     f"# {r.name}: a copy of {r.alias_of} (same training), made by `critical sweep`"
                 )
             else:
-                lines.append(shlex.join(r.command()))
+                lines.append(prefix + shlex.join(r.command()))
     if continue_cmd:
         lines.append(
             f"# when these have finished, plan the runs that depend on them: {continue_cmd}"
@@ -174,11 +181,16 @@ def emit(runs: Sequence[Run], continue_cmd: str | None = None) -> str:
 
 
 def slurm_script(
-    runs: Sequence[Run], out: Path, sbatch_args: Sequence[str] = (), continue_cmd: str | None = None
+    runs: Sequence[Run],
+    out: Path,
+    sbatch_args: Sequence[str] = (),
+    continue_cmd: str | None = None,
+    threads: int | None = None,
 ) -> str:
     """A bash script submitting each stage as one SLURM job array (stage N waits for stage N - 1
     with ``--dependency=afterok``); array task i runs line i + 1 of ``OUT/stage<N>.cmds``. With
-    ``continue_cmd``, a last job plans and submits what depends on these runs."""
+    ``continue_cmd``, a last job plans and submits what depends on these runs; with ``threads``,
+    the jobs inherit that many CPU threads (exported before they are submitted)."""
     extra = "".join(f" {shlex.quote(a)}" for a in sbatch_args)
     logs = shlex.quote(str(out / "logs"))
     lines = [
@@ -188,6 +200,8 @@ def slurm_script(
         f"cd {shlex.quote(os.getcwd())}",
         f"mkdir -p {logs}",
     ]
+    if threads:
+        lines.append("export " + _thread_prefix(threads).strip())
     prev = None
     for stage in sorted({r.stage for r in runs if not r.alias_of}):
         cmds = [shlex.join(r.command()) for r in runs if r.stage == stage and not r.alias_of]
@@ -272,9 +286,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     cont = None
     if followups_pending(spec, out):
         cont = shlex.join(["critical", "sweep", args.spec, "--out", str(out)])
+    if args.threads is not None and args.threads < 0:
+        print("critical sweep: error: --threads must be >= 0", file=sys.stderr)
+        return 2
+    if cont and args.threads is not None:
+        cont += f" --threads {args.threads}"
     if args.emit:
         todo = [r for r in runs if not _complete(out / r.name)]
-        sys.stdout.write(emit(todo, cont))
+        sys.stdout.write(emit(todo, cont, args.threads))
         return 0
     if args.slurm:
         todo = [r for r in runs if not _complete(out / r.name)]
@@ -286,14 +305,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if r.alias_of and _complete(out / r.alias_of):
                 materialize_alias(r, out)
         write_manifest(spec, runs, out)
-        atomic_write_text(Path(args.slurm), slurm_script(todo, out, args.sbatch_arg, nxt))
+        script_text = slurm_script(todo, out, args.sbatch_arg, nxt, args.threads)
+        atomic_write_text(Path(args.slurm), script_text)
         os.chmod(args.slurm, 0o755)
         print(f"wrote {args.slurm} ({len(todo)} runs); manifest {out / 'sweep.json'}")
         return 0
     print(f"sweep {spec['name']}: {len(runs)} runs planned so far into {out}", flush=True)
-    if args.threads is not None and args.threads < 0:
-        print("critical sweep: error: --threads must be >= 0", file=sys.stderr)
-        return 2
     failures = run_local(spec, out, only=args.only, threads=args.threads)
     print(f"done ({failures} not finished); report: critical report {out}")
     return 1 if failures else 0

@@ -17,7 +17,7 @@ from critical.report._format import _unit
 from critical.report.layout import display_groups, energy_caption
 from critical.report.plots import NoDataError, _figure, _integer_ticks, _save, _title
 from critical.report.runs import _finite
-from critical.report.stats import Group, Summary
+from critical.report.stats import Group, Summary, per_seed
 
 __all__ = ["PARETO_X", "pareto_front", "plot_accuracy_vs_cut", "plot_pareto"]
 
@@ -121,8 +121,9 @@ def plot_accuracy_vs_cut(
     """``accuracy_vs_cut.{png,pdf}``, one panel per setting with fixed cuts or detector groups:
     the fixed cuts' mean accuracy against their cut epoch as a line with a ± std band, the
     matched k = 1 runs against the cut epoch they match (dashed), always-k and k1 as horizontal
-    lines (the tolerance below always-k dotted), detector groups as points at their mean cut
-    epoch (error bars: std of cut epoch and accuracy), the oracle cut starred.
+    lines (the tolerance below always-k dotted), each detector run as a point at its own cut
+    epoch and accuracy (cut epochs of different seeds are never averaged), the oracle cut
+    starred.
 
     Raises:
         NoDataError: no setting has fixed cuts or detector groups with an accuracy.
@@ -189,17 +190,20 @@ def plot_accuracy_vs_cut(
                 label=f"oracle cut ({o['oracle']})",
                 zorder=5,
             )
-        for i, g in enumerate(det):
-            cx, cy = g.mean("cut_epoch"), 100 * g.mean("acc")
-            ax.errorbar(
-                cx,
-                cy,
-                xerr=_zero(g.stats["cut_epoch"].std),
-                yerr=100 * _zero(g.stats["acc"].std),
-                fmt="D",
-                capsize=3,
+        for i, g in enumerate(det):  # one point per seed: cut epochs are never averaged
+            points: list[tuple[float, float]] = []
+            for v in g.values.values():
+                cut_v, acc_v = v.get("cut_epoch"), v.get("acc")
+                if cut_v is not None and acc_v is not None and _finite(cut_v) and _finite(acc_v):
+                    points.append((float(cut_v), 100 * float(acc_v)))
+            cuts = per_seed(g.cut_epochs) or "never"
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                "D",
                 color=f"C{4 + i}",
-                label=g.label,
+                alpha=0.85,
+                label=f"{g.label} (per seed: cut {cuts})",
             )
         ax.set_xlabel("cut epoch (first epoch at k = 1)")
         _integer_ticks(ax.xaxis)

@@ -21,6 +21,7 @@ FLOORS = {
     "choices": 0,
     "_registry": 0,
     "_find": 0,
+    "_rng": 0,
     # 1: computations without Lightning (tensors or plain Python), and the readers of run
     # directories
     "metrics": 1,

@@ -15,13 +15,13 @@ Example:
 from __future__ import annotations
 
 import copy
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import numpy as np
 import torch
 from torch import nn
+
+from critical._rng import rngs_restored
 
 __all__ = ["isolated", "rng_restored"]
 
@@ -29,16 +29,11 @@ __all__ = ["isolated", "rng_restored"]
 @contextmanager
 def rng_restored(device: torch.device) -> Iterator[None]:
     """Leave the random number generators (torch CPU and ``device``, NumPy, Python) as found."""
-    py, npy = random.getstate(), np.random.get_state()
     devices = []
     if device.type == "cuda":
         devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        random.setstate(py)
-        np.random.set_state(npy)
+    with rngs_restored(devices):
+        yield
 
 
 @contextmanager

@@ -31,16 +31,16 @@ Example:
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, IterableDataset
 from torch.utils.data._utils.collate import default_collate
+
+from critical._rng import seeded_rngs
+from critical.data.protocol import _flatten
 
 __all__ = ["DatasetProbe", "find_probe_source", "seeded_rngs", "spread_indices"]
 
@@ -63,31 +63,6 @@ def spread_indices(n: int, num: int, seed: int = 0) -> list[int]:
     starts = torch.arange(num, dtype=torch.float64) * n / num
     idx = (starts + u * (n / num)).floor().long().clamp_(0, n - 1)
     return [int(i) for i in idx]
-
-
-@contextmanager
-def seeded_rngs(seed: int) -> Iterator[None]:
-    """Run a block under torch's, Python's and NumPy's global RNGs seeded with ``seed``, and put
-    all three back as they were afterwards (what a transform may draw from).
-
-    Example:
-        >>> import random
-        >>> random.seed(1); a = random.random(); random.seed(1)
-        >>> with seeded_rngs(5):
-        ...     _ = random.random()
-        >>> random.random() == a
-        True
-    """
-    py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        random.seed(int(seed))
-        np.random.seed(int(seed) % 2**32)
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
 
 
 def _base(dataset: Any) -> Any:
@@ -151,14 +126,6 @@ class DatasetProbe:
         return None, out, labels
 
 
-def _first_loader(loaders: Any) -> Any:
-    if isinstance(loaders, (list, tuple)):
-        return _first_loader(loaders[0]) if loaders else None
-    if isinstance(loaders, dict):
-        return _first_loader(next(iter(loaders.values()))) if loaders else None
-    return loaders
-
-
 def find_probe_source(trainer: Any) -> tuple[Any | None, str]:
     """Where a probe of the training data can be read, and how it was found (or why not).
 
@@ -171,7 +138,7 @@ def find_probe_source(trainer: Any) -> tuple[Any | None, str]:
     if callable(getattr(dm, "probe_views", None)):
         return dm, type(dm).__name__
     try:
-        loader = _first_loader(trainer.train_dataloader)
+        loader = next(iter(_flatten(trainer.train_dataloader)), None)
     except Exception:  # noqa: BLE001 - no loader built yet
         loader = None
     if loader is None:

@@ -214,3 +214,89 @@ def test_script_selects_left_out_over_settings_of_a_root(b2, tmp_path, capsys):
     assert "| ipd | data-agnostic |" in out
     assert "| osu | data-agnostic |" in out  # no other setting validates
     assert "r20_noise" not in out
+
+
+def _plan_cut(rows: list[dict[str, Any]], entry: dict[str, Any]) -> int:
+    """The cut a sweep's planner makes for a detector entry: its replay on the trunk's rows
+    with the library's defaults filling the rest (critical.sweep.plan)."""
+    from critical.sweep.plan import _detector_settings
+
+    settings = _detector_settings(entry)
+    det = replay(rows, settings.pop("monitor"), **settings)
+    return E if det.event is None else min(det.event.epoch + 1, E)
+
+
+def test_an_entry_trains_the_cut_its_estimate_scored(b2, tmp_path):
+    """selected.yaml holds entries, not labels: each must make, as a sweep's detector entry,
+    the cut the selection scored (a mismatch would train another rule than the one chosen)."""
+    write_setting(tmp_path, "osu", True, FLAT, seeds=(0, 1))
+    (st,) = b2.load([tmp_path / "osu"])
+    cands = b2.grid()
+    table = b2.cut_table(cands, [st])
+    by_family: dict[str, list[Any]] = {}
+    for c in cands:
+        by_family.setdefault(c.family, []).append(c)
+    checked = 0
+    for family, group in by_family.items():
+        for cand in group[:: max(1, len(group) // 40)]:
+            plain = b2._plain(cand.entry)
+            for s, seed in st.seeds.items():
+                want = table[(cand, "osu")].cuts[s]
+                assert _plan_cut(seed.trunk_rows, plain) == want, (family, cand.label)
+                checked += 1
+    assert set(by_family) == {"F", "S", "A", "A+F", "agree"} and checked > 300
+
+
+def test_write_then_phase_b_specs(b2, tmp_path, capsys):
+    import yaml
+
+    from critical.sweep.spec import check_spec
+
+    spec = importlib.util.spec_from_file_location(
+        "bank2_phase_b", ROOT / "experiments/bank2/phase_b.py"
+    )
+    assert spec is not None and spec.loader is not None
+    pb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pb)
+
+    runs = tmp_path / "runs"
+    write_setting(runs, "ipd", False, {**FLAT, 4: 0.8})
+    write_setting(runs, "osu", True, {**FLAT, 4: 0.85, 8: 0.89})
+    write_setting(runs / "v1", "bm", False, FLAT)
+    selected = tmp_path / "selected.yaml"
+    assert b2.main([str(runs), str(runs / "v1"), "--write", str(selected)]) == 0
+    capsys.readouterr()
+    got = yaml.safe_load(selected.read_text())
+    assert got["settings"] == ["ipd", "osu", "bm"]
+    assert set(got["left_out"]) == {"ipd", "osu", "bm"}
+    assert got["validation_based"] is False  # one setting validates: nothing to pick it on
+    assert got["default"]["fallback"] is None
+    # the left-out rule of ipd is chosen on osu and bm only: replayed, it cuts where scored
+    settings = b2.load([runs, runs / "v1"])
+    cands = b2.grid()
+    table = b2.cut_table(cands, settings)
+    loo = b2.left_out(cands, settings, table)
+    for st in settings:
+        choice, _ = loo[st.name]
+        assert got["left_out_labels"][st.name] == choice.cand.label
+        for s, seed in st.seeds.items():
+            cut = _plan_cut(seed.trunk_rows, got["left_out"][st.name])
+            assert cut == table[(choice.cand, st.name)].cuts[s]
+
+    out = tmp_path / "phase_b"
+    assert pb.main(["--selected", str(selected), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.yaml")) == ["bm.yaml", "ipd.yaml", "osu.yaml"]
+    for name in ("ipd", "osu", "bm"):
+        made = yaml.safe_load((out / f"{name}.yaml").read_text())
+        check_spec(made)  # the sweep's own validation
+        names = [d["name"] for d in made["policies"]["detector"]]
+        assert names[-2:] == ["default", "left_out"]
+        # v1 settings gain the two baselines their v1 sweeps lack; v2's have them already
+        assert (names.count("v03"), names.count("fukase"), names.count("v02")) == (1, 1, 1)
+    lines = [x for x in (out / "queue.txt").read_text().splitlines() if not x.startswith("#")]
+    assert len(lines) == 6
+    assert lines[0].split()[1] == "ipd" and "--only detector:left_out" in lines[0]
+    bm = next(x for x in lines if x.split()[1] == "v1/bm")
+    assert "--only detector:v03" in bm and "--only detector:fukase" in bm
+    assert lines[3:] == [x.split(" --only")[0] for x in lines[:3]]
+    assert pb.main(["--selected", str(tmp_path / "none.yaml"), "--out", str(out)]) == 2

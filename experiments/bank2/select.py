@@ -8,6 +8,7 @@ robustness rule), and prints the left-out rules beside the baselines (estimates)
 
     python experiments/bank2/select.py $BANK2_OUT $BANK1_RERUN_OUT
     python experiments/bank2/select.py $BANK2_OUT --only ipd osu
+    python experiments/bank2/select.py $BANK2_OUT $BANK2_OUT/v1 --write experiments/bank2/selected.yaml
 
 Reuses v1's loader, oracle curve, scoring and objective (experiments/bank/select.py, imported
 by path: its module name would clash with the standard library's ``select``).
@@ -523,10 +524,60 @@ def report(settings: Sequence[Any], cands: Sequence[Cand], table: Mapping[Any, A
             )
 
 
+def _plain(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A candidate's entry as YAML can hold it (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in entry.items()}
+
+
+def selected(
+    cands: Sequence[Cand], settings: Sequence[Any], table: Mapping[tuple[Cand, str], Any]
+) -> dict[str, Any]:
+    """What phase B trains (section 5), as ``selected.yaml``: each setting's left-out rule, and
+    the candidate new default chosen on all settings (validation-based where it meets the goal
+    on every setting that validates with a larger mean share than the data-agnostic rule, as
+    v1; the data-agnostic rule is its fallback without validation)."""
+    agnostic = [c for c in cands if not c.uses_val]
+    with_val = [s for s in settings if s.has_val]
+    da = select(agnostic, settings, table)
+    if da is None:
+        raise ValueError("no data-agnostic rule applies to every setting")
+    va = select(cands, with_val, table) if with_val else None
+    da_on_val = v1.objective([table[(da.cand, s.name)] for s in with_val]) if with_val else None
+    ship_val = bool(
+        va is not None and da_on_val is not None and va.objective[0] == 0
+        and va.objective[2] < da_on_val[2]
+    )  # fmt: skip
+    fallback = {k: v for k, v in _plain(da.cand.entry).items() if k != "fallback"}
+    default = _plain((va if ship_val and va else da).cand.entry)
+    default["fallback"] = fallback if ship_val else None
+    labels = {"default": (va if ship_val and va else da).cand.label, "fallback": da.cand.label}
+    loo = left_out(cands, settings, table)
+    out: dict[str, Any] = {
+        "protocol": "experiments/bank2/PROTOCOL.md",
+        "settings": [s.name for s in settings],
+        "default": default,
+        "fallback_without_validation": fallback,
+        "validation_based": ship_val,
+        "labels": labels,
+        "left_out": {},
+        "left_out_labels": {},
+    }
+    for st in settings:
+        choice, _ = loo[st.name]
+        if choice is not None:
+            out["left_out"][st.name] = _plain(choice.cand.entry)
+            out["left_out_labels"][st.name] = choice.cand.label
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("roots", type=Path, nargs="+", help="bank run roots (v2's, a v1 re-run)")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="only these settings")
+    ap.add_argument(
+        "--write", type=Path, metavar="YAML",
+        help="write the rules phase B trains (experiments/bank2/selected.yaml)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -538,6 +589,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = cut_table(cands, settings)
     t1 = time.perf_counter()
     report(settings, cands, table)
+    if args.write:
+        args.write.write_text(yaml.safe_dump(selected(cands, settings, table), sort_keys=False))
+        print(f"\nwrote {args.write}")
     t2 = time.perf_counter()
     seeds = sum(len(s.seeds) for s in settings)
     print(

@@ -89,7 +89,8 @@ def load(roots: Sequence[Path], only: Sequence[str] | None = None) -> list[Any]:
                     del st.seeds[s]
                 if partial:
                     print(
-                        f"note: {st.name}: seeds {partial} lack a fixed-cut run, left out",
+                        f"note: {st.name}: seeds {partial} lack a finished k1, always-k3 or "
+                        "fixed-cut run with a test accuracy, left out",
                         file=sys.stderr,
                     )
                 if not st.seeds:
@@ -102,7 +103,8 @@ def load(roots: Sequence[Path], only: Sequence[str] | None = None) -> list[Any]:
 
 
 def _whole(st: Any, seed: Any) -> bool:
-    return all(c in seed.curve and seed.curve[c] is not None for c in [0, *st.fixed_cuts()])
+    cuts = [0, *st.fixed_cuts(), st.epochs]
+    return all(c in seed.curve and seed.curve[c] is not None for c in cuts)
 
 
 # ------------------------------------------------------------------------------------ rules

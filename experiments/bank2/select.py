@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import itertools
 import sys
@@ -185,7 +186,7 @@ def family_f() -> list[Cand]:
             f"floor {f:g}",
             1,
             False,
-            fn=lambda rows, e, f=f: floor_cut(rows, e, f),
+            fn=functools.partial(floor_cut, floor=f),
             floor=f,
             entry={**entry, "floor": f},
         )
@@ -226,6 +227,20 @@ SLOPE_WINDOWS = (3, 5)
 SLOPE_FLOORS = (None, 0.3)
 
 
+def _slope_cut(rows: Sequence[Mapping[str, Any]], epochs: int, kw: Mapping[str, Any]) -> int:
+    return _cut(replay(rows, budget=epochs, **kw), epochs)
+
+
+def _agree_cut(
+    rows: Sequence[Mapping[str, Any]],
+    epochs: int,
+    pair: Sequence[str],
+    kw: Mapping[str, Any],
+    loss_key: str,
+) -> int:
+    return _cut(replay(rows, list(pair), loss_key=loss_key, **kw), epochs)
+
+
 def family_s() -> list[Cand]:
     """Budget slopes (Fukase et al.'s axis), no guards but divergence as theirs; 2 parameters
     (threshold, window), 3 with a floor."""
@@ -253,7 +268,7 @@ def family_s() -> list[Cand]:
                 label,
                 2 + (f is not None),
                 m.startswith("val/"),
-                fn=lambda rows, e, kw=kw: _cut(replay(rows, budget=e, **kw), e),
+                fn=functools.partial(_slope_cut, kw=kw),
                 entry=kw,
             )
         )
@@ -295,9 +310,7 @@ def family_agree() -> list[Cand]:
                 f"all({'+'.join(pair)}) t{t:g} p{p} w{w} guard:{gl}",
                 4 + (g is not None),
                 pair[0].startswith("val/") or g == "val",
-                fn=lambda rows, e, pair=pair, kw=kw, lk=loss_key: _cut(
-                    replay(rows, list(pair), loss_key=lk, **kw), e
-                ),
+                fn=functools.partial(_agree_cut, pair=pair, kw=kw, loss_key=loss_key),
                 entry={"monitor": list(pair), **kw, "learning_signal": signal[g]},
             )
         )
@@ -402,8 +415,9 @@ def select(
         return None
     keyed = []
     for i, c in enumerate(cands):
-        scores = [table.get((c, s.name)) for s in train]
-        if any(sc is None for sc in scores):
+        got = [table.get((c, s.name)) for s in train]
+        scores = [sc for sc in got if sc is not None]
+        if len(scores) < len(got):
             continue  # does not apply to every training setting
         keyed.append((v1.objective(scores), i, c, max(sc.loss for sc in scores)))
     if not keyed:

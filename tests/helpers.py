@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import lightning as L
 import torch
@@ -154,3 +157,14 @@ def v02_replay(rows, monitor="layer_rotation", **kwargs):
     from critical.detector import replay
 
     return replay(rows, monitor, **_v02_settings(kwargs))
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A script that is not a package module (e.g. under experiments/), imported by path under
+    ``name`` (registered in ``sys.modules``: dataclasses look their module up while built)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

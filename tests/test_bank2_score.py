@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import load_script
 
 from critical.io import atomic_write_csv, atomic_write_json
 
@@ -21,14 +20,7 @@ OVERHEAD = 6.0  # a constant per run, so that the measured saving differs from v
 
 @pytest.fixture(scope="module")
 def sc() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "bank2_score", ROOT / "experiments/bank2/score.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "experiments/bank2/score.py", "bank2_score")
 
 
 def flops(cut: int) -> float:

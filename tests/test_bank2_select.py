@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import load_script
 
 from critical.detector import replay
 from critical.io import atomic_write_csv, atomic_write_json
@@ -18,14 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def b2() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "bank2_select", ROOT / "experiments/bank2/select.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "experiments/bank2/select.py", "bank2_select")
 
 
 E = 40
@@ -252,12 +244,7 @@ def test_write_then_phase_b_specs(b2, tmp_path, capsys):
 
     from critical.sweep.spec import check_spec
 
-    spec = importlib.util.spec_from_file_location(
-        "bank2_phase_b", ROOT / "experiments/bank2/phase_b.py"
-    )
-    assert spec is not None and spec.loader is not None
-    pb = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pb)
+    pb = load_script(ROOT / "experiments/bank2/phase_b.py", "bank2_phase_b")
 
     runs = tmp_path / "runs"
     write_setting(runs, "ipd", False, {**FLAT, 4: 0.8})

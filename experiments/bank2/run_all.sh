@@ -14,7 +14,8 @@
 # SPEC missing from BANK2_TREE is read from this checkout (phase B's specs are written after
 # the protocol's commit). BANK2_TREE is the frozen worktree of the protocol's commit (`git
 # worktree add ../bank2_wt 2e5571d`) whose code and sweeps run (default: this checkout); the
-# `critical` on PATH must import that tree's src (PYTHONPATH=$BANK2_TREE/src).
+# `critical` on PATH must import that tree's src (PYTHONPATH=$BANK2_TREE/src). Runs a stop
+# killed half-way are moved to <folder>/_set_aside/ before their sweep starts again.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 tree=$(cd "${BANK2_TREE:-$here}" && pwd)
@@ -45,8 +46,11 @@ worker() {
     echo "$(date -Is) worker $1: $line" >> "$out/progress.log"
     mkdir -p "$out/$sub"
     # one sweep at a time in a folder (phase B's branch jobs and whole specs share folders);
-    # shellcheck disable=SC2086  # the line's flags split into words
-    flock "$out/$sub/.sweep.lock" nice -n 19 critical sweep "$spec" --out "$out/$sub" $flags \
+    # runs a stop killed are set aside first (set_aside.py), else they block themselves
+    # shellcheck disable=SC2016,SC2086  # $1.. expand in the inner shell; the flags split
+    flock "$out/$sub/.sweep.lock" bash -c \
+      'python3 "$0" "$1" && nice -n 19 critical sweep "$2" --out "$1" "${@:3}"' \
+      "$here/experiments/bank2/set_aside.py" "$out/$sub" "$spec" $flags \
       >> "$out/worker.$1.log" 2>&1
     echo "$(date -Is) $line done (exit $?)" >> "$out/progress.log"
   done

@@ -15,7 +15,7 @@
 # the protocol's commit). BANK2_TREE is the frozen worktree of the protocol's commit (`git
 # worktree add ../bank2_wt 2e5571d`) whose code and sweeps run (default: this checkout); the
 # `critical` on PATH must import that tree's src (PYTHONPATH=$BANK2_TREE/src). Runs a stop
-# killed half-way are moved to <folder>/_set_aside/ before their sweep starts again.
+# killed half-way are moved to <folder>/_set_aside/ (critical.sweep.aside) before a sweep.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 tree=$(cd "${BANK2_TREE:-$here}" && pwd)
@@ -38,6 +38,24 @@ cd "$tree"
 next() {  # pops the queue's first line under a lock
   flock "$queue.lock" sh -c 'head -n 1 "$1"; sed -i 1d "$1"' _ "$queue"
 }
+sweep_in() {  # FOLDER SPEC [FLAGS...]: sets the folder's unfinished runs aside, then sweeps
+  local folder=$1 spec=$2
+  shift 2
+  # critical.sweep.aside from this checkout's src (the frozen tree predates it): runs a stop
+  # killed half-way would block themselves and every branch off them
+  PYTHONPATH="$here/src" python3 - "$folder" << 'PY'
+import sys
+from pathlib import Path
+
+from critical.sweep.aside import set_aside
+
+for run in set_aside(Path(sys.argv[1])):
+    print("set aside (unfinished):", run)
+PY
+  nice -n 19 critical sweep "$spec" --out "$folder" "$@"
+}
+export -f sweep_in
+export here
 worker() {
   local line spec sub
   while line=$(next) && [ -n "$line" ]; do
@@ -45,14 +63,12 @@ worker() {
     [ -e "$spec" ] || spec="$here/$spec"
     echo "$(date -Is) worker $1: $line" >> "$out/progress.log"
     mkdir -p "$out/$sub"
-    # one sweep at a time in a folder (phase B's branch jobs and whole specs share folders);
-    # runs a stop killed are set aside first (set_aside.py), else they block themselves
-    # shellcheck disable=SC2016,SC2086  # $1.. expand in the inner shell; the flags split
-    flock "$out/$sub/.sweep.lock" bash -c \
-      'python3 "$0" "$1" && nice -n 19 critical sweep "$2" --out "$1" "${@:3}"' \
-      "$here/experiments/bank2/set_aside.py" "$out/$sub" "$spec" $flags \
+    # one sweep at a time in a folder (phase B's branch jobs and whole specs share folders)
+    # shellcheck disable=SC2016,SC2086  # "$@" expands in the inner shell; the flags split
+    flock "$out/$sub/.sweep.lock" bash -c 'sweep_in "$@"' _ "$out/$sub" "$spec" $flags \
       >> "$out/worker.$1.log" 2>&1
-    echo "$(date -Is) $line done (exit $?)" >> "$out/progress.log"
+    rc=$?
+    echo "$(date -Is) $line done (exit $rc)" >> "$out/progress.log"
   done
 }
 worker 1 &

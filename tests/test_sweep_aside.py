@@ -1,14 +1,11 @@
-"""experiments/bank2/set_aside.py: a stop's half-finished runs are moved aside, not deleted."""
+"""critical.sweep.aside: a stop's half-finished runs are moved aside, not deleted."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import load_script
-
 from critical.io import atomic_write_csv, atomic_write_json
-
-ROOT = Path(__file__).resolve().parents[1]
+from critical.sweep.aside import set_aside, unfinished
 
 
 def run(folder: Path, name: str, epochs: int, finished: bool) -> Path:
@@ -23,7 +20,6 @@ def run(folder: Path, name: str, epochs: int, finished: bool) -> Path:
 
 
 def test_unfinished_runs_and_a_trunks_checkpoints_move_aside(tmp_path):
-    sa = load_script(ROOT / "experiments/bank2/set_aside.py", "bank2_set_aside")
     done = run(tmp_path, "m-E4-always-k3-s0", 4, True)
     killed_trunk = run(tmp_path, "m-E4-always-k3-s1", 2, False)
     killed_branch = run(tmp_path, "m-E4-fixed_2-s0", 3, False)
@@ -33,9 +29,10 @@ def test_unfinished_runs_and_a_trunks_checkpoints_move_aside(tmp_path):
         (ckpt / "epoch=0.ckpt").write_bytes(b"x")
     (tmp_path / "logs").mkdir()
 
-    assert sa.unfinished(tmp_path) == [killed_trunk, killed_branch]
-    assert sa.main([str(tmp_path), str(tmp_path / "not-started")]) == 0
-    aside = next((tmp_path / "_set_aside").iterdir())
+    assert unfinished(tmp_path) == [killed_trunk, killed_branch]
+    assert unfinished(tmp_path / "not-started") == []
+    assert set_aside(tmp_path, stamp="t") == [killed_trunk, killed_branch]
+    aside = tmp_path / "_set_aside" / "t"
     assert sorted(p.name for p in aside.iterdir()) == sorted(
         ["checkpoints", killed_trunk.name, killed_branch.name]
     )
@@ -43,4 +40,11 @@ def test_unfinished_runs_and_a_trunks_checkpoints_move_aside(tmp_path):
     # the finished trunk, its checkpoints and the logs stay; a second call moves nothing
     assert done.is_dir() and (tmp_path / "checkpoints" / "m-E4-s0").is_dir()
     assert not killed_trunk.exists() and not (tmp_path / "checkpoints" / "m-E4-s1").exists()
-    assert sa.set_aside(tmp_path) == []
+    assert set_aside(tmp_path) == []
+
+
+def test_only_the_named_runs(tmp_path):
+    a = run(tmp_path, "m-E4-fixed_2-s0", 1, False)
+    b = run(tmp_path, "m-E4-fixed_2-s1", 1, False)
+    assert set_aside(tmp_path, names=[b.name], stamp="t") == [b]
+    assert a.is_dir() and (tmp_path / "_set_aside" / "t" / b.name).is_dir()

@@ -128,6 +128,10 @@ def format_summary(s: Mapping[str, Any], rows: Sequence[Mapping[str, Any]] = ())
         change = "" if cut.get("cut_epoch") is None else f" -> {to} from epoch {cut['cut_epoch']}"
         policy = str(cut.get("policy"))
         how = {"fixed": " (a fixed cut)", "detector": " (the detector's cut)"}.get(policy, "")
+        if change and cut.get("plan"):  # a staged cut: every step
+            change = "".join(f" -> {k} from epoch {first}" for first, k in cut["plan"])
+            staged = {"fixed": " (a staged fixed cut)", "detector": " (the detector's staged cut)"}
+            how = staged.get(policy, " (staged)")
         lines.append(f"multiplicity: k={cut['multiplicity_before']}{change}{how if change else ''}")
     rob = dict(s.get("robustness") or {})
     kind = rob.pop("data", None)

@@ -145,17 +145,26 @@ def phase(epoch: int, cut_epoch: int | None) -> str:
 
 
 def theoretical_saving(
-    k_before: float | None, k_after: float | None, cut_epoch: int | None, max_epochs: int | None
+    k_before: float | None,
+    k_after: float | None,
+    cut_epoch: int | None,
+    max_epochs: int | None,
+    plan: Sequence[Sequence[float]] | None = None,
 ) -> float | None:
     """The compute saving of a cut from ``k_before`` to ``k_after`` at ``cut_epoch`` of
     ``max_epochs`` complete epochs: ``1 - (k_b e + k_a (E - e)) / (k_b E)``. No cut (``cut_epoch``
-    ``None``) or a cut at or after ``E`` saves 0; ``None`` when k or E is unknown.
+    ``None``) or a cut at or after ``E`` saves 0; ``None`` when k or E is unknown. A staged cut
+    gives its ``plan`` (``[[first epoch, k], ...]`` from the cut on, as
+    :attr:`AugmentationCutoff.plan <critical.callbacks.AugmentationCutoff>`): each k counts
+    from its first epoch to the next one's.
 
     Example:
         >>> theoretical_saving(3, 1, None, 10), theoretical_saving(3, 1, 10, 10)
         (0.0, 0.0)
         >>> round(theoretical_saving(3, 1, 9, 10), 4)
         0.0667
+        >>> round(theoretical_saving(3, 1, 2, 6, plan=[[2, 2], [4, 1]]), 4)  # 3 -> 2 -> 1
+        0.3333
     """
     if not k_before or k_before <= 0 or max_epochs is None or max_epochs <= 0:
         return None
@@ -164,7 +173,14 @@ def theoretical_saving(
     if k_after is None:
         return None
     e = min(max(int(cut_epoch), 0), max_epochs)
-    return 1.0 - (k_before * e + k_after * (max_epochs - e)) / (k_before * max_epochs)
+    if not plan:
+        plan = [[e, k_after]]
+    firsts = [min(max(int(first), e), max_epochs) for first, _ in plan]
+    trained = k_before * e + sum(
+        float(k) * (end - first)
+        for (_, k), first, end in zip(plan, firsts, [*firsts[1:], max_epochs])
+    )
+    return 1.0 - trained / (k_before * max_epochs)
 
 
 def _estimate_epochs(before: Sequence[Record]) -> list[Record]:

@@ -27,7 +27,8 @@ Keys of the summary (``None`` where unknown):
   which epochs, with the last readings); ``diverged``: ``{"epoch", "cause"}`` when the detector
   saw the run diverge;
 * ``cut``: ``{"cut_epoch", "multiplicity_before", "multiplicity_after", "source", "policy"}``
-  (``policy``: the cut callback's, ``"detector"``, ``"fixed"`` or ``"never"``);
+  (``policy``: the cut callback's, ``"detector"``, ``"fixed"`` or ``"never"``), and ``plan``
+  (``[[first epoch, k], ...]`` from the cut on) for a staged cut;
 * ``saved`` (whether the cut saved anything worth the name: a theoretical saving of at least
   1%) and ``saving_note``, one plain sentence (what was saved, or why nothing was: no cut, a
   cut at the end of the last epoch, a cut too late to matter);
@@ -191,6 +192,9 @@ def build_summary(
             "source": "cutoff",
             "policy": getattr(cutoff, "policy", None),
         }
+        plan = getattr(cutoff, "plan", None)
+        if getattr(cutoff, "stages", ()) and plan:  # a staged cut
+            s["cut"]["plan"] = [list(step) for step in plan]
     elif e is not None and e["cut"].get("source") is not None:
         s["cut"] = dict(e["cut"])
     elif rows:
@@ -325,7 +329,8 @@ def explain_saving(s: dict[str, Any]) -> dict[str, Any]:
     horizon = s.get("max_epochs") or epochs or None
     k_before, k_after = cut.get("multiplicity_before"), cut.get("multiplicity_after")
     cut_epoch = cut.get("cut_epoch")
-    s["theoretical_saving"] = theoretical_saving(k_before, k_after, cut_epoch, horizon)
+    plan = cut.get("plan")
+    s["theoretical_saving"] = theoretical_saving(k_before, k_after, cut_epoch, horizon, plan)
     s["saved"] = False
     if not cut:
         s["saving_note"] = "nothing saved: the run has no cut (no cut callback, k unknown)"
@@ -354,5 +359,6 @@ def explain_saving(s: dict[str, Any]) -> dict[str, Any]:
         else:
             s["saved"] = True
             limit = "" if bound is None else f" (at most {bound:.1%} of the compute)"
-            s["saving_note"] = f"{where} from k={k_before} to k={k_after}{limit}"
+            to = " -> ".join(str(k) for _, k in plan) if plan else k_after  # a staged cut
+            s["saving_note"] = f"{where} from k={k_before} to k={to}{limit}"
     return s

@@ -78,16 +78,20 @@ class Tracker(Protocol):
 
 def read_cut(trainer: pl.Trainer) -> dict[str, Any]:
     """The cut as the trainer's :class:`~critical.callbacks.AugmentationCutoff` knows it
-    (``{"source": None}`` without one)."""
+    (``{"source": None}`` without one; ``plan`` only for a staged cut)."""
     cutoff = find_cutoff(trainer)
     if cutoff is None:
         return {"source": None}
-    return {
+    cut = {
         "source": "cutoff",
         "cut_epoch": getattr(cutoff, "cut_epoch", None),
         "multiplicity_before": getattr(cutoff, "multiplicity_before", None),
         "multiplicity_after": getattr(cutoff, "multiplicity_after", None),
     }
+    plan = getattr(cutoff, "plan", None)
+    if getattr(cutoff, "stages", ()) and plan:
+        cut["plan"] = [list(step) for step in plan]
+    return cut
 
 
 def boundary(history: list[dict[str, Any]], cut: dict[str, Any]) -> dict[str, Any]:
@@ -148,6 +152,7 @@ def summarize(tracker: Tracker) -> dict[str, Any]:
             bounds["multiplicity_after"],
             bounds["cut_epoch"],
             tracker.max_epochs,
+            tracker._cut.get("plan"),  # a staged cut counts each of its steps
         ),
         **accounts,
         "interrupted_epoch": tracker.interrupted_epoch,

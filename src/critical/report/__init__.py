@@ -53,11 +53,16 @@ settings; the report has one section (and one plot panel) per setting.
 
 Within a setting, runs are grouped by label. ``config.json["tags"]`` (the ``sweep.json`` entry's
 tags fill in keys the config lacks): ``model``, ``label``, ``seed``, ``policy`` (``"always"``,
-``"k1"``, ``"matched"``, ``"fixed"``, ``"detector"``), ``k``, ``cut_at`` (a cut run's first epoch
-at k = 1; a matched run's: the cut epoch it matches), ``matched_epochs``, ``budget``. A run
-without tags is its own group, label = its name. Without a ``policy`` tag, it is read from the
-label (``always...``, ``k1``, ``matched...``, ``fixed@N``, ``detector...``); without ``cut_at``,
-from a ``fixed@N`` / ``matched-k1@N`` label. ``config.json["alias_of"]`` (a copy of another run's
+``"k1"``, ``"matched"``, ``"fixed"``, ``"staged"``, ``"detector"``), ``k``, ``cut_at`` (a cut
+run's first epoch at k = 1, a staged cut's first epoch below k; a matched run's: the cut epoch it
+matches), ``matched_epochs``, ``budget``. A run without tags is its own group, label = its name.
+Without a ``policy`` tag, it is read from the label (``always...``, ``k1``, ``matched...``,
+``fixed@N``, ``staged@N``, ``detector...``), else from the run's ``AugmentationCutoff`` (a
+fixed cut with ``stages`` is ``"staged"``); without ``cut_at``, from a ``fixed@N`` /
+``staged@N`` / ``matched-k1@N`` label. A staged cut (k stepped down through its stages to 1) is
+listed, drawn and saved against always-k like a fixed cut, but it is not one: it never enters
+the best fixed cut, the oracle or the matched comparison (a matched run has the step count of
+the one-step cut). ``config.json["alias_of"]`` (a copy of another run's
 training, made by the sweep) is listed in ``runs.csv``.
 
 Per-run values (:func:`run_values`)
@@ -99,7 +104,7 @@ row is therefore 0 ± 0. The *theoretical* saving counts epochs, not measurement
 
 with ``k_e`` the run's multiplicity in epoch e and ``k * E`` the baseline's (the sum of its k
 over its epochs); for a cut at epoch e of E epochs from k to 1 it is ``1 - (k e + E - e) / (k
-E)``, for k = 1 throughout ``1 - 1/k``. Without a baseline, or a run without multiplicities, it
+E)``, for k = 1 throughout ``1 - 1/k`` (a staged cut's, from its epochs at each stage). Without a baseline, or a run without multiplicities, it
 is ``100 * energy.json["theoretical_saving"]``.
 
 Matched k = 1 (:attr:`Summary.matched`). Each complete run of a cut policy (``fixed``,

@@ -119,7 +119,8 @@ def plot_accuracy_vs_cut(
     summary: Summary, out_dir: PathLike, messages: list[str] | None = None
 ) -> list[Path]:
     """``accuracy_vs_cut.{png,pdf}``, one panel per setting with fixed cuts or detector groups:
-    the fixed cuts' mean accuracy against their cut epoch as a line with a ± std band, the
+    the fixed cuts' mean accuracy against their cut epoch as a line with a ± std band (staged
+    cuts, k stepped down through their stages from the cut, as a line of their own), the
     matched k = 1 runs against the cut epoch they match (dashed), always-k and k1 as horizontal
     lines (the tolerance below always-k dotted), each detector run as a point at its own cut
     epoch and accuracy (cut epochs of different seeds are never averaged), the oracle cut
@@ -132,6 +133,7 @@ def plot_accuracy_vs_cut(
     for setting in summary.settings:
         gs = [g for g in summary.in_setting(setting) if _finite(g.mean("acc"))]
         fixed = _by_cut(gs, "fixed")
+        staged = _by_cut(gs, "staged")
         matched = _by_cut(gs, "matched")
         det = [g for g in gs if g.policy == "detector" and _finite(g.mean("cut_epoch"))]
         if messages is not None:
@@ -140,8 +142,8 @@ def plot_accuracy_vs_cut(
                     messages.append(
                         f"accuracy_vs_cut: {setting.label} / {g.label} never cut; not drawn"
                     )
-        if fixed or det:
-            panels.append((setting, gs, fixed, matched, det))
+        if fixed or staged or det:
+            panels.append((setting, gs, fixed, staged, matched, det))
         elif messages is not None and gs:
             messages.append(
                 f"accuracy_vs_cut: {setting.label}: no fixed cuts or detector cuts; skipped"
@@ -149,9 +151,10 @@ def plot_accuracy_vs_cut(
     if not panels:
         raise NoDataError("accuracy_vs_cut: no fixed cuts or detector cuts; skipped")
     fig, axes = _figure(1, len(panels), width=6.0, height=4.5)
-    for ax, (setting, gs, fixed, matched, det) in zip(axes, panels):
+    for ax, (setting, gs, fixed, staged, matched, det) in zip(axes, panels):
         for line, color, style, label in (
             (fixed, "C3", "o-", "fixed cut"),
+            (staged, "C9", "^-", "staged cut"),
             (matched, "C2", "s--", "matched k=1"),
         ):
             if line:
@@ -205,7 +208,9 @@ def plot_accuracy_vs_cut(
                 alpha=0.85,
                 label=f"{g.label} (per seed: cut {cuts})",
             )
-        ax.set_xlabel("cut epoch (first epoch at k = 1)")
+        ax.set_xlabel(
+            "cut epoch (first epoch at k = 1" + (", a staged cut's below k)" if staged else ")")
+        )
         _integer_ticks(ax.xaxis)
         ax.set_ylabel(_acc_label(summary))
         ax.set_title(_title(setting), fontsize=10)

@@ -263,13 +263,14 @@ def _mark_cuts(ax: Any, cuts: list[tuple[float, str, str, str]], label_text: boo
         ax.axvline(at - 0.5, color=color, linestyle=style, alpha=0.7,
                    label=None if label in seen else label)  # fmt: skip
         seen.add(label)
-        if label_text:  # fixed cuts labelled at the top, detector cuts lower: never on each other
-            fixed = label == "fixed cuts"
+        if label_text:  # fixed cuts labelled at the top, staged below, detector cuts lower:
+            # never on each other
+            height = {"fixed cuts": 1.0, "staged cuts": 0.8}.get(label)
             ax.annotate(
-                f"fixed@{at:g}"
-                if fixed
+                f"{label.split()[0]}@{at:g}"
+                if height is not None
                 else label.removeprefix("cut: ").split(" (")[0] + f"@{at:g}",
-                (at - 0.5, 1.0 if fixed else 0.55),
+                (at - 0.5, 0.55 if height is None else height),
                 xycoords=("data", "axes fraction"),
                 rotation=90,
                 fontsize=6,
@@ -316,6 +317,8 @@ def plot_curves(
         cuts: list[tuple[float, str, str, str]] = []
         for at in sorted({g.cut_at for g in groups if g.policy == "fixed" and g.cut_at}):
             cuts.append((at, "fixed cuts", "0.6", ":"))
+        for at in sorted({g.cut_at for g in groups if g.policy == "staged" and g.cut_at}):
+            cuts.append((at, "staged cuts", "C9", ":"))
         for cut in sorted({r.cut_epoch for r in runs if r.cut_epoch is not None}):
             cuts.append((cut, f"cut: {group.label}", "C0", "--"))
         for i, g in enumerate(detectors):

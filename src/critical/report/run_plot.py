@@ -102,9 +102,20 @@ def _policy(run: Run) -> str | None:
         if monitor:
             monitor = "+".join(monitor) if isinstance(monitor, list) else str(monitor)
             return f"detector on {monitor}"
-    if policy == "fixed" and cutoff is not None and cutoff.get("epoch") is not None:
-        return f"fixed at epoch {cutoff['epoch']}"
+    if policy in ("fixed", "staged") and cutoff is not None and cutoff.get("epoch") is not None:
+        return f"{policy} at epoch {cutoff['epoch']}"
     return None if policy is None else str(policy)
+
+
+def _steps_after(run: Run, cut: int) -> str | None:
+    """The multiplicities the rows show from epoch ``cut`` on, in order (``"2 → 1"`` for a
+    staged cut); ``None`` without any."""
+    after: dict[float, None] = {}
+    for r in run.rows:
+        e, k = as_int(r.get("epoch")), r.get("multiplicity")
+        if e is not None and e >= cut and _finite(k):
+            after[float(k)] = None
+    return " → ".join(f"{k:g}" for k in after) or None
 
 
 def describe_run(run: Run) -> str:
@@ -129,8 +140,7 @@ def describe_run(run: Run) -> str:
     if kb is not None:
         k = f"{kb:g}" if isinstance(kb, float) else str(kb)
         if cut is not None:
-            after = ka if ka is not None else (ks[-1] if ks else "?")
-            after = f"{after:g}" if isinstance(after, float) else str(after)
+            after = _steps_after(run, cut) or (f"{ka:g}" if ka is not None else "?")
             parts.append(f"k = {k} → {after} from epoch {cut}")
         else:
             parts.append(f"k = {k} throughout")
@@ -159,6 +169,8 @@ def run_figure(run: Run, accuracy_key: str | None = None) -> Any:
     cut = run.cut_epoch
     ce = run.cut_event or {}
     kb, ka = ce.get("multiplicity_before"), ce.get("multiplicity_after")
+    steps = _steps_after(run, cut) if cut is not None else None
+    ka = steps.replace(" ", "") if steps else ka  # a staged cut: every step
     cut_label = f"cut (k {kb}→{ka})" if kb is not None and ka is not None else "cut"
     cutoff = configured_callbacks(run.config).get("AugmentationCutoff") or {}
     # where the detector did not decide (a fixed cut, k kept, no cut callback and no cut): where

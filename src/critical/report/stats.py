@@ -112,15 +112,15 @@ class Group:
 
     @property
     def cut_at(self) -> float | None:
-        """For a fixed cut: its cut epoch (tag, label, else mean measured cut epoch); for a
-        matched k = 1 group: the cut epoch it matches."""
-        if self.policy not in ("fixed", "matched"):
+        """For a fixed or staged cut: its cut epoch (tag, label, else mean measured cut epoch);
+        for a matched k = 1 group: the cut epoch it matches."""
+        if self.policy not in ("fixed", "staged", "matched"):
             return None
         cs = {r.cut_at for r in self.runs if r.cut_at is not None}
         if len(cs) == 1:
             return float(cs.pop())
         s = self.stats.get("cut_epoch")
-        return s.mean if s is not None and s.n and self.policy == "fixed" else None
+        return s.mean if s is not None and s.n and self.policy != "matched" else None
 
     @property
     def cut_epochs(self) -> list[int | None]:

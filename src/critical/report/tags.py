@@ -16,9 +16,10 @@ from critical.runfiles import as_int, configured_callbacks, cut_epoch, num
 
 __all__ = ["POLICIES", "RunTags", "Setting"]
 
-POLICIES = ("always", "k1", "matched", "fixed", "detector")
+POLICIES = ("always", "k1", "matched", "fixed", "staged", "detector")
 _POLICY_RANK = {p: i for i, p in enumerate(POLICIES)}
-#: policies that cut k during the run (compared with their matched k = 1 run)
+#: policies that cut k straight to 1 during the run (compared with their matched k = 1 run; a
+#: staged cut trains more steps than ``matched-k1@c``, so it has none)
 CUT_POLICIES = ("fixed", "detector")
 
 
@@ -169,7 +170,8 @@ class RunTags:
                 frac, E = cutoff.get("fraction"), self.max_epochs
                 if at is None and isinstance(frac, (int, float)) and E:
                     at = round(frac * E)
-                out.update(policy="fixed", cut_at=at if at is not None else cut)
+                staged = "staged" if cutoff.get("stages") else "fixed"  # k -> stages -> 1
+                out.update(policy=staged, cut_at=at if at is not None else cut)
             elif policy == "detector":
                 cp = configured_callbacks(self.config).get("CriticalPeriod") or {}
                 monitor = cp.get("monitor")
@@ -199,6 +201,8 @@ class RunTags:
             return "k1"
         if label.startswith("fixed"):
             return "fixed"
+        if label.startswith("staged"):
+            return "staged"
         if label.startswith("matched"):
             return "matched"
         if label.startswith("detector"):
@@ -221,8 +225,8 @@ class RunTags:
             tags = {**{k: v for k, v in inferred.items() if v is not None}, **tags}
         if p == "always" and tags.get("k") is not None:
             return f"always-k{tags['k']}"
-        if p == "fixed" and tags.get("cut_at") is not None:
-            return f"fixed@{tags['cut_at']}"
+        if p in ("fixed", "staged") and tags.get("cut_at") is not None:
+            return f"{p}@{tags['cut_at']}"
         if p == "matched" and tags.get("cut_at") is not None:
             return f"matched-k1@{tags['cut_at']}"
         if p in POLICIES:
@@ -245,11 +249,11 @@ class RunTags:
 
     @property
     def cut_at(self) -> int | None:
-        """The ``cut_at`` tag, else the ``N`` of a ``fixed@N`` or ``matched-k1@N`` label (for a
-        matched run: the cut epoch of the runs it matches)."""
+        """The ``cut_at`` tag, else the ``N`` of a ``fixed@N``, ``staged@N`` or
+        ``matched-k1@N`` label (for a matched run: the cut epoch of the runs it matches)."""
         c = _int(self.tags.get("cut_at"))
-        if c is None and self.policy in ("fixed", "matched"):
-            m = re.match(r"(?:fixed|matched-k1)@(\d+)$", self.label)
+        if c is None and self.policy in ("fixed", "staged", "matched"):
+            m = re.match(r"(?:fixed|staged|matched-k1)@(\d+)$", self.label)
             c = int(m.group(1)) if m else None
         if c is None and not self.tags.get("policy") and self.policy == "detector":
             c = self.cut_epoch

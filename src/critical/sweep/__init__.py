@@ -15,6 +15,9 @@ A sweep is a YAML file::
       matched: true                        # k = 1 with as many optimizer steps as each cut run
                                            #   ("detectors": for the detectors' cuts only)
       fixed: [0.1, 0.25, 0.5]              # cut after E epochs (int) or a fraction of the budget
+      staged:                              # staged cuts, k = 3 -> 2 -> 1 (no matched k = 1 runs)
+        stages: [2]                        #   the k between k and 1, strictly decreasing
+        fixed: [0.25, 12]                  #   their cut epochs, as `fixed`
       detector:                            # cut when the detector fires
         - {}                               #   the library's default detector
         - {name: accordion, monitor: gradient_norm, mode: relative, threshold: 0.5, patience: 1}
@@ -25,8 +28,8 @@ A sweep is a YAML file::
     args: ["--data.train_size=2000"]       # extra flags for every run
 
 Every run is one ``critical fit`` command with its own run directory ``OUT/<run name>`` and tags
-(``model``, ``seed``, ``budget``, ``policy``, ``label``, ``k``, ``cut_at``, ``parent``,
-``branch_epoch``, ``detector``, ``fired``, ``replay``, ``matched_epochs``) in its
+(``model``, ``seed``, ``budget``, ``policy``, ``label``, ``k``, ``cut_at``, ``stages``,
+``parent``, ``branch_epoch``, ``detector``, ``fired``, ``replay``, ``matched_epochs``) in its
 ``config.json``; ``OUT/sweep.json`` lists every run planned so far, so ``critical report OUT``
 shows missing runs as missing. Detector settings not given in an entry are the library's
 defaults (:data:`critical.detector.DEFAULTS`), never the fit config's.
@@ -41,6 +44,15 @@ soon as that run has finished: if it fires after epoch f, its run is the branch 
 checkpoint after epoch f; if it never fires, its run is the always-k run itself (a copy, no
 training); two policies that cut at the same epoch share one branch. A branch pays only for the
 epochs after its cut.
+
+**Staged cuts** (``staged``: ``stages`` and a ``fixed`` list of its own). ``staged@e`` steps k
+down from epoch e through the stages to 1, the epochs left split evenly among them
+(``--cutoff.policy=fixed --cutoff.epoch=e --cutoff.stages=[2]``,
+:class:`~critical.callbacks.AugmentationCutoff`'s ``stages``): with ``oracle``, a branch off the
+same checkpoint as ``fixed@e``, never sharing its training. No matched k = 1 run is planned for
+it, and ``critical report`` neither takes it for a fixed cut (the oracle, the best fixed cut) nor
+compares it with ``matched-k1@e``. Each step needs an epoch at least: a cut leaving fewer epochs
+than steps is an error.
 
 **Matched k = 1** (``matched: true``; budgeted training, Li et al., ICLR 2020). For each distinct
 cut epoch c of a model, budget and seed, k = 1 trained for ``k * c + (E - c)`` epochs: as many

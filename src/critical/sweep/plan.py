@@ -121,18 +121,35 @@ class _Group:
         return self.out / "checkpoints" / f"{self.model}{middle}-s{self.seed}"
 
 
+def _cut_epochs(cuts: Any, E: int) -> list[int]:
+    """The distinct cut epochs of a ``fixed`` list in ``(0, E)`` (fractions of the budget
+    rounded), sorted; none when E is unknown (0)."""
+    if not E:
+        return []
+    return sorted(e for e in {fixed_epoch(c, E) for c in cuts or []} if 0 < e < E)
+
+
 def _plan_group(g: _Group, pol: Mapping[str, Any], oracle: bool) -> None:
     k, E = g.k, g.epochs
-    fixed = sorted({fixed_epoch(e, E) for e in pol.get("fixed") or []} if E else set())
-    fixed = [e for e in fixed if 0 < e < E] if E else fixed
+    fixed = _cut_epochs(pol.get("fixed"), E)
+    staged = pol.get("staged") or {}
+    stages = [int(s) for s in staged.get("stages") or []]
+    staged_cuts = _cut_epochs(staged.get("fixed"), E)
+    for e in staged_cuts:
+        if E - e < len(stages) + 1:
+            raise ValueError(
+                f"staged cut at epoch {e} of {E}: {E - e} epoch(s) left for the "
+                f"{len(stages) + 1} steps {' -> '.join(map(str, [*stages, 1]))} (each needs one "
+                "at least): cut earlier or give fewer stages"
+            )
     detectors = list(pol.get("detector") or [])
-    branching = oracle and bool(fixed or detectors)
+    branching = oracle and bool(fixed or staged_cuts or detectors)
 
     trunk = None
     if pol.get("always") or branching:
         flags = ["--cutoff.policy=never"]
         if branching:
-            every = 1 if detectors else math.gcd(*fixed)
+            every = 1 if detectors else math.gcd(*fixed, *staged_cuts)
             flags += [
                 "--trainer.enable_checkpointing=true",
                 "--trainer.callbacks+=ModelCheckpoint",
@@ -168,6 +185,20 @@ def _plan_group(g: _Group, pol: Mapping[str, Any], oracle: bool) -> None:
         else:
             g.make(f"fixed@{e}", "fixed", 1, flags, cut_at=e)
         cuts[e] = None
+
+    # staged cuts: branches of their own (never shared with a one-step cut at the same epoch:
+    # the training differs), not cut epochs a matched k = 1 run is planned for
+    for e in staged_cuts:
+        flags = ["--cutoff.policy=fixed", f"--cutoff.epoch={e}", flag("cutoff.stages", stages)]
+        branch: dict[str, Any] = {}
+        if oracle:
+            assert trunk is not None
+            ckpt = g.ckpt_dir() / f"epoch={e - 1}.ckpt"
+            flags.append(f"--ckpt_path={ckpt}")
+            branch = {"parent": trunk.name, "branch_epoch": e}
+        g.make(
+            f"staged@{e}", "staged", 2 if oracle else 1, flags, cut_at=e, stages=stages, **branch
+        )
 
     for d in detectors:
         label = detector_label(d)
@@ -236,11 +267,18 @@ def plan(spec: Mapping[str, Any], out: str | Path) -> list[Run]:
     """Every run of the sweep that can be planned now, stage by stage.
 
     Stage 1: the always-k run (with a checkpoint after every epoch the branches need), k = 1,
-    and, without ``oracle``, the fixed and detector runs trained from scratch. Stage 2 (oracle):
-    the branches, resumed from the always-k run's checkpoints with k = 1 from their cut: fixed
-    cuts at once, detectors once the always-k run has finished and the detector has been replayed
-    on its logged metrics. Stage 3: matched k = 1 runs, one per distinct cut epoch, with as many
-    optimizer steps as the cut run (its cosine schedule spread over that budget).
+    and, without ``oracle``, the fixed, staged and detector runs trained from scratch. Stage 2
+    (oracle): the branches, resumed from the always-k run's checkpoints with k = 1 from their
+    cut: fixed cuts at once, detectors once the always-k run has finished and the detector has
+    been replayed on its logged metrics. Stage 3: matched k = 1 runs, one per distinct cut epoch,
+    with as many optimizer steps as the cut run (its cosine schedule spread over that budget).
+
+    A staged cut (``policies.staged``: ``stages`` and its own ``fixed`` list) at epoch e is a
+    run ``staged@e`` (policy ``"staged"``, tags ``cut_at`` and ``stages``) that steps k down
+    through the stages to 1 from epoch e, the epochs left split evenly among them
+    (``--cutoff.stages``); with ``oracle``, a branch off the same checkpoint as ``fixed@e``, but
+    never sharing its training. Staged cuts get no matched k = 1 run: its step count would
+    differ from that of ``matched-k1@e`` (planned for one-step cuts only) and is not planned.
     """
     check_spec(spec)
     out = Path(out)

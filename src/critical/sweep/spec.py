@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -13,9 +14,19 @@ import yaml
 
 from critical.detector import DEFAULTS
 
-__all__ = ["DETECTOR_KEYS", "POLICY_KEYS", "SPEC_KEYS", "Run", "check_spec", "load_spec"]
+__all__ = [
+    "DETECTOR_KEYS",
+    "POLICY_KEYS",
+    "SPEC_KEYS",
+    "STAGED_KEYS",
+    "Run",
+    "check_spec",
+    "load_spec",
+]
 
-POLICY_KEYS = ("always", "k1", "matched", "fixed", "detector")
+POLICY_KEYS = ("always", "k1", "matched", "fixed", "staged", "detector")
+#: a staged entry: the multiplicities between k and 1, and its cut epochs (as ``fixed``)
+STAGED_KEYS = ("stages", "fixed")
 #: a detector entry: any of the detector's settings, plus an optional `name` for its label
 DETECTOR_KEYS = (*DEFAULTS, "name")
 SPEC_KEYS = (
@@ -99,6 +110,8 @@ def check_spec(spec: Mapping[str, Any]) -> None:
                 f"fixed cuts are epochs (integers >= 1) or fractions of the budget in (0, 1), "
                 f"got {e!r}"
             )
+    if pol.get("staged") is not None:
+        _check_staged(pol["staged"], k)
     for b in spec.get("budgets") or []:
         if isinstance(b, bool) or not isinstance(b, int) or b < 2:
             raise ValueError(f"budgets are epoch counts (integers >= 2), got {b!r}")
@@ -114,6 +127,42 @@ def check_spec(spec: Mapping[str, Any]) -> None:
             f"`matched` must be true (a k = 1 run per cut epoch), 'detectors' (per detector cut "
             f"epoch only) or false, got {pol.get('matched')!r}"
         )
+
+
+def _check_staged(staged: Any, k: int) -> None:
+    """``policies.staged``: ``{stages: [...], fixed: [...]}``, the stages strictly decreasing
+    integers between k and 1 (both excluded), the cut epochs as ``fixed``'s."""
+    if not isinstance(staged, Mapping):
+        raise ValueError(
+            f"`staged` is a mapping {{stages: [2], fixed: [0.3, 12]}} (the multiplicities between "
+            f"k and 1, and the cut epochs), got {staged!r}"
+        )
+    extra = set(staged) - set(STAGED_KEYS)
+    if extra:
+        raise ValueError(f"unknown staged keys {sorted(extra)}; valid: {list(STAGED_KEYS)}")
+    stages = staged.get("stages")
+    if (
+        not isinstance(stages, list)
+        or not stages
+        or any(isinstance(s, bool) or not isinstance(s, int) or not 1 < s < k for s in stages)
+        or any(a <= b for a, b in itertools.pairwise(stages))
+    ):
+        raise ValueError(
+            f"staged `stages` must be a non-empty list of strictly decreasing integers between "
+            f"1 and k = {k}, both excluded (e.g. [2] for k = 3 -> 2 -> 1), got {stages!r}"
+        )
+    cuts = staged.get("fixed")
+    if not isinstance(cuts, list) or not cuts:
+        raise ValueError(
+            f"staged `fixed` must be a non-empty list of cut epochs (integers >= 1) or fractions "
+            f"of the budget in (0, 1), got {cuts!r}"
+        )
+    for e in cuts:
+        if not _is_epoch_or_fraction(e):
+            raise ValueError(
+                f"staged cuts are epochs (integers >= 1) or fractions of the budget in (0, 1), "
+                f"got {e!r}"
+            )
 
 
 def flag(key: str, value: Any) -> str:

@@ -168,3 +168,19 @@ def load_script(path: Path, name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def fit_in_process(cmd, stdout=None, **_):
+    """The sweep runner's ``subprocess.run`` of ``python -m critical.cli fit ...``: the same
+    ``critical fit``, in this process (a fresh interpreter per run costs ~10 s of imports).
+    Patch it in as ``monkeypatch.setattr(critical.sweep.runner, "subprocess",
+    SimpleNamespace(run=fit_in_process, STDOUT=subprocess.STDOUT))``."""
+    import contextlib
+    import subprocess
+
+    from critical.cli import main as critical_main
+
+    assert cmd[1:4] == ["-m", "critical.cli", "fit"]
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stdout):
+        rc = critical_main(cmd[3:])
+    return subprocess.CompletedProcess(cmd, rc)

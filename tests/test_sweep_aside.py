@@ -48,3 +48,53 @@ def test_only_the_named_runs(tmp_path):
     b = run(tmp_path, "m-E4-fixed_2-s1", 1, False)
     assert set_aside(tmp_path, names=[b.name], stamp="t") == [b]
     assert a.is_dir() and (tmp_path / "_set_aside" / "t" / b.name).is_dir()
+
+
+def test_sweep_retry_unfinished_trains_a_killed_run_again(tmp_path, monkeypatch, capsys):
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    import yaml
+    from helpers import fit_in_process
+
+    from critical.sweep import main
+    from critical.sweep import runner as sweep_runner
+
+    monkeypatch.setattr(
+        sweep_runner, "subprocess", SimpleNamespace(run=fit_in_process, STDOUT=subprocess.STDOUT)
+    )
+    monkeypatch.setattr(sys, "argv", ["critical"])  # LightningCLI reads args, not pytest's argv
+    root = Path(__file__).resolve().parents[1]
+    spec = {
+        "name": "retry",
+        "config": str(root / "experiments" / "quickstart.yaml"),
+        "seeds": [0],
+        "k": 3,
+        "policies": {"always": True},
+        "args": [
+            "--trainer.max_epochs=2",
+            "--robustness.when=never",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+            "--data.train_size=100",
+            "--data.image_size=8",
+            "--run.plot=false",
+            "--run.tensorboard=false",
+        ],
+    }
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "sweep"
+    killed = run(out, "small_cnn-always-k3-s0", 1, False)  # a stop killed it after an epoch
+
+    assert main([str(spec_file), "--out", str(out)]) == 1
+    assert "--retry-unfinished" in capsys.readouterr().out  # the message says how
+    assert main([str(spec_file), "--out", str(out), "--retry-unfinished", "--emit"]) == 2
+    assert killed.is_dir()
+
+    assert main([str(spec_file), "--out", str(out), "--retry-unfinished"]) == 0
+    assert "set aside (unfinished" in capsys.readouterr().out
+    assert unfinished(out) == [] and (out / killed.name / "summary.json").is_file()
+    (aside,) = (out / "_set_aside").iterdir()
+    assert (aside / killed.name / "metrics.csv").is_file()  # the killed run's files, kept

@@ -1,7 +1,6 @@
 """`critical sweep`'s `staged` policy (k = 3 -> 2 -> 1 from a cut): the plan, the spec's errors,
 and a tiny real oracle sweep with a fixed and a staged branch off the same checkpoint."""
 
-import contextlib
 import csv
 import json
 import subprocess
@@ -11,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from helpers import fit_in_process
 
 from critical.report import Run, describe_run
 from critical.report import main as report_main
@@ -115,17 +115,6 @@ def test_invalid_staged_spec_stops_the_sweep_before_any_run(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def _fit_in_process(cmd, stdout=None, **_):
-    """The sweep runner's ``subprocess.run`` of ``python -m critical.cli fit ...``: the same
-    ``critical fit``, in this process (a fresh interpreter per run costs ~10 s of imports)."""
-    from critical.cli import main as critical_main
-
-    assert cmd[1:4] == ["-m", "critical.cli", "fit"]
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stdout):
-        rc = critical_main(cmd[3:])
-    return subprocess.CompletedProcess(cmd, rc)
-
-
 @pytest.mark.slow
 def test_real_sweep_trains_a_staged_branch_between_the_fixed_cut_and_always_k(
     tmp_path, monkeypatch, capsys
@@ -135,7 +124,7 @@ def test_real_sweep_trains_a_staged_branch_between_the_fixed_cut_and_always_k(
     k = 1); its FLOPs lie strictly between the fixed cut's and always-k's."""
     # the runner's runs only: codecarbon and the rest keep the real subprocess.run
     monkeypatch.setattr(
-        sweep_runner, "subprocess", SimpleNamespace(run=_fit_in_process, STDOUT=subprocess.STDOUT)
+        sweep_runner, "subprocess", SimpleNamespace(run=fit_in_process, STDOUT=subprocess.STDOUT)
     )
     monkeypatch.setattr(sys, "argv", ["critical"])  # LightningCLI reads args, not pytest's argv
     spec = {

@@ -19,6 +19,7 @@ import yaml
 
 from critical.io import atomic_write_json, atomic_write_text
 from critical.runfiles import CONFIG, read_json, run_status
+from critical.sweep.aside import set_aside
 from critical.sweep.plan import followups_pending, plan
 from critical.sweep.spec import Run, load_spec
 
@@ -132,7 +133,10 @@ def run_local(
         done = sum(_complete(out / r.name) for r in runs)
         prefix = f"[{done + 1}/{len(runs)}] {run.name}"
         if run_dir.exists():
-            print(f"{prefix}: an incomplete directory exists ({run_dir}); remove it to run again")
+            print(
+                f"{prefix}: an incomplete directory exists ({run_dir}); remove it, or run again "
+                "with --retry-unfinished (moves it aside), to train it again"
+            )
             failures += 1
             continue
         if run.alias_of:
@@ -267,7 +271,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "jobs, where torch's default of one thread per core ran several times slower); 0: "
         "torch's default",
     )
+    p.add_argument(
+        "--retry-unfinished",
+        action="store_true",
+        help="first move every unfinished run folder in OUT (a run a stop or a time limit "
+        "killed) to OUT/_set_aside/<time>/, so that it is trained again; only while no other "
+        "sweep runs in OUT (local runs only)",
+    )
     args = p.parse_args(argv)
+    if args.retry_unfinished and (args.emit or args.slurm):
+        print("critical sweep: error: --retry-unfinished runs here only (not with --emit or "
+              "--slurm: their jobs may still be running)", file=sys.stderr)  # fmt: skip
+        return 2
     if not os.path.isfile(args.spec):
         print(
             f"critical sweep: error: no sweep spec at {args.spec}{_closest_spec(args.spec)}",
@@ -277,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         spec = load_spec(args.spec)
         out = Path(args.out or Path("runs") / str(spec.get("name", "sweep")))
+        if args.retry_unfinished:
+            for moved in set_aside(out):
+                print(f"set aside (unfinished, to be trained again): {moved}", flush=True)
         runs = plan(spec, out)
     except (ValueError, OSError, yaml.YAMLError) as err:
         print(f"critical sweep: error: {' '.join(str(err).split())}", file=sys.stderr)

@@ -446,3 +446,27 @@ def test_a_diverged_run_says_so_in_its_summary(tmp_path):
     kwargs["guard_learning"] = False
     assert not replay(rows, "scripted", prefix="", **kwargs).fired
     assert replay(rows, "scripted", prefix="", **kwargs, guard_finite=False, guard_lr=False).fired
+
+
+def test_a_step_budget_is_refused_before_any_step(tmp_path):
+    """Under max_steps a cut shortens the epochs, not the fit: it would train as many steps
+    (measured: 40 steps over 8 epochs instead of 4, no compute saved) and a per-step OneCycle
+    kept on its course would raise 'Tried to step 41 times' mid-fit."""
+    cut = AugmentationCutoff(policy="fixed", epoch=1)
+    data = TinyDataModule(n=64, batch_size=16, multiplicity=3)  # 12 steps an epoch at k = 3
+    trainer = tiny_trainer(tmp_path, max_epochs=-1, max_steps=40, callbacks=[cut])
+    with pytest.raises(ValueError, match=r"max_steps=40.*max_epochs=4\) \(= 40 steps at 12"):
+        trainer.fit(TinyModule(), data)
+    assert trainer.global_step == 0 and cut.cut_epoch is None
+
+
+def test_max_steps_that_never_binds_and_a_cutoff_that_never_cuts_run(tmp_path):
+    cut = AugmentationCutoff(policy="fixed", epoch=1)
+    data = TinyDataModule(n=64, batch_size=16, multiplicity=3)
+    trainer = tiny_trainer(tmp_path / "a", max_epochs=3, max_steps=1000, callbacks=[cut])
+    trainer.fit(TinyModule(), data)
+    assert cut.cut_epoch == 1 and trainer.global_step == 12 + 4 + 4  # the cut shortened the fit
+    never = AugmentationCutoff(policy="never")
+    trainer = tiny_trainer(tmp_path / "b", max_epochs=-1, max_steps=20, callbacks=[never])
+    trainer.fit(TinyModule(), TinyDataModule(n=64, batch_size=16, multiplicity=3))
+    assert trainer.global_step == 20

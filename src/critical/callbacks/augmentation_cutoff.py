@@ -16,6 +16,7 @@ from critical.callbacks._cutoff_data import check_loaders_read, resolve_data
 from critical.callbacks._resume import recover_cut, resume_epoch
 from critical.callbacks._schedule import (
     ScheduleFollower,
+    check_epoch_budget,
     check_schedule_length,
     follow,
     follow_batch,
@@ -233,8 +234,11 @@ class AugmentationCutoff(Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The loaders exist now: the data found at fit start must be what they read."""
+        """The loaders exist now: the data found at fit start must be what they read, and a cut
+        must be able to shorten the fit (an epoch budget, not ``max_steps``)."""
         check_loaders_read(trainer, self._data)
+        if self.policy != "never":
+            check_epoch_budget(trainer)
 
     @override
     def on_load_checkpoint(

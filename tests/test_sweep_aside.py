@@ -32,7 +32,7 @@ def test_unfinished_runs_and_a_trunks_checkpoints_move_aside(tmp_path):
     assert unfinished(tmp_path) == [killed_trunk, killed_branch]
     assert unfinished(tmp_path / "not-started") == []
     assert set_aside(tmp_path, stamp="t") == [killed_trunk, killed_branch]
-    aside = tmp_path / "_set_aside" / "t"
+    aside = tmp_path / ".set_aside" / "t"
     assert sorted(p.name for p in aside.iterdir()) == sorted(
         ["checkpoints", killed_trunk.name, killed_branch.name]
     )
@@ -47,7 +47,7 @@ def test_only_the_named_runs(tmp_path):
     a = run(tmp_path, "m-E4-fixed_2-s0", 1, False)
     b = run(tmp_path, "m-E4-fixed_2-s1", 1, False)
     assert set_aside(tmp_path, names=[b.name], stamp="t") == [b]
-    assert a.is_dir() and (tmp_path / "_set_aside" / "t" / b.name).is_dir()
+    assert a.is_dir() and (tmp_path / ".set_aside" / "t" / b.name).is_dir()
 
 
 def test_sweep_retry_unfinished_trains_a_killed_run_again(tmp_path, monkeypatch, capsys):
@@ -96,5 +96,9 @@ def test_sweep_retry_unfinished_trains_a_killed_run_again(tmp_path, monkeypatch,
     assert main([str(spec_file), "--out", str(out), "--retry-unfinished"]) == 0
     assert "set aside (unfinished" in capsys.readouterr().out
     assert unfinished(out) == [] and (out / killed.name / "summary.json").is_file()
-    (aside,) = (out / "_set_aside").iterdir()
+    (aside,) = (out / ".set_aside").iterdir()
     assert (aside / killed.name / "metrics.csv").is_file()  # the killed run's files, kept
+    # a hidden folder: the report reads the sweep's runs, not the ones set aside
+    from critical.report.runs import load_runs
+
+    assert [r.name for r in load_runs(out)] == [killed.name]

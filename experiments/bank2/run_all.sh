@@ -15,7 +15,7 @@
 # the protocol's commit). BANK2_TREE is the frozen worktree of the protocol's commit (`git
 # worktree add ../bank2_wt 2e5571d`) whose code and sweeps run (default: this checkout); the
 # `critical` on PATH must import that tree's src (PYTHONPATH=$BANK2_TREE/src). Runs a stop
-# killed half-way are moved to <folder>/_set_aside/ (critical.sweep.aside) before a sweep.
+# killed half-way are moved to <folder>/.set_aside/ (critical.sweep.aside) before a sweep.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 tree=$(cd "${BANK2_TREE:-$here}" && pwd)

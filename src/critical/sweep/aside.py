@@ -4,7 +4,7 @@ A sweep skips finished runs and never writes into an unfinished run's folder (``
 directory exists``): a run killed with its job (a time limit, a stop, a crash of the machine)
 would block itself and every branch off it. :func:`set_aside` moves each unfinished run folder,
 and for an always-k run (a trunk) its per-epoch checkpoints too (a rerun must not find a killed
-run's files), into ``OUT/_set_aside/<time>/``: nothing is deleted. Only while no sweep runs in
+run's files), into ``OUT/.set_aside/<time>/``: nothing is deleted. Only while no sweep runs in
 ``OUT`` (``critical sweep --retry-unfinished`` calls it before it plans).
 
     >>> import tempfile
@@ -13,7 +13,7 @@ run's files), into ``OUT/_set_aside/<time>/``: nothing is deleted. Only while no
     >>> (out / "m-E4-always-k3-s0").mkdir()      # a run folder without its files: unfinished
     >>> [p.name for p in set_aside(out)]
     ['m-E4-always-k3-s0']
-    >>> [p.name for p in (out / "_set_aside").glob("*/*")]
+    >>> [p.name for p in (out / ".set_aside").glob("*/*")]
     ['m-E4-always-k3-s0']
 """
 
@@ -53,11 +53,11 @@ def set_aside(
     out: Path, names: Iterable[str] | None = None, stamp: str | None = None
 ) -> list[Path]:
     """Moves the unfinished runs under ``out`` (or of ``names``), with a trunk's checkpoints,
-    to ``out/_set_aside/<stamp>/``; returns the run folders moved (where they were)."""
+    to ``out/.set_aside/<stamp>/``; returns the run folders moved (where they were)."""
     runs = unfinished(out, names)
     if not runs:
         return []
-    dest = out / "_set_aside" / (stamp or time.strftime("%Y%m%dT%H%M%S"))
+    dest = out / ".set_aside" / (stamp or time.strftime("%Y%m%dT%H%M%S"))
     dest.mkdir(parents=True, exist_ok=True)
     for run in runs:
         m = _TRUNK.match(run.name)

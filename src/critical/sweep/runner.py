@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--retry-unfinished",
         action="store_true",
         help="first move every unfinished run folder in OUT (a run a stop or a time limit "
-        "killed) to OUT/_set_aside/<time>/, so that it is trained again; only while no other "
+        "killed) to OUT/.set_aside/<time>/, so that it is trained again; only while no other "
         "sweep runs in OUT (local runs only)",
     )
     args = p.parse_args(argv)

@@ -184,3 +184,14 @@ def fit_in_process(cmd, stdout=None, **_):
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stdout):
         rc = critical_main(cmd[3:])
     return subprocess.CompletedProcess(cmd, rc)
+
+
+#: ``critical fit`` flags for a tiny, quiet run of experiments/quickstart.yaml in a sweep test
+TINY_FIT_ARGS = [
+    "--robustness.when=never",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--data.image_size=8",
+    "--run.plot=false",
+    "--run.tensorboard=false",
+]

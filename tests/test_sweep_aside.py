@@ -56,7 +56,7 @@ def test_sweep_retry_unfinished_trains_a_killed_run_again(tmp_path, monkeypatch,
     from types import SimpleNamespace
 
     import yaml
-    from helpers import fit_in_process
+    from helpers import TINY_FIT_ARGS, fit_in_process
 
     from critical.sweep import main
     from critical.sweep import runner as sweep_runner
@@ -72,16 +72,7 @@ def test_sweep_retry_unfinished_trains_a_killed_run_again(tmp_path, monkeypatch,
         "seeds": [0],
         "k": 3,
         "policies": {"always": True},
-        "args": [
-            "--trainer.max_epochs=2",
-            "--robustness.when=never",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-            "--data.train_size=100",
-            "--data.image_size=8",
-            "--run.plot=false",
-            "--run.tensorboard=false",
-        ],
+        "args": ["--trainer.max_epochs=2", "--data.train_size=100", *TINY_FIT_ARGS],
     }
     spec_file = tmp_path / "s.yaml"
     spec_file.write_text(yaml.safe_dump(spec))

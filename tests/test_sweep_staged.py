@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from helpers import fit_in_process
+from helpers import TINY_FIT_ARGS, fit_in_process
 
 from critical.report import Run, describe_run
 from critical.report import main as report_main
@@ -137,14 +137,9 @@ def test_real_sweep_trains_a_staged_branch_between_the_fixed_cut_and_always_k(
         "policies": {"always": True, "fixed": [2], "staged": {"stages": [2], "fixed": [2]}},
         "args": [
             "--trainer.max_epochs=4",
-            "--robustness.when=never",
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
             "--data.batch_size=256",
             "--data.train_size=150",
-            "--data.image_size=8",
-            "--run.plot=false",
-            "--run.tensorboard=false",
+            *TINY_FIT_ARGS,
         ],
     }
     spec_file = tmp_path / "s.yaml"

@@ -470,3 +470,12 @@ def test_max_steps_that_never_binds_and_a_cutoff_that_never_cuts_run(tmp_path):
     trainer = tiny_trainer(tmp_path / "b", max_epochs=-1, max_steps=20, callbacks=[never])
     trainer.fit(TinyModule(), TinyDataModule(n=64, batch_size=16, multiplicity=3))
     assert trainer.global_step == 20
+
+
+def test_a_batch_cap_is_named_when_a_cut_cannot_shorten_the_epochs(tmp_path):
+    cut = AugmentationCutoff(policy="fixed", epoch=1)
+    data = TinyDataModule(n=64, batch_size=8, multiplicity=3)  # 24 batches at k = 3, 8 at k = 1
+    trainer = tiny_trainer(tmp_path, max_epochs=3, callbacks=[cut], limit_train_batches=3)
+    with pytest.warns(UserWarning, match=r"limit_train_batches=3\) caps the batches"):
+        trainer.fit(TinyModule(), data)
+    assert cut.cut_epoch == 1 and trainer.global_step == 9  # 3 an epoch, cut or not

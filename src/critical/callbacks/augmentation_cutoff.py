@@ -307,11 +307,16 @@ class AugmentationCutoff(Callback):
                 and self._k_at(trainer.current_epoch) < (self.multiplicity_before or 0)
                 and now >= before
             ):
+                limit = trainer.limit_train_batches
+                why = (
+                    f"Trainer(limit_train_batches={limit}) caps the batches an epoch, so the cut "
+                    "saves nothing"
+                    if isinstance(limit, int) and not isinstance(limit, bool)
+                    else "does train_dataloader() honour `multiplicity`?"
+                )
                 rank_zero_warn(
                     f"AugmentationCutoff set multiplicity to {self._k_at(trainer.current_epoch)} "
-                    "but the train dataloader "
-                    f"still has {now} batches (was {before}): does train_dataloader() honour "
-                    "`multiplicity`?"
+                    f"but the train dataloader still has {now} batches (was {before}): {why}"
                 )
             elif before is not None and math.isfinite(before) and now < before:
                 self._warned_schedule = warn_step_schedules(

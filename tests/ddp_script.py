@@ -54,6 +54,17 @@ class Orders(Callback):
         self.orders.append(sampler.order(trainer.current_epoch).tolist())
 
 
+def ddp_trainer(**kwargs) -> L.Trainer:
+    """Two CPU processes under DDP (gloo), quiet: no logger, checkpoints, bar or summary."""
+    quiet = dict(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return L.Trainer(accelerator="cpu", devices=2, strategy="ddp", **quiet, **kwargs)
+
+
 def main_imagedm(out_dir):
     """The fast path under DDP: ImageDataModule shards the k*N positions over the ranks."""
     from critical.data import ImageDataModule
@@ -63,15 +74,8 @@ def main_imagedm(out_dir):
     rec, orders = Record(), Orders()
     cut = AugmentationCutoff("fixed", epoch=2)
     energy = EnergyTracker()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp",
+    trainer = ddp_trainer(
         max_epochs=4,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[cut, rec, orders, energy],
     )
     trainer.fit(TinyModule(num_classes=dm.num_classes, channels=dm.in_chans), dm)
@@ -98,15 +102,8 @@ def main(out_dir):
     )
     metric_cbs = [GradientConfusion(), GradientPredictability(), LayerRotation()]
     rec = Record()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp",
+    trainer = ddp_trainer(
         max_epochs=6,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[cp, AugmentationCutoff(), *metric_cbs, rec],
     )
     trainer.fit(Scripted(), TinyDataModule(n=64, batch_size=8, multiplicity=3))
@@ -137,15 +134,8 @@ def main_diverge(out_dir):
 
     L.seed_everything(0)
     cp = CriticalPeriod(monitor="layer_rotation", learning_signal="train_loss", fallback=None)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp",
+    trainer = ddp_trainer(
         max_epochs=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
         callbacks=[cp, LayerRotation()],
     )

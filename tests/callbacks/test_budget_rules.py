@@ -204,3 +204,22 @@ def test_stages_must_step_down_to_the_target():
         AugmentationCutoff(stages=(1,))
     with pytest.raises(ValueError, match="decrease strictly"):
         AugmentationCutoff(stages=(2, 3))
+
+
+def test_a_step_budget_is_the_same_fit_as_its_epochs_for_the_budget_rules(tmp_path):
+    """max_steps=54 at 9 steps an epoch is 6 epochs: Fukase et al.'s rule reads that budget, and
+    a staged cut trains exactly the epoch-budget run's steps (9+9+6+6+3+3), its OneCycle sized
+    for 54 steps ending where the uncut run's would."""
+    cp = CriticalPeriod(**FUKASE_RULE)
+    trainer = tiny_trainer(
+        tmp_path / "a", max_epochs=-1, max_steps=54, callbacks=[LayerRotation(), cp]
+    )
+    trainer.fit(TinyModule(), TinyDataModule(n=48, batch_size=16, multiplicity=3))
+    assert cp.detector.budget == 6
+    cut = AugmentationCutoff("fixed", epoch=2, stages=(2,))
+    data = TinyDataModule(n=48, batch_size=16, multiplicity=3)
+    trainer = tiny_trainer(tmp_path / "b", max_epochs=-1, max_steps=54, callbacks=[cut])
+    trainer.fit(OneCycle(), data)
+    assert cut.plan == [[2, 2], [4, 1]] and trainer.global_step == 36
+    sched = trainer.lr_scheduler_configs[0].scheduler
+    assert sched.last_epoch == sched.total_steps == 54

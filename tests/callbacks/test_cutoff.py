@@ -448,16 +448,59 @@ def test_a_diverged_run_says_so_in_its_summary(tmp_path):
     assert replay(rows, "scripted", prefix="", **kwargs, guard_finite=False, guard_lr=False).fired
 
 
-def test_a_step_budget_is_refused_before_any_step(tmp_path):
-    """Under max_steps a cut shortens the epochs, not the fit: it would train as many steps
-    (measured: 40 steps over 8 epochs instead of 4, no compute saved) and a per-step OneCycle
-    kept on its course would raise 'Tried to step 41 times' mid-fit."""
-    cut = AugmentationCutoff(policy="fixed", epoch=1)
-    data = TinyDataModule(n=64, batch_size=16, multiplicity=3)  # 12 steps an epoch at k = 3
-    trainer = tiny_trainer(tmp_path, max_epochs=-1, max_steps=40, callbacks=[cut])
-    with pytest.raises(ValueError, match=r"max_steps=40.*max_epochs=4\) \(= 40 steps at 12"):
-        trainer.fit(TinyModule(), data)
-    assert trainer.global_step == 0 and cut.cut_epoch is None
+def _step_fit(path, cut, module=None, ckpt=None, resume=None, max_steps=40):
+    """A fit bounded by max_steps (12 steps an epoch at k = 3, 4 at k = 1)."""
+    callbacks = [cut, BatchCounter()] + ([ckpt] if ckpt else [])
+    kw = {"enable_checkpointing": True} if ckpt else {}
+    trainer = tiny_trainer(path, max_epochs=-1, max_steps=max_steps, callbacks=callbacks, **kw)
+    data = TinyDataModule(n=64, batch_size=16, multiplicity=3)
+    trainer.fit(module or TinyModule(), data, ckpt_path=resume)
+    return trainer, callbacks[1]
+
+
+def test_a_step_budget_is_rescaled_at_the_cut(tmp_path):
+    """Under max_steps a cut would shorten the epochs, not the fit (measured before the rescale:
+    40 steps over 8 epochs instead of 4, nothing saved). The steps left are rescaled instead:
+    40 steps at k = 3 are 3 1/3 epochs; cut after epoch 0 (12 steps), the 28 left are 9 at
+    k = 1, so the fit ends after 21 steps, in the 4th epoch, as the uncut one would."""
+    trainer, counter = _step_fit(tmp_path / "a", AugmentationCutoff("never"))
+    assert trainer.global_step == 40 and counter.k == [3, 3, 3, 3]
+    trainer, counter = _step_fit(tmp_path / "b", AugmentationCutoff(policy="fixed", epoch=1))
+    assert trainer.global_step == 12 + 9 and counter.k == [3, 1, 1, 1]
+    assert counter.ran == [12, 4, 4, 1]
+    assert trainer.max_steps == 40  # the user's value again once the fit ended
+
+
+def test_a_step_schedule_ends_where_it_would_under_a_step_budget(tmp_path):
+    """A OneCycle sized for the 40 steps: kept on its course of epoch progress it used to run
+    past its end ('Tried to step 41 times') when the fit trained 40 steps after a cut."""
+    module = OneCycle()
+    trainer, _ = _step_fit(tmp_path, AugmentationCutoff(policy="fixed", epoch=1), module=module)
+    sched = trainer.lr_scheduler_configs[0].scheduler
+    assert trainer.global_step == 21 and 39 <= sched.last_epoch <= 40
+    assert trainer.optimizers[0].param_groups[0]["lr"] < 0.01 * module.lr  # near its end
+
+
+@pytest.mark.parametrize("resume_after", [1, 2])  # decided but not applied; after the cut
+def test_a_rescaled_step_budget_survives_a_resume(tmp_path, resume_after):
+    ckpt = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1, filename="{epoch}"
+    )
+    _step_fit(tmp_path / "a", AugmentationCutoff("fixed", epoch=1), ckpt=ckpt)
+    path = str(tmp_path / "ckpt" / f"epoch={resume_after - 1}.ckpt")
+    trainer, counter = _step_fit(tmp_path / "b", AugmentationCutoff("fixed", epoch=1), resume=path)
+    assert trainer.global_step == 21 and counter.k == [1, 1, 1][resume_after - 1 :]
+
+
+def test_a_branch_off_an_uncut_step_budget_run_saves_the_steps(tmp_path):
+    """A fixed cut applied on resume from a run that kept k (how sweeps take a k = 1 branch)."""
+    ckpt = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1, filename="{epoch}"
+    )
+    _step_fit(tmp_path / "a", AugmentationCutoff("never"), ckpt=ckpt)
+    path = str(tmp_path / "ckpt" / "epoch=0.ckpt")
+    trainer, counter = _step_fit(tmp_path / "b", AugmentationCutoff("fixed", epoch=1), resume=path)
+    assert trainer.global_step == 21 and counter.k == [1, 1, 1]
 
 
 def test_max_steps_that_never_binds_and_a_cutoff_that_never_cuts_run(tmp_path):

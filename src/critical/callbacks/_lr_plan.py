@@ -4,7 +4,9 @@
 copies of its schedulers bound to a stand-in optimizer (the real ones, and the model, are not
 touched), and returns, for each epoch ``e``, the sum of the learning rate over the steps after
 epoch ``e`` over its sum over the whole fit. A per-step schedule is played over
-``trainer.estimated_stepping_batches`` steps, an epoch schedule over ``max_epochs`` epochs; with
+``trainer.estimated_stepping_batches`` steps, an epoch schedule over the fit's epochs
+(``max_epochs``, or those a binding ``max_steps`` takes:
+:func:`~critical.callbacks._budget.epoch_budget`); with
 no scheduler the rate is constant and the share left is the share of epochs left. After a cut
 :class:`~critical.callbacks.AugmentationCutoff` keeps per-step schedules at the uncut run's
 position for the same epoch progress, so the shares hold for a cut run too.
@@ -34,6 +36,8 @@ import warnings
 from typing import Any
 
 import torch
+
+from critical.callbacks._budget import epoch_budget
 
 __all__ = ["fit_budget", "floor_plan", "lr_mass_left"]
 
@@ -92,9 +96,9 @@ def _play(trainer: Any, epochs: int) -> tuple[list[float], str]:
 def lr_mass_left(trainer: Any) -> tuple[list[float] | None, str]:
     """For each epoch, the share of the fit's learning-rate mass after its end (``None`` without
     an epoch budget), and how the schedule was read (module docstring)."""
-    epochs = getattr(trainer, "max_epochs", None)
-    if not isinstance(epochs, int) or epochs < 1:
-        return None, "no epoch budget (max_epochs)"
+    epochs = epoch_budget(trainer)
+    if epochs is None:
+        return None, "no epoch budget (max_epochs, or max_steps over sized epochs)"
     sums, how = _play(trainer, epochs)
     total = sum(sums)
     if not total > 0:
@@ -107,11 +111,14 @@ def lr_mass_left(trainer: Any) -> tuple[list[float] | None, str]:
 
 
 def fit_budget(trainer: Any, detector: Any) -> int | None:
-    """The fit's epochs (``max_epochs``), which ``mode="budget"`` needs (else a ``ValueError``)."""
-    epochs = getattr(trainer, "max_epochs", None)
-    budget = epochs if isinstance(epochs, int) and epochs > 0 else None
+    """The fit's epochs (:func:`~critical.callbacks._budget.epoch_budget`), which
+    ``mode="budget"`` needs (else a ``ValueError``)."""
+    budget = epoch_budget(trainer)
     if detector.mode == "budget" and budget is None:
-        raise ValueError("CriticalPeriod(mode='budget') needs a fit with max_epochs set")
+        raise ValueError(
+            "CriticalPeriod(mode='budget') needs a fit with a budget: max_epochs, or max_steps "
+            "over epochs of known length"
+        )
     return budget
 
 

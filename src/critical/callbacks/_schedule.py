@@ -55,7 +55,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 __all__ = [
     "ScheduleFollower",
-    "check_epoch_budget",
+    "check_rebuilt_epochs",
     "check_schedule_length",
     "follow",
     "follow_batch",
@@ -251,31 +251,30 @@ def check_schedule_length(trainer: pl.Trainer, data: Any) -> None:
             )
 
 
-def check_epoch_budget(trainer: pl.Trainer) -> None:
-    """A cut shortens the epochs, and so the fit only when epochs bound it. Under
-    ``Trainer(max_steps=N)`` binding first, the fit trains N steps whatever k is: a cut would save
-    no compute, only more epochs of fewer views, and a per-step schedule kept on its course of
-    epoch progress would run past its end. A ``ValueError`` before the first step, naming the
-    epoch budget to give instead."""
-    max_steps = getattr(trainer, "max_steps", -1)
-    if not isinstance(max_steps, int) or max_steps <= 0:
-        return
-    batches = trainer.num_training_batches
-    per_epoch = None
-    if isinstance(batches, (int, float)) and math.isfinite(batches) and batches >= 1:
-        per_epoch = math.ceil(int(batches) / max(1, int(trainer.accumulate_grad_batches or 1)))
-    epochs = trainer.max_epochs
-    if isinstance(epochs, int) and epochs > 0 and per_epoch and epochs * per_epoch <= max_steps:
-        return  # max_epochs ends the fit first: a cut shortens it
-    instead = (
-        f"Trainer(max_epochs={math.ceil(max_steps / per_epoch)}) (= {max_steps} steps at "
-        f"{per_epoch} an epoch now)"
-        if per_epoch
-        else "Trainer(max_epochs=...)"
-    )
-    raise ValueError(
-        f"AugmentationCutoff: this fit ends after max_steps={max_steps} optimizer steps, and a "
-        "cut of the multiplicity shortens the epochs, not the steps: the fit would train as many "
-        "steps (no compute saved), and a per-step learning-rate schedule would run past its "
-        f"end. Give the budget in epochs instead: {instead}, with max_steps=-1."
-    )
+def check_rebuilt_epochs(
+    trainer: pl.Trainer, before: float | None, k: int, k_before: int, follow: bool, warned: bool
+) -> bool:
+    """At the first epoch of a loader rebuilt for multiplicity ``k`` (``before``: the batches an
+    epoch had before the cut, at ``k_before``): warns when a lower k did not shrink the epochs
+    (naming an integer ``limit_train_batches``, which caps them), else when a per-step schedule
+    is not followed (``follow``: :func:`warn_step_schedules`). Returns whether that has
+    warned."""
+    now = trainer.num_training_batches
+    if before is None or not math.isfinite(before):
+        return warned
+    if k < k_before and now >= before:
+        limit = trainer.limit_train_batches
+        why = (
+            f"Trainer(limit_train_batches={limit}) caps the batches an epoch, so the cut saves "
+            "nothing"
+            if isinstance(limit, int) and not isinstance(limit, bool)
+            else "does train_dataloader() honour `multiplicity`?"
+        )
+        rank_zero_warn(
+            f"AugmentationCutoff set multiplicity to {k} but the train dataloader still has "
+            f"{now} batches (was {before}): {why}"
+        )
+        return warned
+    if now < before:
+        return warn_step_schedules(trainer, before, now, follow, warned)
+    return warned

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, get_args
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from critical.callbacks._base import PREFIX
+from critical.callbacks._budget import StepBudget, epoch_budget, stage_plan
 from critical.callbacks._cutoff_data import check_loaders_read, resolve_data
 from critical.callbacks._resume import recover_cut, resume_epoch
 from critical.callbacks._schedule import (
     ScheduleFollower,
-    check_epoch_budget,
+    check_rebuilt_epochs,
     check_schedule_length,
     follow,
     follow_batch,
-    warn_step_schedules,
 )
 from critical.callbacks.critical_period import CriticalPeriod
 from critical.choices import CutoffPolicy
@@ -72,6 +71,13 @@ class AugmentationCutoff(Callback):
     run ends (exact at every epoch boundary, also after a resume; see
     :mod:`critical.callbacks._schedule`). Epoch-interval schedulers are untouched.
     ``follow_schedule=False`` leaves per-step schedulers as they are (one warning at the cut).
+
+    **A step budget** (``Trainer(max_steps=N)`` ending the fit before ``max_epochs`` does):
+    at each change of k the steps left are rescaled by the ratio of the optimizer updates per
+    epoch after and before it, so the cut run trains the same epochs of data as the uncut run
+    in fewer steps (without it, a cut would save nothing: N steps whatever k is), and a
+    per-step schedule sized for N ends where it would have (:mod:`critical.callbacks._budget`).
+    ``trainer.max_steps`` is back at N when the fit ends; a resumed fit gets the rescaled value.
 
     Checked at fit start, before any training step: that ``multiplicity`` (and ``augment`` with
     ``disable_augmentation``) can be set (by setting the current value), and that a per-step
@@ -129,6 +135,7 @@ class AugmentationCutoff(Callback):
                 f"got {list(stages)}"
             )
         self._follower = ScheduleFollower()
+        self._steps = StepBudget()
         #: ``[[first epoch, k], ...]`` from the cut on (one entry without ``stages``)
         self.plan: list[list[int]] = []
 
@@ -178,6 +185,7 @@ class AugmentationCutoff(Callback):
         self._resume_epoch = None
         self._warned_schedule = False
         self._follower = ScheduleFollower()
+        self._steps = StepBudget()
         self.plan = []
 
     def _k_at(self, epoch: int) -> int:
@@ -218,7 +226,8 @@ class AugmentationCutoff(Callback):
             if at is None:
                 if trainer.max_epochs is None or trainer.max_epochs < 0:
                     raise ValueError(
-                        "AugmentationCutoff(fraction=...) needs Trainer(max_epochs=...)"
+                        "AugmentationCutoff(fraction=...) needs Trainer(max_epochs=...); under "
+                        "a step budget (max_steps) give the cut as epoch=..."
                     )
                 assert self.fraction is not None  # __init__: exactly one of epoch / fraction
                 at = round(self.fraction * trainer.max_epochs)
@@ -234,11 +243,14 @@ class AugmentationCutoff(Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The loaders exist now: the data found at fit start must be what they read, and a cut
-        must be able to shorten the fit (an epoch budget, not ``max_steps``)."""
+        """The loaders exist now: the data found at fit start must be what they read, and a
+        step budget (``max_steps``) is noted, to be rescaled at each change of k."""
         check_loaders_read(trainer, self._data)
-        if self.policy != "never":
-            check_epoch_budget(trainer)
+        if self._data is None or self.multiplicity_before is None:
+            return
+        cuts = self.policy != "never"  # one that never cuts notes the budget for its branches
+        k_now = int(self._data.multiplicity)
+        self._steps.start(trainer, self.multiplicity_before, k_now, cuts, self.verbose and cuts)
 
     @override
     def on_load_checkpoint(
@@ -259,9 +271,7 @@ class AugmentationCutoff(Callback):
     def _decide(self, trainer: pl.Trainer, first_epoch: int, reason: str) -> None:
         self.cut_epoch = first_epoch
         ks = [*self.stages, self.target]
-        end = trainer.max_epochs if isinstance(trainer.max_epochs, int) else -1
-        span = max(end - first_epoch, 0)  # the epochs left, split evenly among the stages
-        self.plan = [[first_epoch + round(i * span / len(ks)), k] for i, k in enumerate(ks)]
+        self.plan = stage_plan(first_epoch, ks, epoch_budget(trainer))
         if self.stages:
             steps = ", ".join(f"k={k} from epoch {e}" for e, k in self.plan)
             reason = f"{reason}; staged: {steps}"
@@ -299,29 +309,14 @@ class AugmentationCutoff(Callback):
         if self._restore_reload is not None:  # the rebuild happened just before this hook
             trainer.reload_dataloaders_every_n_epochs = self._restore_reload  # type: ignore[attr-defined]  # undeclared: Lightning sets it on the Trainer
             self._restore_reload = None
-            before = self._batches_before_cut
-            now = trainer.num_training_batches
-            if (
-                before is not None
-                and math.isfinite(before)
-                and self._k_at(trainer.current_epoch) < (self.multiplicity_before or 0)
-                and now >= before
-            ):
-                limit = trainer.limit_train_batches
-                why = (
-                    f"Trainer(limit_train_batches={limit}) caps the batches an epoch, so the cut "
-                    "saves nothing"
-                    if isinstance(limit, int) and not isinstance(limit, bool)
-                    else "does train_dataloader() honour `multiplicity`?"
-                )
-                rank_zero_warn(
-                    f"AugmentationCutoff set multiplicity to {self._k_at(trainer.current_epoch)} "
-                    f"but the train dataloader still has {now} batches (was {before}): {why}"
-                )
-            elif before is not None and math.isfinite(before) and now < before:
-                self._warned_schedule = warn_step_schedules(
-                    trainer, before, now, self.follow_schedule, self._warned_schedule
-                )
+            self._warned_schedule = check_rebuilt_epochs(
+                trainer,
+                self._batches_before_cut,
+                self._k_at(trainer.current_epoch),
+                self.multiplicity_before or 0,
+                self.follow_schedule,
+                self._warned_schedule,
+            )
         if (
             self.follow_schedule
             and not self._follower.active
@@ -330,6 +325,8 @@ class AugmentationCutoff(Callback):
         ):
             follow(trainer, self._follower, self._batches_before_cut, self.verbose)
         self._epoch_k = int(self._data.multiplicity) if self._data is not None else None
+        if self._epoch_k is not None:
+            self._steps.follow(trainer, self._epoch_k, self.verbose)
 
     @override
     def on_train_batch_end(
@@ -361,7 +358,14 @@ class AugmentationCutoff(Callback):
             )
 
     @override
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._steps.restore(trainer)
+
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._steps.restore(trainer)
         if self._restore_reload is not None:
             trainer.reload_dataloaders_every_n_epochs = self._restore_reload  # type: ignore[attr-defined]  # undeclared: Lightning sets it on the Trainer
             self._restore_reload = None
@@ -378,6 +382,7 @@ class AugmentationCutoff(Callback):
             "reason": self.reason,
             "schedule": self._follower.state_dict(),
             "plan": [list(p) for p in self.plan],
+            "step_budget": self._steps.state_dict(),
         }
 
     @override
@@ -388,5 +393,6 @@ class AugmentationCutoff(Callback):
         self.reason = state_dict.get("reason")
         self._follower.load_state_dict(state_dict.get("schedule", {}))
         self.plan = [[int(e), int(k)] for e, k in state_dict.get("plan", [])]
+        self._steps.load_state_dict(state_dict.get("step_budget", {}))
         # strategies that restore after `on_fit_start` (e.g. DeepSpeed) reach here late
         self._apply()

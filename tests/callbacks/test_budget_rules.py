@@ -223,3 +223,21 @@ def test_a_step_budget_is_the_same_fit_as_its_epochs_for_the_budget_rules(tmp_pa
     assert cut.plan == [[2, 2], [4, 1]] and trainer.global_step == 36
     sched = trainer.lr_scheduler_configs[0].scheduler
     assert sched.last_epoch == sched.total_steps == 54
+
+
+def test_lightnings_default_budget_is_named_for_a_budget_aware_rule(tmp_path):
+    """Without max_epochs Lightning trains for 1000: a floor or Fukase et al.'s slope would read
+    that as the budget, so the detector says so (here early stopping ends the fit)."""
+    from lightning.pytorch.callbacks import Callback
+
+    class StopAfterOne(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            trainer.should_stop = True
+
+    cp = CriticalPeriod(**FUKASE_RULE)
+    trainer = tiny_trainer(
+        tmp_path, max_epochs=None, callbacks=[LayerRotation(), cp, StopAfterOne()]
+    )
+    with pytest.warns(UserWarning, match=r"budget as max_epochs=1000, which is what Lightning"):
+        trainer.fit(TinyModule(), TinyDataModule(n=32, batch_size=16))
+    assert trainer.current_epoch == 1 and cp.detector.budget == 1000

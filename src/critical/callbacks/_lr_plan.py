@@ -41,6 +41,9 @@ from critical.callbacks._budget import epoch_budget
 
 __all__ = ["fit_budget", "floor_plan", "lr_mass_left"]
 
+#: ``max_epochs`` as Lightning sets it when neither it nor ``max_steps`` is given
+LIGHTNING_DEFAULT_EPOCHS = 1000
+
 
 def _rate(optimizer: Any) -> float:
     return max(float(g["lr"]) for g in optimizer.param_groups)
@@ -118,6 +121,16 @@ def fit_budget(trainer: Any, detector: Any) -> int | None:
         raise ValueError(
             "CriticalPeriod(mode='budget') needs a fit with a budget: max_epochs, or max_steps "
             "over epochs of known length"
+        )
+    aware = detector.mode == "budget" or detector.floor is not None
+    if aware and budget == LIGHTNING_DEFAULT_EPOCHS and getattr(trainer, "max_steps", -1) == -1:
+        from lightning.pytorch.utilities import rank_zero_warn
+
+        rank_zero_warn(
+            f"CriticalPeriod reads this fit's budget as max_epochs={budget}, which is what "
+            "Lightning sets when Trainer(max_epochs=...) is not given: if the fit is meant to "
+            "end sooner (early stopping, max_time), give its max_epochs, which the floor and "
+            "mode='budget' scale with"
         )
     return budget
 

@@ -315,3 +315,19 @@ def test_a_branch_without_validation_resumes_from_a_validated_trunk(tmp_path):
         trainer.fit(UserModule(), Data(), ckpt_path=str(tmp_path / "ck" / "epoch=1-step=18.ckpt"))
     assert branch.active == "fallback" and [h["epoch"] for h in branch.detector.history] == [2, 3]
     assert cut.cut_epoch == 2
+
+
+def test_an_image_folder_with_torchvision_transforms_has_a_clean_view(tmp_path, caplog):
+    """Its Compose says which steps are augmentation: the gap and the clean side are measured,
+    so a rule watching them runs on the user's own pipeline."""
+    write_image_folder(tmp_path / "train")
+    data = FolderData(tmp_path / "train")
+    user_transform = data.train_set.transform
+    cp = CriticalPeriod(monitor="aug_gap", min_epochs=1, deadline=2)
+    gap = AugmentationGap(num_samples=8, views=1)
+    trainer = tiny_trainer(tmp_path, max_epochs=2, callbacks=[gap, cp, AugmentationCutoff()])
+    with caplog.at_level(logging.INFO):
+        trainer.fit(UserModule(), data)
+    assert gap.has_clean and "critical/aug_gap/clean_loss" in trainer.callback_metrics
+    assert "the clean view is known: its transform with RandomCrop -> CenterCrop" in caplog.text
+    assert data.train_set.transform is user_transform

@@ -11,7 +11,7 @@ Example:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -24,6 +24,7 @@ __all__ = [
     "AUG_LOSS",
     "CLEAN_SIDE",
     "bind_providers",
+    "check_clean_side",
     "check_spelling",
     "insert_after",
     "known_metric_names",
@@ -177,3 +178,18 @@ def bind_providers(
             "loss, and none is in the Trainer's callbacks: add `AugmentationGap()`"
         )
     return providers, aug
+
+
+def check_clean_side(providers: Mapping[str, Any]) -> None:
+    """A monitored metric of the clean side (:data:`CLEAN_SIDE`) whose provider found no clean
+    view of the training data: a ``ValueError`` at train start, naming why."""
+    for m, cb in providers.items():
+        if m in CLEAN_SIDE and getattr(cb, "has_clean", True) is False:
+            why = getattr(cb, "clean_how", None)
+            raise ValueError(
+                f"CriticalPeriod monitors {m!r}, which compares augmented with un-augmented "
+                "views, and the training data do not say what an un-augmented view is"
+                f"{f' ({why})' if why else ''}: monitor 'aug_gap/aug_loss', give the "
+                "dataset a torchvision Compose as its transform, or wrap it in "
+                "critical.data.MultiplicityDataset(..., transform=..., eval_transform=...)"
+            )

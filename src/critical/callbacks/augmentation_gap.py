@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from typing_extensions import override
 
@@ -37,8 +38,11 @@ class AugmentationGap(MetricCallback):
     un-augmented side); any other map-style training dataset — a datamodule's, a loader passed
     to ``fit``, a module's ``train_dataloader()``, through ``Subset`` or a ``ConcatDataset`` of k
     copies — is re-read at a fixed, seeded set of indices spread over the whole set, each read a
-    fresh random view through the dataset's own transforms (no clean view is known there, so
-    only the augmented-view loss and accuracy are logged). The probe's random draws are seeded
+    fresh random view through the dataset's own transforms. Its clean view is known where its
+    ``transform`` is a torchvision ``Compose`` whose augmentation steps can be taken out
+    (:mod:`critical.data.clean_view`: random crops become centre crops, other random steps are
+    dropped; kept only if it reads the same view twice), said once at train start; elsewhere
+    only the augmented-view loss and accuracy are logged. The probe's random draws are seeded
     and leave the training's RNGs untouched. Data from which no probe can be drawn (an iterable
     dataset), or a module whose ``forward`` does not return class logits for the probe's inputs,
     is an error before the first training step (when :class:`~critical.callbacks.CriticalPeriod`
@@ -99,6 +103,8 @@ class AugmentationGap(MetricCallback):
         self._resolved = False
         #: whether the probe's data know an un-augmented view (``aug_gap`` and the clean side)
         self.has_clean: bool | None = None
+        #: how a user dataset's clean view was inferred, or why none is known
+        self.clean_how: str | None = None
         #: set by :class:`~critical.callbacks.CriticalPeriod` on an instance it added itself:
         #: data without a probe then make the detector read another signal instead of failing
         self.optional = False
@@ -107,7 +113,7 @@ class AugmentationGap(MetricCallback):
     def _reset_fit(self) -> None:
         super()._reset_fit()
         self._source, self.unavailable, self._resolved = None, None, False
-        self.has_clean = None
+        self.has_clean, self.clean_how = None, None
 
     def resolve(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str | None:
         """Find the probe's data and try it once (two samples through the module); returns why
@@ -116,13 +122,19 @@ class AugmentationGap(MetricCallback):
         if self._resolved:
             return self.unavailable
         self._resolved = True
-        source, how = find_probe_source(trainer)
+        source, how = find_probe_source(trainer, clean=self.clean)
         problem = None if source is not None else how
         if source is not None:
             try:
                 clean, views, labels = source.probe_views(min(2, self.num_samples), 1, self.seed)
                 self._evaluate(trainer, pl_module, clean, views, labels)
                 self.has_clean = clean is not None
+                self.clean_how = getattr(source, "clean_how", None)
+                if self.clean_how is not None:
+                    known = "known" if clean is not None else "not known"
+                    rank_zero_info(
+                        f"[critical] AugmentationGap: the clean view is {known}: {self.clean_how}"
+                    )
             except Exception as e:  # noqa: BLE001 - any failure means: no probe here
                 problem = (
                     f"a probe of the training data ({how}) could not be classified by the "

@@ -16,8 +16,8 @@ from critical.callbacks._base import PREFIX, MetricCallback
 from critical.callbacks._epoch_signals import EpochSignals, logged_readings, read_metrics
 from critical.callbacks._lr_plan import fit_budget, floor_plan
 from critical.callbacks._providers import (
-    CLEAN_SIDE,
     bind_providers,
+    check_clean_side,
     check_spelling,
     insert_after,
     missing_providers,
@@ -284,14 +284,7 @@ class CriticalPeriod(Callback):
                 f"[critical] no probe of the training data for the learning guard ({problem}): "
                 "it reads the training loss instead"
             )
-        for m, cb in self._providers.items():
-            if m in CLEAN_SIDE and getattr(cb, "has_clean", True) is False:
-                raise ValueError(
-                    f"CriticalPeriod monitors {m!r}, which compares augmented with un-augmented "
-                    "views, and the training data do not say what an un-augmented view is: "
-                    "monitor 'aug_gap/aug_loss', or wrap the dataset in "
-                    "critical.data.MultiplicityDataset(..., transform=..., eval_transform=...)"
-                )
+        check_clean_side(self._providers)
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

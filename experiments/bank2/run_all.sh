@@ -22,6 +22,8 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 tree=$(cd "${BANK2_TREE:-$here}" && pwd)
 out=${BANK2_OUT:-$tree/../bank2_runs}
 mkdir -p "$out" && out=$(cd "$out" && pwd)
+# the groups earlier sessions finished, kept in the repository (records.py; keep.sh saves them)
+python3 "$here/experiments/bank2/records.py" restore "$out"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 queue="$out/queue.txt"
 if [ $# -gt 0 ]; then

@@ -1,17 +1,15 @@
 """Keeps the bank's finished runs across sessions, in the repository.
 
 The machines that run the bank are fresh each session: whatever the runs wrote outside the
-repository (``$BANK2_OUT``) is gone when a session ends, and with it every finished sweep. This
-script packs each *finished group* of a sweep (one model, budget and seed: its always-k trunk,
-its branches and its matched runs) into ``experiments/bank2/records/<sweep folder>/<group>.tar.xz``
-(the run folders without checkpoints or TensorBoard files: a few tens of kB), and unpacks them
-into ``$BANK2_OUT`` at the start of the next session, where ``critical sweep`` finds them finished
-and skips them. A group counts as finished when all its planned runs are complete and the sweep
-has moved past it (a folder of a later group exists) or ended (its ``done`` line in
-``progress.log``): a group whose matched runs are not planned yet is never packed.
+repository (``$BANK2_OUT``) is gone when a session ends. This script packs every finished run
+not kept yet into ``experiments/bank2/records/<sweep folder>/<group>[.<n>].tar.xz`` (one archive
+per group, i.e. model, budget and seed, and call; the run folders without checkpoints or
+TensorBoard files: a few tens of kB), and unpacks them into ``$BANK2_OUT`` at the start of the
+next session (``run_all.sh`` does), where ``critical sweep`` finds them finished and skips them.
 
-A group's trunk checkpoints are not kept (megabytes each): a run that branches off a restored
-trunk later (phase B) trains its trunk's epochs again.
+Trunk checkpoints are not kept (megabytes each): where a branch still to run needs one of a
+restored trunk, ``prefix.py`` trains that trunk's first epochs again (``run_all.sh`` calls it
+before each sweep), which costs less than the whole trunk.
 
     python experiments/bank2/records.py save $BANK2_OUT      # pack the groups finished since
     python experiments/bank2/records.py restore $BANK2_OUT   # unpack what is not there yet
@@ -41,57 +39,50 @@ def _sweeps(out: Path) -> Iterator[Path]:
             yield manifest.parent
 
 
-def _key(tags: dict) -> tuple[str, str, str]:
-    return (str(tags.get("model")), str(tags.get("budget")), str(tags.get("seed")))
+def _runs(folder: Path) -> Iterator[str]:
+    """The finished runs in a sweep folder, as paths relative to it (trunk reruns of
+    ``prefix.py`` under ``_prefix/`` included)."""
+    for d in [*sorted(folder.iterdir()), *sorted((folder / "_prefix").glob("*"))]:
+        if d.is_dir() and not d.name.startswith(".") and d.name not in ("logs", "checkpoints"):
+            if d.name != "_prefix" and run_status(d).complete:
+                yield str(d.relative_to(folder))
 
 
-def _group_name(key: tuple[str, str, str]) -> str:
-    return f"{key[0]}-E{key[1]}-s{key[2]}"
+def _group(folder: Path, run: str) -> str:
+    """``<model>-E<budget>-s<seed>`` from the run's tags (``_prefix`` for trunk reruns)."""
+    if run.startswith("_prefix/"):
+        return "_prefix"
+    tags = (json.loads((folder / run / "config.json").read_text()).get("tags")) or {}
+    return f"{tags.get('model')}-E{tags.get('budget')}-s{tags.get('seed')}"
 
 
-def _sweep_ended(out: Path, folder: Path) -> bool:
-    log = out / "progress.log"
-    sub = str(folder.relative_to(out))
-    if not log.is_file():
-        return False
-    return any(
-        line.split()[2:3] == [sub] and " done (exit " in line
-        for line in log.read_text().splitlines()
-        if len(line.split()) > 2
-    )
-
-
-def finished_groups(out: Path, folder: Path) -> dict[str, list[str]]:
-    """The finished groups of the sweep in ``folder``: group name -> its run names."""
-    runs = json.loads((folder / "sweep.json").read_text())["runs"]
-    groups: dict[tuple[str, str, str], list[str]] = {}
-    for r in runs:
-        groups.setdefault(_key(r["tags"]), []).append(r["name"])
-    started = [k for k, names in groups.items() if any((folder / n).exists() for n in names)]
-    ended = _sweep_ended(out, folder)
-    done = {}
-    for key, names in groups.items():
-        later = any(k > key for k in started)
-        if (later or ended) and all(run_status(folder / n).complete for n in names):
-            done[_group_name(key)] = names
-    return done
+def _members(path: Path) -> set[str]:
+    """The runs an archive holds (paths relative to its sweep folder)."""
+    with tarfile.open(path) as tar:
+        names = [m.name for m in tar.getmembers() if m.name.endswith("/config.json")]
+    return {n.rsplit("/", 1)[0] for n in names}
 
 
 def save(out: Path) -> list[Path]:
+    """Packs the finished runs not yet kept, one archive per group and call."""
     written = []
     for folder in _sweeps(out):
         dest = RECORDS / folder.relative_to(out)
-        for group, names in finished_groups(out, folder).items():
-            path = dest / f"{group}.tar.xz"
-            if path.exists():
-                continue
+        kept = set().union(*(_members(p) for p in dest.glob("*.tar.xz")))
+        new: dict[str, list[str]] = {}
+        for run in _runs(folder):
+            if run not in kept:
+                new.setdefault(_group(folder, run), []).append(run)
+        for group, runs in new.items():
             dest.mkdir(parents=True, exist_ok=True)
+            n = len(list(dest.glob(f"{group}.*tar.xz")))
+            path = dest / (f"{group}.tar.xz" if n == 0 else f"{group}.{n}.tar.xz")
             tmp = path.with_suffix(".tmp")
             with tarfile.open(tmp, "w:xz") as tar:
-                for name in sorted(names):
+                for run in sorted(runs):
                     tar.add(
-                        folder / name,
-                        arcname=name,
+                        folder / run,
+                        arcname=run,
                         filter=lambda t: None if any(s in t.name for s in _SKIP) else t,
                     )
             tmp.replace(path)
@@ -100,15 +91,19 @@ def save(out: Path) -> list[Path]:
 
 
 def restore(out: Path) -> list[Path]:
+    """Unpacks every kept run that ``out`` does not hold yet."""
     restored = []
     for path in sorted(RECORDS.glob("**/*.tar.xz")):
         folder = out / path.parent.relative_to(RECORDS)
+        missing = {r for r in _members(path) if not (folder / r).exists()}
+        if not missing:
+            continue
         with tarfile.open(path) as tar:
-            tops = {m.name.split("/")[0] for m in tar.getmembers()}
-            if all((folder / t).exists() for t in tops):
-                continue
-            folder.mkdir(parents=True, exist_ok=True)
-            members = [m for m in tar.getmembers() if not (folder / m.name.split("/")[0]).exists()]
+            members = [
+                m
+                for m in tar.getmembers()
+                if any(m.name.startswith(f"{r}/") for r in missing) or m.name in missing
+            ]
             tar.extractall(folder, members=members, filter="data")
         restored.append(path)
     return restored

@@ -55,7 +55,9 @@ from critical.sweep.aside import set_aside
 for run in set_aside(Path(sys.argv[1])):
     print("set aside (unfinished):", run)
 PY
-  nice -n 19 critical sweep "$spec" --out "$folder" "$@"
+  # a restored trunk's checkpoints that new branches need, trained again (prefix.py)
+  nice -n 19 python3 "$here/experiments/bank2/prefix.py" "$spec" "$folder" "$@" &&
+    nice -n 19 critical sweep "$spec" --out "$folder" "$@"
 }
 export -f sweep_in
 export here

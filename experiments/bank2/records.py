@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 from critical.runfiles import run_status
 
 RECORDS = Path(os.environ.get("BANK2_RECORDS") or Path(__file__).resolve().parent / "records")
-_SKIP = ("checkpoints", "events.out.tfevents")
+_SKIP = ("checkpoints", "events.out.tfevents", "plot.png", "plot.pdf")  # derivable, large
 
 
 def _sweeps(out: Path) -> Iterator[Path]:

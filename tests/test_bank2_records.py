@@ -3,14 +3,13 @@ first epochs trained again (prefix.py, stop_after.py)."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import pytest
-import torch
 from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,62 +45,32 @@ def test_finished_runs_kept_incrementally_and_restored(rec: Any, tmp_path: Path)
     assert sorted(p.name for p in first) == ["m-E4-s0.tar.xz", "m-E4-s1.tar.xz"]
     assert rec.save(out) == []  # nothing new
     (folder / "fixed-s0" / "summary.json").write_text("{}")
-    assert [p.name for p in rec.save(out)] == ["m-E4-s0.1.tar.xz"]  # only the new run
+    run(folder / ".prefix", "trunk-s0", 0)  # prefix.py's rerun of a trunk's first epochs
+    new = sorted(p.name for p in rec.save(out))
+    assert new == ["m-E4-s0.1.tar.xz", "prefix.tar.xz"]  # only the new runs
 
     fresh = tmp_path / "fresh"
-    assert len(rec.restore(fresh)) == 3
+    assert len(rec.restore(fresh)) == 4
     got = fresh / "v1" / "s"
-    assert sorted(p.name for p in got.iterdir()) == ["fixed-s0", "trunk-s0", "trunk-s1"]
+    assert sorted(p.name for p in got.iterdir()) == [".prefix", "fixed-s0", "trunk-s0", "trunk-s1"]
+    assert (got / ".prefix" / "trunk-s0" / "summary.json").is_file()
     assert not list(got.glob("*/events.out.tfevents*"))  # TensorBoard files are not kept
     (got / "trunk-s1" / "metrics.csv").write_text("changed")
     assert rec.restore(fresh) == []  # what is there is never overwritten
     assert (got / "trunk-s1" / "metrics.csv").read_text() == "changed"
 
 
-def test_prefix_agreement() -> None:
+def test_the_bank_uses_the_librarys_stopper_and_regrow() -> None:
+    """The frozen tree's runs import ``stop_after.StopAfterEpoch``: the library's class."""
+    stop_after = load_script(ROOT / "experiments/bank2/stop_after.py", "stop_after")
+    library = ROOT / "src/critical/callbacks/stop_after_epoch.py"
+    assert inspect.getsourcefile(stop_after.StopAfterEpoch.__mro__[1]) == str(library)
+    assert stop_after.StopAfterEpoch(3).last == 3
     sys.path.insert(0, str(ROOT / "experiments/bank2"))
     try:
         prefix = load_script(ROOT / "experiments/bank2/prefix.py", "bank2_prefix")
     finally:
         sys.path.remove(str(ROOT / "experiments/bank2"))
-    trunk = [{"epoch": e, "val/loss": 1.0 / (e + 1), "train/loss": ""} for e in range(4)]
-    assert prefix.agree(trunk, trunk[:2])[0]
-    off = [dict(trunk[0]), {**trunk[1], "val/loss": 0.51}]
-    ok, how = prefix.agree(trunk, off)
-    assert not ok and "epoch 1: val/loss" in how
-
-
-class _Tiny(pl.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = torch.nn.Linear(2, 1)
-
-    def training_step(self, batch: Any, _: int) -> torch.Tensor:
-        return self.w(batch[0]).pow(2).mean()
-
-    def configure_optimizers(self) -> Any:
-        opt = torch.optim.SGD(self.parameters(), lr=1.0)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_epochs)
-        return [opt], [sched]
-
-
-def test_stop_after_epoch_keeps_the_schedule(tmp_path: Path) -> None:
-    stop_after = load_script(ROOT / "experiments/bank2/stop_after.py", "bank2_stop_after")
-    data = torch.utils.data.TensorDataset(torch.randn(8, 2))
-    loader = torch.utils.data.DataLoader(data, batch_size=4)
-
-    def lrs(callbacks: list) -> list[float]:
-        seen: list[float] = []
-        rec = pl.Callback()
-        rec.on_train_epoch_start = lambda t, m: seen.append(t.optimizers[0].param_groups[0]["lr"])
-        trainer = pl.Trainer(
-            max_epochs=6, callbacks=[*callbacks, rec], logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-        )  # fmt: skip
-        trainer.fit(_Tiny(), loader)
-        return seen
-
-    full, cut = lrs([]), lrs([stop_after.StopAfterEpoch(2)])
-    assert len(cut) == 3 and cut == full[:3]  # epochs 0-2, on the full run's learning rates
-    with pytest.raises(ValueError, match="last must be >= 0"):
-        stop_after.StopAfterEpoch(-1)
+    assert prefix.regrow.rows_agree(
+        [{"epoch": 0, "val/loss": 1.0}], [{"epoch": 0, "val/loss": 1.0}]
+    )[0]

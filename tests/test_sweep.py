@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -217,6 +218,21 @@ def test_local_sweep_with_replayed_detectors_matched_runs_and_report(tmp_path, c
 
     assert main([str(spec_file), "--out", str(out)]) == 0  # finished runs are not run again
     assert " ok in " not in capsys.readouterr().out
+
+    # the sweep grows after its checkpoints were deleted: the trunk's epoch 0 is trained again
+    shutil.rmtree(out / "checkpoints")
+    spec["policies"]["fixed"] = [1, 2]
+    spec_file.write_text(yaml.safe_dump(spec))
+    assert main([str(spec_file), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "small_cnn-always-k3-s0's checkpoints are gone; training its epochs 0-0 again" in said
+    regrown = json.loads((out / ".regrow/small_cnn-always-k3-s0/regrow.json").read_text())
+    assert regrown["agrees"] is True, regrown["how"]  # seeded, one thread: the same epoch
+    assert (out / "checkpoints/small_cnn-s0/epoch=0.ckpt").is_file()
+    assert not (out / "checkpoints/small_cnn-s0/epoch=1.ckpt").exists()  # stopped after 0
+    one = json.loads((out / "small_cnn-fixed_1-s0" / "metrics.json").read_text())
+    assert [(r["epoch"], r["multiplicity"]) for r in one] == [(0, 3), (1, 1), (2, 1)]
+    assert one[0]["train/loss"] == trunk[0]["train/loss"]
     assert report_main([str(out)]) == 0
     summary = (out / "report" / "summary.md").read_text()
     for label in ("always-k3", "fixed@2", "detector:fires", "detector:never", "matched-k1@2"):

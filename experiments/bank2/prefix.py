@@ -1,13 +1,14 @@
 """Trains a restored trunk's first epochs again, so that branches off it can run.
 
-``records.py`` keeps a finished group's runs across sessions but not its trunk's per-epoch
-checkpoints (megabytes each). Phase B's new branches resume from those checkpoints: for each
-branch of ``SPEC`` (or of the ``--only`` labels) whose checkpoint is missing, this script runs
-the trunk's own command again, into ``FOLDER/_prefix/`` (a folder ``critical sweep`` ignores),
-with its checkpoints into the trunk's checkpoint folder, stopped after the last epoch a branch
-needs (``stop_after.StopAfterEpoch``; ``max_epochs`` and so the schedule unchanged). The runs
-are deterministic on one CPU thread, seeded: the script then compares the rerun's metric rows
-with the restored trunk's and says whether they agree (``prefix.json`` in the rerun's folder).
+``records.py`` keeps the bank's finished runs across sessions but not its trunks' per-epoch
+checkpoints (megabytes each). For each branch of ``SPEC`` (or of the ``--only`` labels) whose
+checkpoint is missing while its trunk has finished, this script does what ``critical sweep``
+does since :mod:`critical.sweep.regrow` (loaded from this checkout: the frozen tree that runs
+the bank predates it): it runs the trunk's own command again into ``FOLDER/.prefix/`` (hidden:
+the sweep and the report pass it by), its checkpoints where the branches look for them, stopped
+after the last epoch a branch needs (``stop_after.StopAfterEpoch``; ``max_epochs``, so the
+schedule, unchanged), and compares the rerun's metric rows with the kept trunk's
+(``regrow.json``; one CPU thread, seeded: equal to the last digit).
 
 Runs with the frozen tree's ``critical`` (``PYTHONPATH=$BANK2_TREE/src``, as ``run_all.sh``
 does), so that it plans exactly as the sweep does:
@@ -18,55 +19,31 @@ does), so that it plans exactly as the sweep does:
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import importlib.util
 import os
-import re
-import subprocess
 import sys
 from pathlib import Path
 
-from critical.runfiles import read_rows, run_status
 from critical.sweep.plan import plan
 from critical.sweep.spec import load_spec
 
 HERE = Path(__file__).resolve().parent
-_CKPT = re.compile(r"^--ckpt_path=(?P<path>.+/epoch=(?P<epoch>\d+)\.ckpt)$")
-#: compared between a trunk and its rerun, where logged
-COMPARED = ("train/loss", "val/loss", "val/acc", "critical/layer_rotation")
+_FILE = HERE.parents[1] / "src/critical/sweep/regrow.py"
+_spec = importlib.util.spec_from_file_location("bank2_regrow", _FILE)
+assert _spec is not None and _spec.loader is not None
+regrow = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(regrow)
 
 
 def needed(spec: dict, folder: Path, only: list[str]) -> dict[str, int]:
     """Trunk run name -> the last epoch whose checkpoint a pending branch needs and lacks."""
     out: dict[str, int] = {}
     for r in plan(spec, folder):
-        if only and r.tags.get("label") not in only:
-            continue
-        if r.alias_of or run_status(folder / r.name).complete:
-            continue
-        for a in r.args:
-            m = _CKPT.match(a)
-            parent = str(r.tags.get("parent"))
-            # a trunk still to train (or training) writes its own checkpoints
-            if m and not Path(m["path"]).is_file() and run_status(folder / parent).complete:
-                out[parent] = max(out.get(parent, -1), int(m["epoch"]))
+        if (not only or r.tags.get("label") in only) and (
+            n := regrow.missing_checkpoint(r, folder)
+        ):
+            out[n[0]] = max(out.get(n[0], -1), n[1])
     return out
-
-
-def agree(a: list[dict], b: list[dict]) -> tuple[bool, str]:
-    """Whether the rerun's rows ``b`` equal the trunk's ``a`` over ``b``'s epochs."""
-    by_epoch = {int(r["epoch"]): r for r in a}
-    for row in b:
-        old = by_epoch.get(int(row["epoch"]))
-        if old is None:
-            return False, f"epoch {row['epoch']} missing from the trunk"
-        for key in COMPARED:
-            x, y = old.get(key), row.get(key)
-            if x in (None, "") or y in (None, ""):
-                continue
-            if not math.isclose(float(x), float(y), rel_tol=1e-6, abs_tol=1e-9):
-                return False, f"epoch {row['epoch']}: {key} {x} (trunk) vs {y} (rerun)"
-    return True, f"{len(b)} epochs equal on {', '.join(COMPARED)} where logged"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,25 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
     failures = 0
     for trunk, last in needed(spec, args.folder, args.only).items():
-        root = args.folder / "_prefix"
-        cmd = [a for a in runs[trunk].command(sys.executable) if not a.startswith("--run.root=")]
-        cmd += [
-            f"--run.root={root}",
-            "--trainer.callbacks+=stop_after.StopAfterEpoch",
-            f"--trainer.callbacks.last={last}",
-        ]
         print(f"{trunk}: training epochs 0-{last} again for their checkpoints", flush=True)
-        rerun = root / trunk
-        if rerun.exists():
-            rerun.rename(root / f".{trunk}.{os.getpid()}")
-        rc = subprocess.run(cmd, env=env, check=False).returncode
-        if rc:
-            print(f"{trunk}: the rerun failed (exit {rc})", flush=True)
-            failures += 1
-            continue
-        ok, how = agree(read_rows(args.folder / trunk), read_rows(rerun))
-        (rerun / "prefix.json").write_text(json.dumps({"agrees": ok, "how": how}, indent=1))
-        print(f"{trunk}: the rerun {'agrees with' if ok else 'DIFFERS from'} the trunk: {how}")
+        trained, how = regrow.regrow(
+            runs[trunk],
+            last,
+            args.folder,
+            sys.executable,
+            env,
+            "stop_after.StopAfterEpoch",
+            ".prefix",
+        )
+        print(f"{trunk}: {how}", flush=True)
+        failures += not trained
     return 1 if failures else 0
 
 

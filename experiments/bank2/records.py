@@ -41,17 +41,17 @@ def _sweeps(out: Path) -> Iterator[Path]:
 
 def _runs(folder: Path) -> Iterator[str]:
     """The finished runs in a sweep folder, as paths relative to it (trunk reruns of
-    ``prefix.py`` under ``_prefix/`` included)."""
-    for d in [*sorted(folder.iterdir()), *sorted((folder / "_prefix").glob("*"))]:
+    ``prefix.py`` under ``.prefix/`` included)."""
+    for d in [*sorted(folder.iterdir()), *sorted((folder / ".prefix").glob("*"))]:
         if d.is_dir() and not d.name.startswith(".") and d.name not in ("logs", "checkpoints"):
-            if d.name != "_prefix" and run_status(d).complete:
+            if run_status(d).complete:
                 yield str(d.relative_to(folder))
 
 
 def _group(folder: Path, run: str) -> str:
-    """``<model>-E<budget>-s<seed>`` from the run's tags (``_prefix`` for trunk reruns)."""
-    if run.startswith("_prefix/"):
-        return "_prefix"
+    """``<model>-E<budget>-s<seed>`` from the run's tags (``prefix`` for trunk reruns)."""
+    if run.startswith(".prefix/"):
+        return "prefix"
     tags = (json.loads((folder / run / "config.json").read_text()).get("tags")) or {}
     return f"{tags.get('model')}-E{tags.get('budget')}-s{tags.get('seed')}"
 

@@ -10,6 +10,7 @@ from critical.callbacks.gradient_predictability import GradientPredictability
 from critical.callbacks.layer_rotation import LayerRotation
 from critical.callbacks.robustness import RobustnessEvaluator
 from critical.callbacks.run_directory import RunDirectory
+from critical.callbacks.stop_after_epoch import StopAfterEpoch
 
 __all__ = [
     "AugmentationCutoff",
@@ -22,4 +23,5 @@ __all__ = [
     "LayerRotation",
     "RobustnessEvaluator",
     "RunDirectory",
+    "StopAfterEpoch",
 ]

@@ -45,6 +45,14 @@ checkpoint after epoch f; if it never fires, its run is the always-k run itself 
 training); two policies that cut at the same epoch share one branch. A branch pays only for the
 epochs after its cut.
 
+**Checkpoints gone** (``--run``). A branch whose checkpoint is missing while its trunk has
+finished (checkpoints deleted to save disk, or left on another machine; the sweep grown later)
+does not fail: the trunk's own command trains its first epochs again into ``OUT/.regrow/`` up to
+the last one a pending branch needs (:class:`~critical.callbacks.StopAfterEpoch`, the schedule
+unchanged), its metric rows are compared with the finished trunk's (``regrow.json``: equal on
+the same machine and thread count), and the branch resumes from the new checkpoint
+(:mod:`critical.sweep.regrow`).
+
 **Staged cuts** (``staged``: ``stages`` and a ``fixed`` list of its own). ``staged@e`` steps k
 down from epoch e through the stages to 1, the epochs left split evenly among them
 (``--cutoff.policy=fixed --cutoff.epoch=e --cutoff.stages=[2]``,

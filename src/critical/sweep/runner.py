@@ -21,6 +21,7 @@ from critical.io import atomic_write_json, atomic_write_text
 from critical.runfiles import CONFIG, read_json, run_status
 from critical.sweep.aside import set_aside
 from critical.sweep.plan import followups_pending, plan
+from critical.sweep.regrow import REGROW, missing_checkpoint, regrow
 from critical.sweep.spec import Run, load_spec
 
 __all__ = ["emit", "main", "materialize_alias", "run_local", "slurm_script", "write_manifest"]
@@ -116,9 +117,8 @@ def run_local(
     attempted: set[str] = set()
     failures = 0
     while True:
-        runs = plan(spec, out)
-        if only:
-            runs = [r for r in runs if r.tags["label"] in only]
+        planned = plan(spec, out)
+        runs = [r for r in planned if r.tags["label"] in only] if only else planned
         write_manifest(spec, runs, out)
         todo = [r for r in runs if r.name not in attempted and not _complete(out / r.name)]
         ready = [r for r in todo if _ready(r, out)]
@@ -143,6 +143,22 @@ def run_local(
             materialize_alias(run, out)
             print(f"{prefix}: same training as {run.alias_of} (copied, no training)", flush=True)
             continue
+        need = missing_checkpoint(run, out)
+        if need is not None:  # the trunk finished, its checkpoint is gone: train it again
+            trunk = need[0]
+            last = max(n[1] for r in todo if (n := missing_checkpoint(r, out)) and n[0] == trunk)
+            print(
+                f"{prefix}: {trunk}'s checkpoints are gone; training its epochs 0-{last} again "
+                f"into {out / REGROW}",
+                flush=True,
+            )
+            trained, how = regrow(
+                next(r for r in planned if r.name == trunk), last, out, python, env
+            )
+            print(f"{prefix}: {'the rerun of ' + trunk + ': ' if trained else ''}{how}", flush=True)
+            if not trained:
+                failures += 1
+                continue
         log = logs / f"{run.name}.log"
         t0 = time.perf_counter()
         print(f"{prefix} ...", end=" ", flush=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Beside run_all.sh: every KEEP_EVERY seconds (default 900), packs the bank's newly finished
-# groups into experiments/bank2/records/ (records.py save) and commits them, that path only, so
-# that a session's finished runs outlive its machine. Stops when run_all.sh's workers have ended
+# Beside run_all.sh: every KEEP_EVERY seconds (default 900), packs the bank's runs finished since
+# into experiments/bank2/records/ (records.py save) and commits them, that path only, so that a
+# session's finished runs outlive its machine. Stops when run_all.sh's workers have ended
 # (after one last save).
 #   BANK2_OUT=../bank2_runs nohup bash experiments/bank2/keep.sh &
 set -uo pipefail
@@ -13,7 +13,7 @@ keep() {
   [ -z "$saved" ] && return
   for _ in 1 2 3 4 5; do
     git add experiments/bank2/records &&
-      git commit -q -m "bank2 records: finished groups $saved" -- experiments/bank2/records &&
+      git commit -q -m "bank2 records: runs kept in $saved" -- experiments/bank2/records &&
       return
     sleep 20  # another git command holds the index
   done

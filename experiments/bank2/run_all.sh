@@ -9,9 +9,9 @@
 #       experiments/bank2/phase_b/queue.txt                  # phase B (written by phase_b.py)
 #
 # Without a queue file: phase A, the six new settings' sweeps and the re-run of the ten v1
-# settings (into $BANK2_OUT/v1), cheap settings first (whole settings finish early), then the
-# longest (c10_8k, about a third of what is left), so that the last sweeps, each run by one
-# worker, are short ones and the other core does not idle for hours at the end. A queue line is `SPEC OUT_SUBDIR [critical sweep flags...]`; a
+# settings (into $BANK2_OUT/v1): the settings the gap guard holds out first (so that its test,
+# experiments/gap_guard, can run before the bank is complete), the longest among them first,
+# then the short ones, so that a session's end cuts short a cheap run. A queue line is `SPEC OUT_SUBDIR [critical sweep flags...]`; a
 # SPEC missing from BANK2_TREE is read from this checkout (phase B's specs are written after
 # the protocol's commit). BANK2_TREE is the frozen worktree of the protocol's commit (`git
 # worktree add ../bank2_wt 2e5571d`) whose code and sweeps run (default: this checkout); the
@@ -29,8 +29,8 @@ queue="$out/queue.txt"
 if [ $# -gt 0 ]; then
   grep -v '^#' "$1" > "$queue"
 else
-  for job in bank/bm bank/jv bank/digits bank2/ipd bank2/osu bank2/r20_noise bank2/r20_ta \
-    bank/vit_step bank2/c10_8k bank/vit bank/r20_onecycle bank/r20_long bank2/r32_ms bank/r20; do
+  for job in bank2/c10_8k bank2/r32_ms bank/vit bank/r20_onecycle bank/r20_long bank/r20 \
+    bank/vit_step bank2/r20_noise bank2/r20_ta bank2/osu bank/digits bank/jv bank/bm bank2/ipd; do
     s=${job#*/}
     sub=$s
     [ "${job%%/*}" = bank ] && sub=v1/$s

@@ -35,17 +35,6 @@ regrow = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(regrow)
 
 
-def needed(spec: dict, folder: Path, only: list[str]) -> dict[str, int]:
-    """Trunk run name -> the last epoch whose checkpoint a pending branch needs and lacks."""
-    out: dict[str, int] = {}
-    for r in plan(spec, folder):
-        if (not only or r.tags.get("label") in only) and (
-            n := regrow.missing_checkpoint(r, folder)
-        ):
-            out[n[0]] = max(out.get(n[0], -1), n[1])
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("spec")
@@ -61,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
     failures = 0
-    for trunk, last in needed(spec, args.folder, args.only).items():
+    pending = [r for r in runs.values() if not args.only or r.tags.get("label") in args.only]
+    for trunk, last in regrow.needed(pending, args.folder).items():
         print(f"{trunk}: training epochs 0-{last} again for their checkpoints", flush=True)
         trained, how = regrow.regrow(
             runs[trunk],

@@ -27,15 +27,15 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from critical.io import atomic_write_json
-from critical.runfiles import read_rows, run_status
+from critical.runfiles import num, read_rows, run_status
 from critical.sweep.spec import Run
 
-__all__ = ["REGROW", "missing_checkpoint", "regrow", "rows_agree"]
+__all__ = ["REGROW", "missing_checkpoint", "needed", "regrow", "rows_agree"]
 
 #: the folder under a sweep's OUT that holds the reruns
 REGROW = ".regrow"
@@ -45,12 +45,12 @@ _NOT_COMPARED = re.compile(r"^energy/|time|duration")
 
 
 def missing_checkpoint(run: Run, out: Path) -> tuple[str, int] | None:
-    """``(trunk, epoch)`` when ``run`` resumes from the checkpoint after ``epoch`` of a finished
-    ``trunk`` and that checkpoint is missing; ``None`` otherwise (a trunk still to train writes
-    its own checkpoints)."""
+    """``(trunk, epoch)`` when ``run`` has not finished and resumes from the checkpoint after
+    ``epoch`` of a finished ``trunk``, and that checkpoint is missing; ``None`` otherwise (a
+    trunk still to train writes its own checkpoints)."""
     parent = run.tags.get("parent")
-    if not parent or run.alias_of:
-        return None
+    if not parent or run.alias_of or run_status(out / run.name).complete:
+        return None  # a finished run needs no checkpoint
     for arg in run.args:
         m = _CKPT.match(arg)
         if m and not Path(m["path"]).is_file() and run_status(out / str(parent)).complete:
@@ -58,12 +58,14 @@ def missing_checkpoint(run: Run, out: Path) -> tuple[str, int] | None:
     return None
 
 
-def _num(value: Any) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
+def needed(runs: Iterable[Run], out: Path) -> dict[str, int]:
+    """Trunk name -> the last epoch whose checkpoint one of ``runs`` needs and lacks
+    (:func:`missing_checkpoint`)."""
+    last: dict[str, int] = {}
+    for r in runs:
+        if (n := missing_checkpoint(r, out)) is not None:
+            last[n[0]] = max(last.get(n[0], -1), n[1])
+    return last
 
 
 def rows_agree(
@@ -77,7 +79,7 @@ def rows_agree(
         if old is None:
             return False, f"epoch {row.get('epoch')} is not among the trunk's rows"
         for key, value in row.items():
-            x, y = _num(old.get(key)), _num(value)
+            x, y = num(old.get(key)), num(value)
             if x is None or y is None or _NOT_COMPARED.search(key):
                 continue
             if not math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9):

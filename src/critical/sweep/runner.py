@@ -21,7 +21,7 @@ from critical.io import atomic_write_json, atomic_write_text
 from critical.runfiles import CONFIG, read_json, run_status
 from critical.sweep.aside import set_aside
 from critical.sweep.plan import followups_pending, plan
-from critical.sweep.regrow import REGROW, missing_checkpoint, regrow
+from critical.sweep.regrow import REGROW, missing_checkpoint, needed, regrow
 from critical.sweep.spec import Run, load_spec
 
 __all__ = ["emit", "main", "materialize_alias", "run_local", "slurm_script", "write_manifest"]
@@ -146,7 +146,7 @@ def run_local(
         need = missing_checkpoint(run, out)
         if need is not None:  # the trunk finished, its checkpoint is gone: train it again
             trunk = need[0]
-            last = max(n[1] for r in todo if (n := missing_checkpoint(r, out)) and n[0] == trunk)
+            last = needed(todo, out)[trunk]
             print(
                 f"{prefix}: {trunk}'s checkpoints are gone; training its epochs 0-{last} again "
                 f"into {out / REGROW}",
